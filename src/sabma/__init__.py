@@ -1,0 +1,16 @@
+"""sabma: sharpness-aware Bayesian model averaging and Bayesian transfer learning for PyTorch."""
+
+from sabma.posterior import GaussianPosterior, LowRankGaussian, kl_divergence, select_parameters
+from sabma.step import SABMA, SAM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SABMA",
+    "SAM",
+    "GaussianPosterior",
+    "LowRankGaussian",
+    "__version__",
+    "kl_divergence",
+    "select_parameters",
+]

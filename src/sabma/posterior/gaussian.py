@@ -1,0 +1,190 @@
+"""`GaussianPosterior`: a diagonal + low-rank Gaussian over a subset of a network's parameters.
+
+q_θ(w) = N(μ, Σ),  Σ = diag(σ²) + D Dᵀ,  σ = exp(s),  θ = (μ, s, D),  D ∈ R^{d×K}.
+
+The posterior wraps a model without changing it: a forward pass builds the flat weight vector
+w = μ + σ ⊙ z₁ + D z₂ (reparameterisation; the noise z is drawn by :meth:`resample` and kept
+until the next draw, so a SAM-style second pass reuses it) and runs the model with those weights
+plugged in through :func:`torch.func.functional_call`. Parameters outside the subset and all
+buffers stay the model's own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from sabma.posterior.lowrank import LowRankGaussian, kl_divergence
+from sabma.posterior.subset import Subset, select_parameters
+from sabma.running_stats import running_stat_buffers
+
+
+class GaussianPosterior(nn.Module):
+    """Gaussian posterior q_θ over the flattened Bayesian subset of ``model``.
+
+    Args:
+        model: the network. It is *not* registered as a sub-module: ``parameters()`` and
+            ``state_dict()`` hold θ (and the kept noise) only. ``.to()``, ``.double()``, ``.train()`` and ``.eval()``
+            are forwarded to the model.
+        subset: which parameters are Bayesian (see :func:`sabma.select_parameters`).
+        rank: K, the number of low-rank columns (0 gives a diagonal Gaussian).
+        init_std: initial σ for every coordinate (a float or a (d,) tensor).
+        head: the classifier module or its name, where it cannot be found automatically.
+        norm_types: extra module types to treat as normalization layers.
+        freeze_rest: set ``requires_grad=False`` on the model's own parameters (the subset's own
+            copies are never used, and the rest stays at its values), so backward passes skip
+            their gradients. Pass False to train other parameters with an optimiser of your own.
+
+    The mean starts at the model's current values of the subset; the factor starts at 0.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        subset: Subset = "norm+head",
+        rank: int = 0,
+        init_std: float | Tensor = 1e-3,
+        head: str | nn.Module | None = None,
+        *,
+        norm_types: Sequence[type[nn.Module]] = (),
+        freeze_rest: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(rank, int) or rank < 0:
+            raise ValueError(f"rank must be a non-negative integer, got {rank!r}")
+        self._model = (model,)  # a tuple hides it from nn.Module's registry
+        self.names = select_parameters(model, subset, head, norm_types=norm_types)
+        params = dict(model.named_parameters())
+        if freeze_rest:
+            model.requires_grad_(False)
+        chosen = [params[n] for n in self.names]
+        dtypes = {p.dtype for p in chosen}
+        if len(dtypes) != 1:
+            raise ValueError(f"the Bayesian subset mixes dtypes {sorted(map(str, dtypes))}; "
+                             "cast the model to one dtype first")
+        self.shapes = [tuple(p.shape) for p in chosen]
+        self.numels = [p.numel() for p in chosen]
+        mean = torch.cat([p.detach().reshape(-1) for p in chosen]).clone()
+        log_std = _initial_log_std(init_std, mean)
+        self.mean = nn.Parameter(mean)
+        self.log_std = nn.Parameter(log_std)
+        self.factor = nn.Parameter(mean.new_zeros(mean.numel(), rank))
+        # this step's noise (z₁, z₂): part of the state, so a resumed run continues bit for bit
+        self.register_buffer("noise_diag", torch.zeros_like(mean))
+        self.register_buffer("noise_factor", mean.new_zeros(rank))
+        #: When False, forward passes leave normalization running statistics untouched (set by
+        #: the SA-BMA optimiser for its perturbed pass).
+        self.update_running_stats = True
+        self.resample()
+
+    # --- shape and model ----------------------------------------------------------------------
+    @property
+    def model(self) -> nn.Module:
+        return self._model[0]
+
+    @property
+    def dim(self) -> int:
+        """d, the number of Bayesian parameters."""
+        return int(self.mean.numel())
+
+    @property
+    def rank(self) -> int:
+        """K, the number of low-rank columns."""
+        return int(self.factor.shape[1])
+
+    @property
+    def std(self) -> Tensor:
+        return self.log_std.exp()
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, rank={self.rank}, tensors={len(self.names)}"
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> GaussianPosterior:
+        super()._apply(fn, recurse)
+        self.model._apply(fn, recurse)
+        return self
+
+    def train(self, mode: bool = True) -> GaussianPosterior:
+        super().train(mode)
+        self.model.train(mode)
+        return self
+
+    # --- the distribution --------------------------------------------------------------------
+    def gaussian(self) -> LowRankGaussian:
+        """q_θ as a :class:`LowRankGaussian` (differentiable in θ)."""
+        return LowRankGaussian(self.mean, torch.exp(2.0 * self.log_std), self.factor)
+
+    def distribution(self) -> torch.distributions.LowRankMultivariateNormal:
+        """The equivalent ``torch.distributions.LowRankMultivariateNormal``."""
+        return self.gaussian().to_torch()
+
+    def kl_to(self, other: GaussianPosterior | LowRankGaussian) -> Tensor:
+        """KL(q_θ ‖ other) in closed form (O(d K²)), differentiable in θ."""
+        target = other.gaussian() if isinstance(other, GaussianPosterior) else other
+        return kl_divergence(self.gaussian(), target)
+
+    def resample(self, generator: torch.Generator | None = None) -> None:
+        """Draw and keep this step's noise z₁ ~ N(0, I_d), z₂ ~ N(0, I_K)."""
+        with torch.no_grad():
+            self.noise_diag.copy_(torch.randn(self.noise_diag.shape, generator=generator,
+                                              dtype=self.noise_diag.dtype,
+                                              device=self.noise_diag.device))
+            self.noise_factor.copy_(torch.randn(self.noise_factor.shape, generator=generator,
+                                                dtype=self.noise_factor.dtype,
+                                                device=self.noise_factor.device))
+
+    def weights(self) -> Tensor:
+        """The weights at the kept noise: w = μ + σ ⊙ z₁ + D z₂ (differentiable in θ)."""
+        return self.mean + self.std * self.noise_diag + self.factor @ self.noise_factor
+
+    def sample_weights(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n independent draws of w, shape (n, d), differentiable in θ."""
+        if n < 1:
+            raise ValueError(f"number of samples must be at least 1, got {n}")
+        return self.gaussian().sample(n, generator)
+
+    # --- running the model ---------------------------------------------------------------------
+    def unflatten(self, w: Tensor) -> dict[str, Tensor]:
+        """Split a flat (d,) weight vector into the model's named parameter tensors (views)."""
+        if w.shape != (self.dim,):
+            raise ValueError(f"expected a weight vector of shape ({self.dim},), got {tuple(w.shape)}")
+        pieces = torch.split(w, self.numels)
+        return {n: t.view(s) for n, t, s in zip(self.names, pieces, self.shapes, strict=True)}
+
+    def forward_with(self, w: Tensor, *args: Any, **kwargs: Any) -> Any:
+        """Run the model with the Bayesian subset set to the flat weights ``w``."""
+        tensors = self.unflatten(w)
+        if not self.update_running_stats:  # let the pass update throw-away copies
+            tensors |= {n: b.clone() for n, b in running_stat_buffers(self.model).items()}
+        return functional_call(self.model, tensors, args, kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the model at the sample w(θ, z) with the kept noise z."""
+        return self.forward_with(self.weights(), *args, **kwargs)
+
+    def mean_forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the model at the posterior mean μ."""
+        return self.forward_with(self.mean, *args, **kwargs)
+
+    @torch.no_grad()
+    def load_into_model(self, w: Tensor | None = None) -> None:
+        """Copy ``w`` (default: the mean μ) into the model's own parameters, in place."""
+        w = self.mean if w is None else w
+        params = dict(self.model.named_parameters())
+        for name, value in self.unflatten(w).items():
+            params[name].copy_(value)
+
+
+def _initial_log_std(init_std: float | Tensor, like: Tensor) -> Tensor:
+    if isinstance(init_std, Tensor):
+        if init_std.shape not in ((), like.shape) or bool((init_std <= 0).any()):
+            raise ValueError(f"init_std must be positive and of shape () or {tuple(like.shape)}")
+        return torch.log(init_std.to(like)).expand_as(like).clone()
+    if not init_std > 0 or not math.isfinite(init_std):
+        raise ValueError(f"init_std must be a positive finite number, got {init_std!r}")
+    return torch.full_like(like, math.log(init_std))

@@ -1,0 +1,63 @@
+"""SAM (Foret et al., 2021): sharpness-aware minimisation of point estimates.
+
+    ε* = ρ g / ‖g‖  (one global L2 norm over all parameters), update with ∇L(w + ε*).
+
+The same two-step / closure shape as :class:`~sabma.SABMA`, so the two are drop-in replacements
+for each other. Pass ``model`` to keep normalization running statistics from being updated by the
+second pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sabma.running_stats import running_stat_buffers
+from sabma.step.two_step import TwoStepOptimizer
+
+
+class SAM(TwoStepOptimizer):
+    """Sharpness-aware minimisation around a base optimiser.
+
+    Args:
+        params: the parameters to train (an iterable of tensors or of parameter-group dicts).
+        base_optimizer: the optimiser class for the update.
+        rho: radius ρ of the Euclidean ball.
+        model: if given, its normalization running statistics are restored after the second pass.
+        **base_kwargs: passed to ``base_optimizer``.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
+        rho: float = 0.05,
+        *,
+        model: nn.Module | None = None,
+        **base_kwargs: Any,
+    ) -> None:
+        groups = list(params)
+        if groups and not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        super().__init__(groups, base_optimizer, rho, base_kwargs)
+        self._stat_buffers = list(running_stat_buffers(model).values()) if model is not None else []
+        self._saved_stats: list[Tensor] = []
+
+    def perturbation(self) -> list[tuple[Tensor, Tensor]]:
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not params:
+            return []
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        scale = self.rho / (norm + 1e-12)
+        return [(p, p.grad * scale) for p in params]
+
+    def _on_perturb(self) -> None:
+        self._saved_stats = [b.detach().clone() for b in self._stat_buffers]
+
+    def _on_restore(self) -> None:
+        for buffer, value in zip(self._stat_buffers, self._saved_stats, strict=True):
+            buffer.copy_(value)
+        self._saved_stats = []
