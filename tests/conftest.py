@@ -16,8 +16,9 @@ class ResidualBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c_out)
-        self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=2, bias=False),
-                                        nn.BatchNorm2d(c_out))
+        self.downsample = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride=2, bias=False), nn.BatchNorm2d(c_out)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -27,8 +28,9 @@ class ResidualBlock(nn.Module):
 class TinyResNet(nn.Module):
     def __init__(self, classes: int = 3) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
-                                  nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU()
+        )
         self.layer1 = ResidualBlock(4, 8)
         self.fc = nn.Linear(8, classes)
 
@@ -38,8 +40,9 @@ class TinyResNet(nn.Module):
 
 def mlp(width: int = 8, classes: int = 3, inputs: int = 2) -> nn.Sequential:
     """A small MLP with a LayerNorm."""
-    return nn.Sequential(nn.Linear(inputs, width), nn.LayerNorm(width), nn.Tanh(),
-                         nn.Linear(width, classes))
+    return nn.Sequential(
+        nn.Linear(inputs, width), nn.LayerNorm(width), nn.Tanh(), nn.Linear(width, classes)
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,9 @@ from tests.conftest import TinyResNet, mlp
 
 def randomise(posterior: GaussianPosterior, std_scale: float = 0.1) -> None:
     with torch.no_grad():
-        posterior.log_std.copy_(torch.randn_like(posterior.log_std) * 0.3 + torch.log(
-            torch.tensor(std_scale)))
+        posterior.log_std.copy_(
+            torch.randn_like(posterior.log_std) * 0.3 + torch.log(torch.tensor(std_scale))
+        )
         posterior.factor.normal_(0.0, 0.05)
 
 
@@ -70,16 +71,22 @@ def test_distribution_and_kl_agree_with_torch(rank: int) -> None:
     posterior = GaussianPosterior(mlp(), "all", rank=rank).double()
     randomise(posterior)
     dist = posterior.distribution()
-    sigma = torch.diag(posterior.std.detach() ** 2) + posterior.factor.detach() @ posterior.factor.detach().T
+    sigma = (
+        torch.diag(posterior.std.detach() ** 2)
+        + posterior.factor.detach() @ posterior.factor.detach().T
+    )
     torch.testing.assert_close(dist.covariance_matrix.detach(), sigma)
-    prior = LowRankGaussian(torch.zeros(posterior.dim, dtype=torch.float64),
-                            torch.full((posterior.dim,), 0.5, dtype=torch.float64),
-                            torch.randn(posterior.dim, 2, dtype=torch.float64) * 0.1)
+    prior = LowRankGaussian(
+        torch.zeros(posterior.dim, dtype=torch.float64),
+        torch.full((posterior.dim,), 0.5, dtype=torch.float64),
+        torch.randn(posterior.dim, 2, dtype=torch.float64) * 0.1,
+    )
     expected = torch.distributions.kl_divergence(dist, prior.to_torch())
     torch.testing.assert_close(posterior.kl_to(prior), expected)
     other = GaussianPosterior(mlp(), "all", rank=1).double()
-    torch.testing.assert_close(posterior.kl_to(other),
-                               torch.distributions.kl_divergence(dist, other.distribution()))
+    torch.testing.assert_close(
+        posterior.kl_to(other), torch.distributions.kl_divergence(dist, other.distribution())
+    )
 
 
 def test_state_dict_holds_theta_only_and_round_trips() -> None:
@@ -89,7 +96,10 @@ def test_state_dict_holds_theta_only_and_round_trips() -> None:
     state = posterior.state_dict()
     assert set(state) == {"mean", "log_std", "factor", "noise_diag", "noise_factor"}
     assert [p.shape for p in posterior.parameters()] == [
-        (posterior.dim,), (posterior.dim,), (posterior.dim, 2)]
+        (posterior.dim,),
+        (posterior.dim,),
+        (posterior.dim, 2),
+    ]
     fresh = GaussianPosterior(TinyResNet(), rank=2)
     fresh.load_state_dict(state)
     for key in state:
@@ -113,8 +123,9 @@ def test_load_into_model_copies_the_mean() -> None:
     with torch.no_grad():
         posterior.mean.add_(1.0)
     posterior.load_into_model()
-    torch.testing.assert_close(torch.cat([p.detach().reshape(-1) for p in model.parameters()]),
-                               posterior.mean.detach())
+    torch.testing.assert_close(
+        torch.cat([p.detach().reshape(-1) for p in model.parameters()]), posterior.mean.detach()
+    )
 
 
 def test_bad_arguments_are_clear_errors() -> None:

@@ -45,9 +45,14 @@ class TinyTransformer(nn.Module):
 def test_norm_plus_head_on_transformer_takes_every_layernorm() -> None:
     names = select_parameters(TinyTransformer(), "norm+head")
     assert set(names) == {
-        "encoder.norm1.weight", "encoder.norm1.bias", "encoder.norm2.weight",
-        "encoder.norm2.bias", "final_norm.weight", "final_norm.bias",
-        "classifier.weight", "classifier.bias",
+        "encoder.norm1.weight",
+        "encoder.norm1.bias",
+        "encoder.norm2.weight",
+        "encoder.norm2.bias",
+        "final_norm.weight",
+        "final_norm.bias",
+        "classifier.weight",
+        "classifier.bias",
     }
 
 
@@ -70,7 +75,11 @@ def test_head_given_by_name_or_module_when_not_last() -> None:
     assert select_parameters(model, "head", head="cls") == ["cls.weight", "cls.bias"]
     assert select_parameters(model, "head", head=model.cls) == ["cls.weight", "cls.bias"]
     assert select_parameters(model, "norm+head", head="cls") == [
-        "cls.weight", "cls.bias", "body.1.weight", "body.1.bias"]
+        "cls.weight",
+        "cls.bias",
+        "body.1.weight",
+        "body.1.bias",
+    ]
 
 
 def test_classifier_accessors_are_used() -> None:
@@ -93,9 +102,14 @@ def test_all_regex_and_callable_subsets() -> None:
     every = [n for n, _ in model.named_parameters()]
     assert select_parameters(model, "all") == every
     assert select_parameters(model, r"\.bias$") == [n for n in every if n.endswith(".bias")]
-    assert select_parameters(model, re.compile("^body")) == [n for n in every if n.startswith("body")]
+    assert select_parameters(model, re.compile("^body")) == [
+        n for n in every if n.startswith("body")
+    ]
     assert select_parameters(model, lambda n, p: p.dim() == 2) == [
-        "cls.weight", "body.0.weight", "aux_proj.weight"]
+        "cls.weight",
+        "body.0.weight",
+        "aux_proj.weight",
+    ]
     assert select_parameters(model, "norm") == ["body.1.weight", "body.1.bias"]
 
 

@@ -27,11 +27,13 @@ def gaussian(mean: torch.Tensor, log_std: torch.Tensor, factor: torch.Tensor) ->
     return LowRankGaussian(mean, torch.exp(2 * log_std), factor)
 
 
-def fisher_by_autograd(mean: torch.Tensor, log_std: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+def fisher_by_autograd(
+    mean: torch.Tensor, log_std: torch.Tensor, factor: torch.Tensor
+) -> torch.Tensor:
     base = gaussian(mean, log_std, factor)
 
     def kl(flat: torch.Tensor) -> torch.Tensor:
-        m, s, f = flat[:D], flat[D:2 * D], flat[2 * D:].view(D, K)
+        m, s, f = flat[:D], flat[D : 2 * D], flat[2 * D :].view(D, K)
         return kl_divergence(gaussian(mean + m, log_std + s, factor + f), base)
 
     return torch.autograd.functional.hessian(kl, torch.zeros(2 * D + D * K, dtype=torch.float64))
@@ -46,8 +48,9 @@ def test_mean_block_is_the_precision_and_cross_blocks_vanish() -> None:
     torch.testing.assert_close(fisher[:D, D:], torch.zeros(D, D + D * K, dtype=torch.float64))
     g = torch.randn(D, dtype=torch.float64)
     # natural direction of the mean block solves F_μμ v = g exactly
-    torch.testing.assert_close(natural_direction(q, {"mean": g})["mean"],
-                               torch.linalg.solve(fisher[:D, :D], g))
+    torch.testing.assert_close(
+        natural_direction(q, {"mean": g})["mean"], torch.linalg.solve(fisher[:D, :D], g)
+    )
 
 
 @pytest.mark.parametrize("factor_scale", [0.0, 0.5])
@@ -59,11 +62,11 @@ def test_log_std_and_factor_blocks_match_the_hessian_diagonal(factor_scale: floa
     ones_d = torch.ones(D, K, dtype=torch.float64)
     damping = 1e-9
     direction = natural_direction(q, {"log_std": ones_s, "factor": ones_d}, damping)
-    torch.testing.assert_close(1 / direction["log_std"], torch.diagonal(fisher)[D:2 * D])
-    expected_d = torch.diagonal(fisher)[2 * D:].view(D, K) + damping * q.precision_diag()[:, None]
+    torch.testing.assert_close(1 / direction["log_std"], torch.diagonal(fisher)[D : 2 * D])
+    expected_d = torch.diagonal(fisher)[2 * D :].view(D, K) + damping * q.precision_diag()[:, None]
     torch.testing.assert_close(1 / direction["factor"], expected_d)
     if factor_scale == 0.0:  # Σ is quadratic in D: its Fisher block vanishes at D = 0
-        assert torch.diagonal(fisher)[2 * D:].abs().max() < 1e-12
+        assert torch.diagonal(fisher)[2 * D :].abs().max() < 1e-12
         torch.testing.assert_close(1 / direction["log_std"], 2 * ones_s)
 
 
@@ -71,8 +74,11 @@ def test_log_std_and_factor_blocks_match_the_hessian_diagonal(factor_scale: floa
 def test_exact_kl_step_hits_the_target(factor_scale: float) -> None:
     mean, log_std, factor = theta(2, factor_scale)
     q = gaussian(mean, log_std, factor)
-    v = {"mean": torch.randn(D, dtype=torch.float64), "log_std": torch.randn(D, dtype=torch.float64),
-         "factor": torch.randn(D, K, dtype=torch.float64)}
+    v = {
+        "mean": torch.randn(D, dtype=torch.float64),
+        "log_std": torch.randn(D, dtype=torch.float64),
+        "factor": torch.randn(D, K, dtype=torch.float64),
+    }
     for target in (1e-6, 1e-3, 0.5):
         for guess in (1e-8, 1.0, 1e3):  # far too small or too large
             t = exact_kl_step(q, log_std, v, target, guess)

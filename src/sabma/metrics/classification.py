@@ -11,8 +11,10 @@ from torch import Tensor
 
 def _check(probs: Tensor, labels: Tensor) -> None:
     if probs.dim() != 2 or labels.shape != probs.shape[:1]:
-        raise ValueError(f"expected probs (n, C) and labels (n,), got {tuple(probs.shape)} "
-                         f"and {tuple(labels.shape)}")
+        raise ValueError(
+            f"expected probs (n, C) and labels (n,), got {tuple(probs.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
     if probs.shape[0] == 0:
         raise ValueError("cannot compute metrics of an empty set")
 

@@ -29,8 +29,8 @@ class GaussianPosterior(nn.Module):
 
     Args:
         model: the network. It is *not* registered as a sub-module: ``parameters()`` and
-            ``state_dict()`` hold θ (and the kept noise) only. ``.to()``, ``.double()``, ``.train()`` and ``.eval()``
-            are forwarded to the model.
+            ``state_dict()`` hold θ (and the kept noise) only. ``.to()``, ``.double()``,
+            ``.train()`` and ``.eval()`` are forwarded to the model.
         subset: which parameters are Bayesian (see :func:`sabma.select_parameters`).
         rank: K, the number of low-rank columns (0 gives a diagonal Gaussian).
         init_std: initial σ for every coordinate (a float or a (d,) tensor).
@@ -42,6 +42,9 @@ class GaussianPosterior(nn.Module):
 
     The mean starts at the model's current values of the subset; the factor starts at 0.
     """
+
+    noise_diag: Tensor
+    noise_factor: Tensor
 
     def __init__(
         self,
@@ -65,8 +68,10 @@ class GaussianPosterior(nn.Module):
         chosen = [params[n] for n in self.names]
         dtypes = {p.dtype for p in chosen}
         if len(dtypes) != 1:
-            raise ValueError(f"the Bayesian subset mixes dtypes {sorted(map(str, dtypes))}; "
-                             "cast the model to one dtype first")
+            raise ValueError(
+                f"the Bayesian subset mixes dtypes {sorted(map(str, dtypes))}; "
+                "cast the model to one dtype first"
+            )
         self.shapes = [tuple(p.shape) for p in chosen]
         self.numels = [p.numel() for p in chosen]
         mean = torch.cat([p.detach().reshape(-1) for p in chosen]).clone()
@@ -131,12 +136,22 @@ class GaussianPosterior(nn.Module):
     def resample(self, generator: torch.Generator | None = None) -> None:
         """Draw and keep this step's noise z₁ ~ N(0, I_d), z₂ ~ N(0, I_K)."""
         with torch.no_grad():
-            self.noise_diag.copy_(torch.randn(self.noise_diag.shape, generator=generator,
-                                              dtype=self.noise_diag.dtype,
-                                              device=self.noise_diag.device))
-            self.noise_factor.copy_(torch.randn(self.noise_factor.shape, generator=generator,
-                                                dtype=self.noise_factor.dtype,
-                                                device=self.noise_factor.device))
+            self.noise_diag.copy_(
+                torch.randn(
+                    self.noise_diag.shape,
+                    generator=generator,
+                    dtype=self.noise_diag.dtype,
+                    device=self.noise_diag.device,
+                )
+            )
+            self.noise_factor.copy_(
+                torch.randn(
+                    self.noise_factor.shape,
+                    generator=generator,
+                    dtype=self.noise_factor.dtype,
+                    device=self.noise_factor.device,
+                )
+            )
 
     def weights(self) -> Tensor:
         """The weights at the kept noise: w = μ + σ ⊙ z₁ + D z₂ (differentiable in θ)."""
@@ -152,7 +167,9 @@ class GaussianPosterior(nn.Module):
     def unflatten(self, w: Tensor) -> dict[str, Tensor]:
         """Split a flat (d,) weight vector into the model's named parameter tensors (views)."""
         if w.shape != (self.dim,):
-            raise ValueError(f"expected a weight vector of shape ({self.dim},), got {tuple(w.shape)}")
+            raise ValueError(
+                f"expected a weight vector of shape ({self.dim},), got {tuple(w.shape)}"
+            )
         pieces = torch.split(w, self.numels)
         return {n: t.view(s) for n, t, s in zip(self.names, pieces, self.shapes, strict=True)}
 

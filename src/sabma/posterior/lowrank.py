@@ -39,10 +39,14 @@ class LowRankGaussian:
     def __post_init__(self) -> None:
         d = self.mean.shape[0]
         if self.mean.dim() != 1 or self.var.shape != (d,):
-            raise ValueError(f"mean and var must both have shape (d,), got {tuple(self.mean.shape)}"
-                             f" and {tuple(self.var.shape)}")
+            raise ValueError(
+                f"mean and var must both have shape (d,), got {tuple(self.mean.shape)}"
+                f" and {tuple(self.var.shape)}"
+            )
         if self.factor.dim() != 2 or self.factor.shape[0] != d:
-            raise ValueError(f"factor must have shape (d, K) with d={d}, got {tuple(self.factor.shape)}")
+            raise ValueError(
+                f"factor must have shape (d, K) with d={d}, got {tuple(self.factor.shape)}"
+            )
 
     @property
     def dim(self) -> int:
@@ -68,7 +72,8 @@ class LowRankGaussian:
         k = self.rank
         cap = torch.eye(k, dtype=self.mean.dtype, device=self.mean.device)
         cap = cap + self.factor.T @ self._scaled_factor
-        return torch.linalg.cholesky(cap)
+        cholesky: Tensor = torch.linalg.cholesky(cap)
+        return cholesky
 
     def cov_matvec(self, x: Tensor) -> Tensor:
         """Σ x for x of shape (d,) or (d, m)."""
@@ -110,9 +115,9 @@ class LowRankGaussian:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n independent draws, shape (n, d)."""
-        opts = {"dtype": self.mean.dtype, "device": self.mean.device, "generator": generator}
-        z_diag = torch.randn(n, self.dim, **opts)  # type: ignore[arg-type]
-        z_factor = torch.randn(n, self.rank, **opts)  # type: ignore[arg-type]
+        dtype, device = self.mean.dtype, self.mean.device
+        z_diag = torch.randn(n, self.dim, generator=generator, dtype=dtype, device=device)
+        z_factor = torch.randn(n, self.rank, generator=generator, dtype=dtype, device=device)
         return self.rsample_from_noise(z_diag, z_factor)
 
     def log_prob(self, w: Tensor) -> Tensor:

@@ -39,13 +39,17 @@ def find_head(model: nn.Module, head: str | nn.Module | None = None) -> tuple[st
     modules = dict(model.named_modules())
     if isinstance(head, str):
         if head not in modules:
-            raise ValueError(f"head={head!r} is not a module of {type(model).__name__}; "
-                             f"some module names: {_some_names(modules)}")
+            raise ValueError(
+                f"head={head!r} is not a module of {type(model).__name__}; "
+                f"some module names: {_some_names(modules)}"
+            )
         return head, modules[head]
     if isinstance(head, nn.Module):
         return _name_of(model, head), head
     if head is not None:
-        raise TypeError(f"head must be a module name, an nn.Module or None, not {type(head).__name__}")
+        raise TypeError(
+            f"head must be a module name, an nn.Module or None, not {type(head).__name__}"
+        )
     getter = getattr(model, "get_classifier", None)
     if callable(getter):
         candidate = getter()
@@ -56,8 +60,10 @@ def find_head(model: nn.Module, head: str | nn.Module | None = None) -> tuple[st
         return _name_of(model, candidate), candidate
     linears = [(name, m) for name, m in modules.items() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ValueError(f"could not find a classification head in {type(model).__name__}: "
-                         "it has no nn.Linear and no classifier accessor; pass head='module.name'")
+        raise ValueError(
+            f"could not find a classification head in {type(model).__name__}: "
+            "it has no nn.Linear and no classifier accessor; pass head='module.name'"
+        )
     return linears[-1]
 
 
@@ -98,17 +104,22 @@ def select_parameters(
         try:
             pattern = re.compile(subset)
         except re.error as err:
-            raise ValueError(f"subset {subset!r} is neither one of {SUBSET_KEYWORDS} "
-                             f"nor a valid regular expression ({err})") from None
+            raise ValueError(
+                f"subset {subset!r} is neither one of {SUBSET_KEYWORDS} "
+                f"nor a valid regular expression ({err})"
+            ) from None
         chosen = {n for n, _ in named if pattern.search(n)}
     elif callable(subset):
         chosen = {n for n, p in named if subset(n, p)}
     else:
-        raise TypeError(f"subset must be a string, a compiled regex or a callable, "
-                        f"not {type(subset).__name__}")
+        raise TypeError(
+            f"subset must be a string, a compiled regex or a callable, not {type(subset).__name__}"
+        )
     names = [n for n, _ in named if n in chosen]
     if not names:
-        raise ValueError(f"subset {_describe(subset)} matched no parameters of {type(model).__name__}")
+        raise ValueError(
+            f"subset {_describe(subset)} matched no parameters of {type(model).__name__}"
+        )
     return names
 
 
@@ -124,8 +135,10 @@ def _norm_parameter_names(model: nn.Module, types: tuple[type[nn.Module], ...]) 
 def _name_of(model: nn.Module, target: nn.Module) -> str:
     for name, module in model.named_modules():
         if module is target:
-            return name
-    raise ValueError(f"the head module {type(target).__name__} is not part of {type(model).__name__}")
+            return str(name)
+    raise ValueError(
+        f"the head module {type(target).__name__} is not part of {type(model).__name__}"
+    )
 
 
 def _some_names(modules: dict[str, nn.Module], limit: int = 8) -> str:

@@ -37,14 +37,20 @@ def bma_log_probs(
         if samples < 1:
             raise ValueError(f"samples must be at least 1, got {samples}")
         weights = posterior.sample_weights(samples, generator)
-    log_probs = torch.stack([
-        torch.log_softmax(posterior.forward_with(w, *inputs), dim=-1) for w in weights
-    ])
+    log_probs = torch.stack(
+        [torch.log_softmax(posterior.forward_with(w, *inputs), dim=-1) for w in weights]
+    )
     return torch.logsumexp(log_probs, dim=0) - math.log(weights.shape[0])
 
 
-def bma_probs(posterior: GaussianPosterior, *inputs: Any, samples: int = 30,
-              generator: torch.Generator | None = None, weights: Tensor | None = None) -> Tensor:
+def bma_probs(
+    posterior: GaussianPosterior,
+    *inputs: Any,
+    samples: int = 30,
+    generator: torch.Generator | None = None,
+    weights: Tensor | None = None,
+) -> Tensor:
     """p̄(y | x) of the BMA predictive for one batch (see :func:`bma_log_probs`)."""
-    return bma_log_probs(posterior, *inputs, samples=samples, generator=generator,
-                         weights=weights).exp()
+    return bma_log_probs(
+        posterior, *inputs, samples=samples, generator=generator, weights=weights
+    ).exp()

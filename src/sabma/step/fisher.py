@@ -52,7 +52,9 @@ def dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
     return torch.stack([(a[k] * b[k]).sum() for k in a]).sum()
 
 
-def shifted(q: LowRankGaussian, log_std: Tensor, step: Mapping[str, Tensor], t: float) -> LowRankGaussian:
+def shifted(
+    q: LowRankGaussian, log_std: Tensor, step: Mapping[str, Tensor], t: float
+) -> LowRankGaussian:
     """q_{θ + t·step}: the Gaussian with (μ, s, D) moved by ``t * step`` (missing blocks stay)."""
     mean = q.mean + t * step["mean"] if "mean" in step else q.mean
     new_log_std = log_std + t * step["log_std"] if "log_std" in step else log_std
@@ -81,7 +83,7 @@ def exact_kl_step(
     def kl_at(t: float) -> float:  # a step so long that the KL overflows counts as too long
         try:
             kl = float(kl_divergence(shifted(q64, s64, v64, t), q64))
-        except torch.linalg.LinAlgError:
+        except RuntimeError:  # torch.linalg.LinAlgError: the capacitance lost definiteness
             return math.inf
         return kl if math.isfinite(kl) else math.inf
 

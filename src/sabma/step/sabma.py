@@ -85,14 +85,17 @@ class SABMA(TwoStepOptimizer):
         try:
             metric = Metric(metric)
         except ValueError:
-            raise ValueError(f"metric must be one of {[m.value for m in Metric]}, "
-                             f"got {metric!r}") from None
+            raise ValueError(
+                f"metric must be one of {[m.value for m in Metric]}, got {metric!r}"
+            ) from None
         perturb = (perturb,) if isinstance(perturb, str) else tuple(perturb)
         if not perturb or any(b not in BLOCKS for b in perturb):
             raise ValueError(f"perturb must be a non-empty subset of {BLOCKS}, got {perturb!r}")
 
-        groups: list[dict[str, Any]] = [{"params": [posterior.mean], "block": "mean"},
-                                        {"params": [posterior.log_std], "block": "log_std"}]
+        groups: list[dict[str, Any]] = [
+            {"params": [posterior.mean], "block": "mean"},
+            {"params": [posterior.log_std], "block": "log_std"},
+        ]
         if posterior.rank:
             groups.append({"params": [posterior.factor], "block": "factor"})
         if not decay_covariance:
@@ -101,7 +104,9 @@ class SABMA(TwoStepOptimizer):
         super().__init__(groups, base_optimizer, rho, base_kwargs)
         self.posterior = posterior
         self.metric = metric
-        self.perturb = tuple(b for b in BLOCKS if b in perturb and (b != "factor" or posterior.rank))
+        self.perturb = tuple(
+            b for b in BLOCKS if b in perturb and (b != "factor" or posterior.rank)
+        )
         self.damping = damping
         self.prior = prior
         self.kl_weight = kl_weight
@@ -112,7 +117,7 @@ class SABMA(TwoStepOptimizer):
 
     def perturbation(self) -> list[tuple[Tensor, Tensor]]:
         params = self._block_params()
-        grads = {b: params[b].grad for b in self.perturb if params[b].grad is not None}
+        grads = {b: g for b in self.perturb if (g := params[b].grad) is not None}
         step = self.block_perturbation(grads) if grads else {}
         return [(params[b], eps) for b, eps in step.items()]
 

@@ -58,7 +58,7 @@ class TwoStepOptimizer(torch.optim.Optimizer):
     def _after_update(self) -> None:
         """Called after the base optimiser stepped."""
 
-    # --- the step ----------------------------------------------------------------------------------
+    # --- the step ---------------------------------------------------------------------
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
         """Move to the perturbed point θ + ε (ε from the current gradients)."""
@@ -91,8 +91,10 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         """One full step. ``closure`` runs forward and backward and returns the loss; it is called
         twice (at θ and at θ + ε) and should not zero the gradients itself."""
         if closure is None:
-            raise ValueError(f"{type(self).__name__}.step needs a closure that runs forward and "
-                             "backward; or call first_step() and second_step() yourself")
+            raise ValueError(
+                f"{type(self).__name__}.step needs a closure that runs forward and "
+                "backward; or call first_step() and second_step() yourself"
+            )
         closure = torch.enable_grad()(closure)
         loss = closure()
         self.first_step(zero_grad=True)

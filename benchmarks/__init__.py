@@ -1,0 +1,1 @@
+"""Measurements that are too long or too noisy for the test suite (run: make bench)."""

@@ -1,0 +1,5 @@
+import sys
+
+from sabma.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``sabma`` command line."""

@@ -1,0 +1,1 @@
+"""Small end-to-end examples that run in seconds on a CPU."""
