@@ -1,33 +1,48 @@
-"""The command line: help, the demo table, and one-line errors."""
+"""The command line: help, tables, and one-line errors."""
 
 from __future__ import annotations
 
 import pytest
 
-from sabma.cli.demo import format_table
 from sabma.cli.main import main
+from sabma.transfer.demo import format_rows
 
 
-def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("command", [[], ["demo"], ["train"], ["evaluate"]])
+def test_help_everywhere(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
+        main([*command, "--help"])
     assert exit_info.value.code == 0
-    assert "demo" in capsys.readouterr().out
+    assert "usage: sabma" in capsys.readouterr().out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.startswith("sabma ")
 
 
-def test_bad_input_is_one_line_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--seeds", "0"]) == 2
-    err = capsys.readouterr().err
-    assert err.strip() == "sabma: error: --seeds must be at least 1, got 0"
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--seeds", "0"], "--seeds must be at least 1, got 0"),
+        (["train", "--out", "x", "--set", "optim.lr"], "override 'optim.lr' is not of the form"),
+        (["train", "--out", "x", "--set", "optim.lrr=1"], "unknown config key 'optim.lrr'"),
+        (["train", "--out", "x", "--config", "missing.yaml"], "config file missing.yaml does not"),
+        (["evaluate", "nowhere"], "nowhere is not a run directory"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sabma: error: ") and message in err and "\n" not in err
 
 
 def test_table_has_mean_and_spread_over_seeds() -> None:
     metrics = {"acc": 0.5, "nll": 1.0, "ece": 0.1, "brier": 0.2}
-    runs = [{k: dict(metrics) for k in ("sgd", "sabma_bma", "sabma_mean")} for _ in range(2)]
-    runs[1]["sgd"]["acc"] = 0.7
-    table = format_table(runs)
-    assert "| SGD (point estimate) | 0.600 ± 0.141 |" in table
-    assert table.count("\n") == 4
+    rows = {"SGD": [dict(metrics), dict(metrics, acc=0.7)], "SA-BMA": [dict(metrics)] * 2}
+    table = format_rows(rows)
+    assert "| SGD | 0.600 ± 0.141 | 1.000 ± 0.000 |" in table
+    assert table.count("\n") == 3

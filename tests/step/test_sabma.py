@@ -336,3 +336,17 @@ def test_bad_arguments_are_clear_errors() -> None:
         SABMA(mlp(), lr=0.1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="needs a closure"):
         SABMA(posterior, lr=0.1).step()
+
+
+def test_block_learning_rate_scales_follow_the_schedule() -> None:
+    posterior = posterior64(rank=2)
+    opt = SABMA(posterior, lr=0.1, block_lr_scale={"factor": 0.1, "log_std": 3.0})
+    lrs = {g["block"]: g["lr"] for g in opt.param_groups}
+    assert lrs == pytest.approx({"mean": 0.1, "log_std": 0.3, "factor": 0.01})
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
+    train(posterior, opt, 1, seed=0)
+    schedule.step()
+    lrs = {g["block"]: g["lr"] for g in opt.param_groups}
+    assert lrs == pytest.approx({"mean": 0.05, "log_std": 0.15, "factor": 0.005})
+    with pytest.raises(ValueError, match="block_lr_scale"):
+        SABMA(posterior, lr=0.1, block_lr_scale={"sigma": 2.0})

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from sabma import __version__
-from sabma.cli import demo
+from sabma.cli import demo, evaluate, train
 
-COMMANDS = (demo,)
+COMMANDS = (demo, train, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.run(args))
-    except (ValueError, FileNotFoundError, OSError) as err:
+    except (ValueError, OSError, FloatingPointError) as err:
         if args.debug:
             raise
         print(f"sabma: error: {err}", file=sys.stderr)

@@ -68,12 +68,17 @@ class LowRankGaussian:
 
     @cached_property
     def _capacitance_cholesky(self) -> Tensor:
-        """Lower Cholesky factor of C = I_K + Dᵀ Λ⁻¹ D."""
-        k = self.rank
-        cap = torch.eye(k, dtype=self.mean.dtype, device=self.mean.device)
-        cap = cap + self.factor.T @ self._scaled_factor
+        """Lower Cholesky factor of C = I_K + Dᵀ Λ⁻¹ D.
+
+        C is formed and factored in float64 (an O(d K²) product and a K×K factorisation) and
+        then cast back: in float32, rounding in DᵀΛ⁻¹D can cost C its definiteness when some
+        σᵢ are small and D is not.
+        """
+        wide = self.factor.double()
+        cap = wide.T @ (wide / self.var.double().unsqueeze(1))
+        cap.diagonal().add_(1.0)
         cholesky: Tensor = torch.linalg.cholesky(cap)
-        return cholesky
+        return cholesky.to(self.mean.dtype)
 
     def cov_matvec(self, x: Tensor) -> Tensor:
         """Σ x for x of shape (d,) or (d, m)."""

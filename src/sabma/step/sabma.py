@@ -16,7 +16,7 @@ all perturbed blocks (method.md §4). A step:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -55,6 +55,10 @@ class SABMA(TwoStepOptimizer):
         kl_weight: the weight of the KL term.
         decay_covariance: apply the base optimiser's ``weight_decay`` to log σ and D too. Off by
             default: decaying them pulls the variances toward 1.
+        block_lr_scale: learning-rate multipliers per block, e.g. ``{"factor": 0.1}``. The
+            reparameterisation gradient of D, ∇_w L · z₂ᵀ, is as large as the mean's while its
+            expectation is a second-order term, so D random-walks at the mean's learning rate;
+            the gradient of log σ is O(σ²) and may want a larger one. Schedulers keep the ratios.
         resample: draw fresh posterior noise after each update, for the next step.
         **base_kwargs: passed to ``base_optimizer`` (``lr``, ``momentum``, ``weight_decay``, …).
     """
@@ -71,6 +75,7 @@ class SABMA(TwoStepOptimizer):
         prior: LowRankGaussian | GaussianPosterior | None = None,
         kl_weight: float = 0.0,
         decay_covariance: bool = False,
+        block_lr_scale: Mapping[str, float] | None = None,
         resample: bool = True,
         **base_kwargs: Any,
     ) -> None:
@@ -101,6 +106,17 @@ class SABMA(TwoStepOptimizer):
         if not decay_covariance:
             for group in groups[1:]:
                 group["weight_decay"] = 0.0
+        for block, scale in (block_lr_scale or {}).items():
+            if block not in BLOCKS or not scale >= 0:
+                raise ValueError(
+                    f"block_lr_scale takes blocks of {BLOCKS} and scales >= 0, "
+                    f"got {block!r}: {scale!r}"
+                )
+            if "lr" not in base_kwargs:
+                raise ValueError("block_lr_scale needs an explicit lr")
+            for group in groups:
+                if group["block"] == block:
+                    group["lr"] = base_kwargs["lr"] * scale
         super().__init__(groups, base_optimizer, rho, base_kwargs)
         self.posterior = posterior
         self.metric = metric
@@ -130,7 +146,13 @@ class SABMA(TwoStepOptimizer):
         else:
             q = self.posterior.gaussian()
             q = LowRankGaussian(q.mean.detach(), q.var.detach(), q.factor.detach())
-            direction = natural_direction(q, grads, self.damping)
+            try:
+                direction = natural_direction(q, grads, self.damping)
+            except RuntimeError:  # torch.linalg.LinAlgError: Σ's capacitance is not definite
+                raise FloatingPointError(
+                    "SABMA: the posterior's covariance is not finite or not positive definite; "
+                    "training has diverged (lower the learning rate)"
+                ) from None
         sq_norm = float(dot(grads, direction))
         if not sq_norm > 0 or rho == 0:
             return {}

@@ -1,0 +1,211 @@
+"""Experiment configuration: nested dataclasses, YAML files and ``--set key.path=value`` overrides.
+
+Every field has a default, so an empty file is a valid configuration (the embedded default:
+10-shot Fashion-MNIST from EfficientNet-Lite0 with SA-BMA). Unknown keys are errors that list the
+valid ones; values are parsed as YAML scalars: ``--set method.rho=0.1``,
+``--set data.augment=true``, ``--set method.perturb=[mean]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion_mnist"
+    root: str | None = None  # a folder with the idx files; default: the Debian package's
+    shots: int = 10  # training examples per class
+    val_shots: int = 10  # validation examples per class, disjoint from training
+    test_size: int = 2000  # a fixed random subset of the test set; 0 = all of it
+    resolution: int = 32
+    augment: bool = False  # light augmentation (shifts, flips), training only
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = None  # a weights file, for backbones that need one
+    subset: str = "norm+head"
+    bn_mode: str = (
+        "eval"  # "eval": pre-trained running statistics, no dropout; "train": batch stats
+    )
+
+
+@dataclass
+class PriorConfig:
+    kind: str = "isotropic"  # isotropic | swag | file
+    norm_std: float = 0.01  # τ: N(w_pre, τ² I) on the normalization parameters (isotropic)
+    head_var: float = 0.001  # α: N(0, α I) on the new head (every kind)
+    scale: float = 1.0  # multiplies the covariance of a swag / file prior
+    var_floor: float = 1e-6  # lower bound on SWAG / file variances (before scaling)
+    swag_epochs: int = 20  # swag: SGD epochs from w_pre on the training split (constant LR)
+    swag_lr: float = 0.01
+    swag_start: int = 10  # first epoch whose end is snapshotted
+    swag_every: int = 1  # snapshot every c epochs
+    swag_rank: int = 5
+    file_path: str | None = None  # file: folder holding <name>_{mean,variance,covmat}.pt
+    file_name: str = "prior"
+
+
+@dataclass
+class MethodConfig:
+    name: str = "sabma"  # sabma | sgd
+    rank: int = 5  # K of the posterior's low-rank factor
+    rho: float = 0.05
+    metric: str = "fisher"
+    perturb: list[str] = field(default_factory=lambda: ["mean", "log_std"])
+    beta: float = 0.0  # weight of KL(q‖p)/N in the loss (0: expected NLL; 1: the ELBO)
+    log_std_lr_scale: float = 1.0  # learning-rate multiplier of log σ
+    factor_lr_scale: float = 0.01  # learning-rate multiplier of the low-rank factor D
+    frozen: str = "fixed"  # fixed | prior: the rest at w_pre, or re-sampled N(w_pre, frozen_std²)
+    frozen_std: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 40
+    batch_size: int = 25
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup_epochs: int = 2
+
+
+@dataclass
+class EvalConfig:
+    samples: int = 30  # S for the BMA predictive
+    val_samples: int = 10  # S for model selection on validation BMA NLL
+    eval_every: int = 5  # epochs between validation evaluations
+    temperature_scaling: bool = False
+    batch_size: int = 250
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """A :class:`Config` from nested ``values`` and ``key.path=value`` overrides."""
+    merged = _merge({}, values or {})
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form key.path=value")
+        node = merged
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+    return _build(Config, merged, "")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (``None``: the defaults) and apply overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"config file {file} does not exist")
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {file} is not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"config file {file} must hold a mapping at the top level")
+        values = loaded or {}
+    return config_from_dict(values, overrides)
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _build(cls: type[Any], values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"config section {where.rstrip('.') or 'top level'!r} must be a mapping, got {values!r}"
+        )
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown config key {where + unknown[0]!r}; valid keys here: {sorted(known)}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        kind = hints[name]
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value, f"{where}{name}.")
+        else:
+            kwargs[name] = _coerce(value, kind, where + name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(errors[0])
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        items = value if isinstance(value, list) else [value]
+        return [_coerce(v, item, key) for v in items]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"config key {key!r} must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"config key {key!r} must be an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"config key {key!r} must be a number, got {value!r}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"config key {key!r} must be a string, got {value!r}")
+    return value

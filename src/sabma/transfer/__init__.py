@@ -1,0 +1,1 @@
+"""The Bayesian transfer-learning scheme: priors from pre-trained weights, training, prediction."""

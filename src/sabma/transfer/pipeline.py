@@ -1,0 +1,218 @@
+"""One run of the transfer scheme, from configuration to a finished run directory.
+
+A run directory holds ``config.yaml`` (resolved), ``train_log.jsonl``, ``posterior.safetensors``
+with ``posterior.json`` (its metadata), ``reliability.png``, ``report.md`` and, written last,
+``metrics.json`` — whose presence marks the run as finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sabma.config import Config, dump_config, load_config
+from sabma.data.tasks import Task, load_task
+from sabma.metrics import classification_metrics
+from sabma.models import build_backbone
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.lowrank import LowRankGaussian
+from sabma.predict.dataset import predict_log_probs
+from sabma.predict.temperature import apply_temperature, fit_temperature
+from sabma.runs.files import atomic_write_json, atomic_write_text, load_posterior, save_posterior
+from sabma.runs.report import write_reliability_plot, write_report
+from sabma.transfer.fit import TrainData, fit, is_point_method
+from sabma.transfer.priors import (
+    PRIOR_KINDS,
+    file_prior,
+    head_mask,
+    init_from_prior,
+    isotropic_prior,
+)
+from sabma.transfer.swag_prior import swag_prior
+
+log = logging.getLogger(__name__)
+
+
+def build_posterior(cfg: Config, num_classes: int) -> tuple[GaussianPosterior, str]:
+    """The backbone with a new head, and the posterior over its Bayesian subset (at w_pre).
+
+    Seeded by ``cfg.seed``, so randomly initialised parts (a new head before the prior resets it,
+    a backbone without pre-trained weights) are the same when a run is evaluated again."""
+    torch.manual_seed(cfg.seed)
+    backbone = build_backbone(cfg.model.backbone, num_classes, cfg.model.weights)
+    rank = 0 if is_point_method(cfg.method.name) else cfg.method.rank
+    if rank < 0:
+        raise ValueError(f"method.rank must be >= 0, got {rank}")
+    posterior = GaussianPosterior(backbone.model, cfg.model.subset, rank=rank, head=backbone.head)
+    return posterior, backbone.head
+
+
+def build_prior(
+    cfg: Config, posterior: GaussianPosterior, head: str, data: TrainData
+) -> LowRankGaussian:
+    p = cfg.prior
+    is_head = head_mask(posterior, head)
+    w_pre = posterior.mean.detach().clone()
+    if p.kind == "isotropic":
+        return isotropic_prior(w_pre, is_head, p.norm_std, p.head_var)
+    if not p.scale > 0:
+        raise ValueError(f"prior.scale must be > 0, got {p.scale}")
+    if p.kind == "swag":
+        return scaled(swag_prior(posterior, data, cfg), p.scale)
+    if p.kind == "file":
+        if not p.file_path:
+            raise ValueError("prior.kind=file needs prior.file_path (a folder of PTL-layout files)")
+        prior = file_prior(
+            p.file_path, p.file_name, posterior.model, posterior, head, p.head_var, p.var_floor
+        )
+        return scaled(prior, p.scale, keep=is_head)
+    raise ValueError(f"unknown prior kind {p.kind!r}; choose one of {PRIOR_KINDS}")
+
+
+def scaled(prior: LowRankGaussian, scale: float, keep: Tensor | None = None) -> LowRankGaussian:
+    """The prior with its covariance multiplied by ``scale`` (coordinates in ``keep`` unchanged)."""
+    factor = torch.ones_like(prior.var) * scale
+    if keep is not None:
+        factor = torch.where(keep, torch.ones_like(factor), factor)
+    return LowRankGaussian(
+        prior.mean, prior.var * factor, prior.factor * factor.sqrt().unsqueeze(1)
+    )
+
+
+def _prepare_out_dir(out: Path) -> None:
+    if (out / "metrics.json").exists():
+        raise ValueError(f"{out} already holds a finished run; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / ".write-test"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"output folder {out} is not writable ({err.strerror})") from None
+
+
+def train_run(cfg: Config, out: Path, progress: bool = True) -> dict[str, Any]:
+    """Train and evaluate one (method, seed) run into ``out``; returns its metrics."""
+    _prepare_out_dir(out)
+    torch.manual_seed(cfg.seed)
+    task = load_task(cfg.data, cfg.seed)
+    data = TrainData(task.x_train, task.y_train, task.x_val, task.y_val)
+    posterior, head = build_posterior(cfg, task.num_classes)
+    atomic_write_text(out / "config.yaml", dump_config(cfg))
+    (out / "train_log.jsonl").write_text("")
+    start = time.perf_counter()
+    prior = build_prior(cfg, posterior, head, data)
+    init_from_prior(posterior, prior, head_mask(posterior, head), cfg.prior.head_var)
+    fit(posterior, data, cfg, prior, log_path=out / "train_log.jsonl", progress=progress)
+    train_s = time.perf_counter() - start
+    save_posterior(
+        out / "posterior.safetensors",
+        posterior,
+        {
+            "method": cfg.method.name,
+            "backbone": cfg.model.backbone,
+            "subset": cfg.model.subset,
+            "head": head,
+        },
+    )
+    return _evaluate_and_write(
+        cfg, posterior, task, out, train_s, cfg.eval.samples, cfg.eval.temperature_scaling, progress
+    )
+
+
+def evaluate_run(
+    run_dir: Path,
+    samples: int | None = None,
+    temperature_scaling: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Re-evaluate a finished run (e.g. with another S or temperature scaling); rewrites its
+    metrics, report and plot."""
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = load_config(run_dir / "config.yaml")
+    task = load_task(cfg.data, cfg.seed)
+    posterior, _ = build_posterior(cfg, task.num_classes)
+    load_posterior(run_dir / "posterior.safetensors", posterior)
+    train_s = 0.0
+    if (run_dir / "metrics.json").is_file():
+        import json
+
+        train_s = json.loads((run_dir / "metrics.json").read_text())["timing"]["train_s"]
+    return _evaluate_and_write(
+        cfg,
+        posterior,
+        task,
+        run_dir,
+        train_s,
+        samples or cfg.eval.samples,
+        temperature_scaling,
+        progress,
+    )
+
+
+def _evaluate_and_write(
+    cfg: Config,
+    posterior: GaussianPosterior,
+    task: Task,
+    out: Path,
+    train_s: float,
+    samples: int,
+    temperature_scaling: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    if samples < 1:
+        raise ValueError(f"the number of BMA samples must be at least 1, got {samples}")
+    start = time.perf_counter()
+    posterior.eval()
+    point = is_point_method(cfg.method.name)
+    generator = torch.Generator().manual_seed(cfg.seed + 3)
+
+    def predictives(x: Tensor, name: str) -> dict[str, Tensor]:
+        mean = predict_log_probs(posterior, x, point=True, batch_size=cfg.eval.batch_size)
+        if point:
+            return {"bma": mean, "mean": mean}
+        bma = predict_log_probs(
+            posterior,
+            x,
+            samples,
+            batch_size=cfg.eval.batch_size,
+            generator=generator,
+            progress=progress,
+            desc=f"BMA {name}",
+        )
+        return {"bma": bma, "mean": mean}
+
+    test, val = predictives(task.x_test, "test"), predictives(task.x_val, "val")
+    metrics: dict[str, Any] = {
+        "method": cfg.method.name,
+        "seed": cfg.seed,
+        "dataset": cfg.data.dataset,
+        "shots": cfg.data.shots,
+        "backbone": cfg.model.backbone,
+        "subset": cfg.model.subset,
+        "samples": 1 if point else samples,
+        "dim": posterior.dim,
+        "rank": posterior.rank,
+        "test": {k: classification_metrics(v.exp(), task.y_test) for k, v in test.items()},
+        "val": {k: classification_metrics(v.exp(), task.y_val) for k, v in val.items()},
+    }
+    curves = {"BMA": (test["bma"].exp(), task.y_test)}
+    if not point:
+        curves["posterior mean"] = (test["mean"].exp(), task.y_test)
+    if temperature_scaling:
+        temperature = fit_temperature(val["bma"], task.y_val)
+        scaled = apply_temperature(test["bma"], temperature).exp()
+        metrics["temperature"] = temperature
+        metrics["test"]["bma_ts"] = classification_metrics(scaled, task.y_test)
+        curves["BMA, temperature-scaled"] = (scaled, task.y_test)
+    metrics["timing"] = {"train_s": train_s, "eval_s": time.perf_counter() - start}
+    write_reliability_plot(out / "reliability.png", curves)
+    write_report(out / "report.md", metrics)
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,43 @@
+"""The ``swag`` prior: SWAG moments of an SGD run from w_pre on the downstream training split."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch.nn.functional import cross_entropy
+
+from sabma.config import Config
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.lowrank import LowRankGaussian
+from sabma.posterior.swag import SWAGMoments
+from sabma.transfer.fit import TrainData, set_network_mode
+
+
+def swag_prior(posterior: GaussianPosterior, data: TrainData, cfg: Config) -> LowRankGaussian:
+    """Run constant-LR SGD (momentum ``optim.momentum``) on a copy of the network over the same
+    subset, snapshot the subset after every ``swag_every``-th epoch from ``swag_start`` on, and
+    convert the moments (rank ``swag_rank``). The posterior and its model are not touched."""
+    p = cfg.prior
+    if p.swag_epochs < 1 or not 1 <= p.swag_start <= p.swag_epochs or p.swag_every < 1:
+        raise ValueError(
+            "prior.swag_epochs, swag_start and swag_every must satisfy "
+            "1 <= swag_start <= swag_epochs and swag_every >= 1"
+        )
+    model = copy.deepcopy(posterior.model)
+    names = set(posterior.names)
+    point = GaussianPosterior(model, lambda n, _p: n in names, rank=0)
+    with torch.no_grad():
+        point.mean.copy_(posterior.mean)
+    optimizer = torch.optim.SGD([point.mean], lr=p.swag_lr, momentum=cfg.optim.momentum)
+    moments = SWAGMoments(point.dim, p.swag_rank, point.mean.dtype, point.mean.device)
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    set_network_mode(point, cfg.model.bn_mode)
+    for epoch in range(1, p.swag_epochs + 1):
+        for idx in torch.randperm(len(data.x_train), generator=gen).split(cfg.optim.batch_size):
+            optimizer.zero_grad()
+            cross_entropy(point.mean_forward(data.x_train[idx]), data.y_train[idx]).backward()
+            optimizer.step()
+        if epoch >= p.swag_start and (epoch - p.swag_start) % p.swag_every == 0:
+            moments.collect(point.mean)
+    return moments.to_gaussian(p.var_floor)
