@@ -43,7 +43,7 @@ class ModelConfig:
 class PriorConfig:
     kind: str = "isotropic"  # isotropic | swag | file
     norm_std: float = 0.01  # τ: N(w_pre, τ² I) on the normalization parameters (isotropic)
-    head_var: float = 0.001  # α: N(0, α I) on the new head (every kind)
+    head_var: float = 1e-4  # α: N(0, α I) on the new head (every kind)
     scale: float = 1.0  # multiplies the covariance of a swag / file prior
     var_floor: float = 1e-6  # lower bound on SWAG / file variances (before scaling)
     swag_epochs: int = 20  # swag: SGD epochs from w_pre on the training split (constant LR)
@@ -59,7 +59,7 @@ class PriorConfig:
 class MethodConfig:
     name: str = "sabma"  # sabma | sgd
     rank: int = 5  # K of the posterior's low-rank factor
-    rho: float = 0.05
+    rho: float = 1.0  # KL radius: KL(q_θ+ε ‖ q_θ) ≤ ρ²/2; ρ = 1 moves μ by about one σ
     metric: str = "fisher"
     perturb: list[str] = field(default_factory=lambda: ["mean", "log_std"])
     beta: float = 0.0  # weight of KL(q‖p)/N in the loss (0: expected NLL; 1: the ELBO)
@@ -71,9 +71,9 @@ class MethodConfig:
 
 @dataclass
 class OptimConfig:
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 25
-    lr: float = 0.01
+    lr: float = 0.003
     momentum: float = 0.9
     weight_decay: float = 0.0
     warmup_epochs: int = 2
@@ -172,6 +172,8 @@ def _build(cls: type[Any], values: Any, where: str) -> Any:
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:
+    if isinstance(value, dict):
+        raise ValueError(f"config key {key!r} is a value, not a section")
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(kind)

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from sabma.cli.options import add_overrides, add_progress
 from sabma.examples.moons import MoonsConfig, run_moons
 
 
@@ -33,15 +34,8 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="one seed, fewer epochs, 1,000 test images"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a configuration value of every run (repeatable)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_overrides(parser, "override a configuration value of every run (repeatable)")
+    add_progress(parser)
     parser.set_defaults(run=run)
 
 

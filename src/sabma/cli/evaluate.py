@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sabma.cli.options import add_progress
+
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
@@ -25,7 +27,7 @@ def add_parser(sub: Any) -> None:
         help="fit a temperature on the validation BMA predictive and report "
         "the scaled test metrics as test.bma_ts",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress(parser)
     parser.set_defaults(run=run)
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sabma.cli.options import add_overrides, add_progress
 from sabma.config import load_config
 
 
@@ -24,16 +25,9 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="YAML configuration (default: the embedded default task)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a configuration value, e.g. --set method.rho=0.1 (repeatable)",
-    )
+    add_overrides(parser, "override a configuration value, e.g. --set method.rho=0.1 (repeatable)")
     parser.add_argument("--out", type=Path, required=True, help="the run directory to create")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress(parser)
     parser.set_defaults(run=run)
 
 
