@@ -13,14 +13,19 @@ def test_defaults_are_the_embedded_task() -> None:
     cfg = load_config()
     assert cfg == Config()
     assert (cfg.data.dataset, cfg.data.shots, cfg.model.backbone, cfg.model.subset) == (
-        "fashion_mnist", 10, "efficientnet_lite0", "norm+head")
+        "fashion_mnist",
+        10,
+        "efficientnet_lite0",
+        "norm+head",
+    )
 
 
 def test_yaml_file_then_overrides_with_types(tmp_path: Path) -> None:
     file = tmp_path / "c.yaml"
     file.write_text("seed: 4\nmethod:\n  rho: 0.2\n  perturb: [mean]\noptim: {lr: 1}\n")
-    cfg = load_config(file, ["method.rho=0.3", "data.augment=true", "data.root=null",
-                             "model.backbone=tiny_cnn"])
+    cfg = load_config(
+        file, ["method.rho=0.3", "data.augment=true", "data.root=null", "model.backbone=tiny_cnn"]
+    )
     assert cfg.seed == 4 and cfg.method.rho == 0.3 and cfg.method.perturb == ["mean"]
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
     assert cfg.data.augment is True and cfg.data.root is None

@@ -144,3 +144,25 @@ def test_other_prior_kinds_run_end_to_end(tmp_path: Path, data_root: Path, kind:
         tiny_config(data_root, f"prior.kind={kind}", *extra), tmp_path / "run", progress=False
     )
     assert metrics["test"]["bma"]["nll"] > 0
+
+
+def test_model_selection_keeps_the_state_with_the_best_validation_nll(data_root: Path) -> None:
+    from sabma.data.tasks import load_task
+    from sabma.transfer.fit import TrainData, _val_nll, fit
+
+    # a learning rate high enough that validation NLL is not monotone
+    cfg = tiny_config(
+        data_root,
+        "method.name=sgd",
+        "optim.lr=1.0",
+        "optim.epochs=30",
+        "eval.eval_every=1",
+        "model.bn_mode=train",
+    )
+    task = load_task(cfg.data, cfg.seed)
+    data = TrainData(task.x_train, task.y_train, task.x_val, task.y_val)
+    posterior, _ = build_posterior(cfg, 10)
+    history = fit(posterior, data, cfg, prior=None, progress=False)
+    val = [e["val_nll"] for e in history]
+    assert min(val) < val[-1]  # the best state is not simply the last one
+    assert _val_nll(posterior, data, cfg, point=True) == pytest.approx(min(val), rel=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -43,4 +44,4 @@ def test_warmup_then_cosine_to_zero() -> None:
     assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])
     assert lrs[5] == pytest.approx(0.5 * (1 + math.cos(math.pi * 3 / 8)))
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0)
-    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[1:]))
