@@ -1,0 +1,70 @@
+"""Files of a run directory, each written atomically (temporary file, fsync, rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sabma.posterior.gaussian import GaussianPosterior
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def save_posterior(path: Path, posterior: GaussianPosterior, metadata: dict[str, Any]) -> None:
+    """``path`` (.safetensors): θ, the kept noise and the model's buffers (running statistics);
+    ``path.with_suffix('.json')``: the subset's names and shapes plus ``metadata``."""
+    tensors = {f"posterior.{k}": v.detach().contiguous() for k, v in posterior.state_dict().items()}
+    tensors |= {f"buffer.{k}": v.detach().contiguous() for k, v in posterior.model.named_buffers()}
+    meta = {"names": posterior.names, "shapes": [list(s) for s in posterior.shapes],
+            "dim": posterior.dim, "rank": posterior.rank, **metadata}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"sabma": json.dumps(meta)})
+    os.replace(tmp, path)
+    atomic_write_json(path.with_suffix(".json"), meta)
+
+
+def load_posterior(path: Path, posterior: GaussianPosterior) -> dict[str, Any]:
+    """Load a file written by :func:`save_posterior` into ``posterior`` (no code runs: safetensors).
+    The subset must match, name for name; returns the metadata."""
+    if not path.is_file():
+        raise FileNotFoundError(f"posterior file {path} does not exist")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    if meta["names"] != posterior.names or meta["rank"] != posterior.rank:
+        raise ValueError(f"{path} holds a posterior over another subset or rank "
+                         f"({len(meta['names'])} tensors, rank {meta['rank']}) than this model's "
+                         f"({len(posterior.names)} tensors, rank {posterior.rank})")
+    tensors = load_file(str(path))
+    state = {k.removeprefix("posterior."): v for k, v in tensors.items() if k.startswith("posterior.")}
+    posterior.load_state_dict(state)
+    buffers = dict(posterior.model.named_buffers())
+    with torch.no_grad():
+        for key, value in tensors.items():
+            if key.startswith("buffer."):
+                buffers[key.removeprefix("buffer.")].copy_(value)
+    return meta
