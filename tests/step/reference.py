@@ -7,8 +7,15 @@ from torch import nn
 from torch.nn.functional import cross_entropy
 
 
-def manual_sam(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float,
-               momentum: float, rho: float) -> torch.Tensor:
+def manual_sam(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    lr: float,
+    momentum: float,
+    rho: float,
+) -> torch.Tensor:
     """``steps`` SAM steps with SGD momentum; returns the flat parameters after them."""
     params = list(model.parameters())
     buffers = [torch.zeros_like(p) for p in params]
