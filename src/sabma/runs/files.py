@@ -41,8 +41,13 @@ def save_posterior(path: Path, posterior: GaussianPosterior, metadata: dict[str,
     ``path.with_suffix('.json')``: the subset's names and shapes plus ``metadata``."""
     tensors = {f"posterior.{k}": v.detach().contiguous() for k, v in posterior.state_dict().items()}
     tensors |= {f"buffer.{k}": v.detach().contiguous() for k, v in posterior.model.named_buffers()}
-    meta = {"names": posterior.names, "shapes": [list(s) for s in posterior.shapes],
-            "dim": posterior.dim, "rank": posterior.rank, **metadata}
+    meta = {
+        "names": posterior.names,
+        "shapes": [list(s) for s in posterior.shapes],
+        "dim": posterior.dim,
+        "rank": posterior.rank,
+        **metadata,
+    }
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata={"sabma": json.dumps(meta)})
     os.replace(tmp, path)
@@ -56,11 +61,15 @@ def load_posterior(path: Path, posterior: GaussianPosterior) -> dict[str, Any]:
         raise FileNotFoundError(f"posterior file {path} does not exist")
     meta = json.loads(path.with_suffix(".json").read_text())
     if meta["names"] != posterior.names or meta["rank"] != posterior.rank:
-        raise ValueError(f"{path} holds a posterior over another subset or rank "
-                         f"({len(meta['names'])} tensors, rank {meta['rank']}) than this model's "
-                         f"({len(posterior.names)} tensors, rank {posterior.rank})")
+        raise ValueError(
+            f"{path} holds a posterior over another subset or rank "
+            f"({len(meta['names'])} tensors, rank {meta['rank']}) than this model's "
+            f"({len(posterior.names)} tensors, rank {posterior.rank})"
+        )
     tensors = load_file(str(path))
-    state = {k.removeprefix("posterior."): v for k, v in tensors.items() if k.startswith("posterior.")}
+    state = {
+        k.removeprefix("posterior."): v for k, v in tensors.items() if k.startswith("posterior.")
+    }
     posterior.load_state_dict(state)
     buffers = dict(posterior.model.named_buffers())
     with torch.no_grad():

@@ -18,12 +18,20 @@ def reliability_bins(probs: Tensor, labels: Tensor, bins: int = 15) -> dict[str,
     index = (torch.ceil(confidence * bins).long() - 1).clamp(0, bins - 1)
     count = torch.bincount(index, minlength=bins).double()
     conf = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, confidence)
-    acc = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, (predicted == labels).double())
+    acc = torch.zeros(bins, dtype=torch.float64).index_add_(
+        0, index, (predicted == labels).double()
+    )
     safe = count.clamp_min(1)
-    return {"count": count.tolist(), "confidence": (conf / safe).tolist(), "accuracy": (acc / safe).tolist()}
+    return {
+        "count": count.tolist(),
+        "confidence": (conf / safe).tolist(),
+        "accuracy": (acc / safe).tolist(),
+    }
 
 
-def write_reliability_plot(path: Path, curves: dict[str, tuple[Tensor, Tensor]], bins: int = 15) -> None:
+def write_reliability_plot(
+    path: Path, curves: dict[str, tuple[Tensor, Tensor]], bins: int = 15
+) -> None:
     """A reliability diagram with one line per predictive (name → (probs, labels))."""
     import matplotlib
 
@@ -35,8 +43,13 @@ def write_reliability_plot(path: Path, curves: dict[str, tuple[Tensor, Tensor]],
     for name, (probs, labels) in curves.items():
         b = reliability_bins(probs, labels, bins)
         keep = [i for i, c in enumerate(b["count"]) if c > 0]
-        ax.plot([b["confidence"][i] for i in keep], [b["accuracy"][i] for i in keep], marker="o",
-                markersize=3, label=name)
+        ax.plot(
+            [b["confidence"][i] for i in keep],
+            [b["accuracy"][i] for i in keep],
+            marker="o",
+            markersize=3,
+            label=name,
+        )
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
@@ -53,7 +66,9 @@ def write_reliability_plot(path: Path, curves: dict[str, tuple[Tensor, Tensor]],
 def metrics_table(rows: dict[str, dict[str, float]]) -> str:
     lines = ["| predictive | ACC | NLL | ECE | Brier |", "|---|---|---|---|---|"]
     for name, m in rows.items():
-        lines.append(f"| {name} | {m['acc']:.4f} | {m['nll']:.4f} | {m['ece']:.4f} | {m['brier']:.4f} |")
+        lines.append(
+            f"| {name} | {m['acc']:.4f} | {m['nll']:.4f} | {m['ece']:.4f} | {m['brier']:.4f} |"
+        )
     return "\n".join(lines)
 
 
@@ -61,7 +76,8 @@ def write_report(path: Path, metrics: dict[str, Any]) -> None:
     """A Markdown summary of ``metrics.json`` that embeds ``reliability.png``."""
     test = metrics["test"]
     parts = [
-        f"# Run: {metrics['method']} on {metrics['dataset']} ({metrics['shots']}-shot), seed {metrics['seed']}",
+        f"# Run: {metrics['method']} on {metrics['dataset']} ({metrics['shots']}-shot), "
+        f"seed {metrics['seed']}",
         "",
         f"Backbone `{metrics['backbone']}`, Bayesian subset `{metrics['subset']}` "
         f"(d = {metrics['dim']}), BMA samples S = {metrics['samples']}.",
@@ -74,11 +90,15 @@ def write_report(path: Path, metrics: dict[str, Any]) -> None:
         "",
         metrics_table(metrics["val"]),
         "",
-        f"Training {metrics['timing']['train_s']:.1f} s, evaluation {metrics['timing']['eval_s']:.1f} s.",
+        f"Training {metrics['timing']['train_s']:.1f} s, "
+        f"evaluation {metrics['timing']['eval_s']:.1f} s.",
         "",
         "![reliability diagram](reliability.png)",
         "",
     ]
     if "temperature" in metrics:
-        parts.insert(-3, f"Temperature fitted on the validation predictive: T = {metrics['temperature']:.3f}.\n")
+        parts.insert(
+            -3,
+            f"Temperature fitted on the validation predictive: T = {metrics['temperature']:.3f}.\n",
+        )
     atomic_write_text(path, "\n".join(parts))

@@ -3,12 +3,11 @@ fine-tuning of the same subset, with a frozen-feature linear probe for reference
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from sabma.config import Config, config_from_dict, dump_config
 from sabma.data.tasks import load_task
@@ -44,7 +43,7 @@ def _run_or_reuse(cfg: Config, out: Path, progress: bool) -> dict[str, Any]:
                 f"{out} holds a finished run with another configuration; choose another --out"
             )
         log.info("reusing the finished run in %s", out)
-        return yaml.safe_load(metrics_file.read_text())  # JSON is YAML
+        return json.loads(metrics_file.read_text())
     return train_run(cfg, out, progress=progress)
 
 

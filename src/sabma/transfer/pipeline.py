@@ -7,6 +7,7 @@ with ``posterior.json`` (its metadata), ``reliability.png``, ``report.md`` and, 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -141,8 +142,6 @@ def evaluate_run(
     load_posterior(run_dir / "posterior.safetensors", posterior)
     train_s = 0.0
     if (run_dir / "metrics.json").is_file():
-        import json
-
         train_s = json.loads((run_dir / "metrics.json").read_text())["timing"]["train_s"]
     return _evaluate_and_write(
         cfg,
