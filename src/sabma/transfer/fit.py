@@ -155,9 +155,10 @@ def fit(
                     _model_buffers(posterior),
                 )
         history.append(entry)
-        bar.set_postfix(
-            loss=f"{entry['loss']:.3f}", val_nll=f"{entry.get('val_nll', float('nan')):.3f}"
-        )
+        shown = {"loss": f"{entry['loss']:.3f}"}
+        if best is not None:
+            shown["best_val_nll"] = f"{best[0]:.3f}"
+        bar.set_postfix(shown)
         if log_path is not None:
             with log_path.open("a") as handle:
                 handle.write(json.dumps(entry) + "\n")
