@@ -24,10 +24,18 @@ def test_yaml_file_then_overrides_with_types(tmp_path: Path) -> None:
     file = tmp_path / "c.yaml"
     file.write_text("seed: 4\nmethod:\n  rho: 0.2\n  perturb: [mean]\noptim: {lr: 1}\n")
     cfg = load_config(
-        file, ["method.rho=0.3", "data.augment=true", "data.root=null", "model.backbone=tiny_cnn"]
+        file,
+        [
+            "method.rho=0.3",
+            "data.augment=true",
+            "data.root=null",
+            "model.backbone=tiny_cnn",
+            "prior.var_floor=1e-12",
+        ],
     )
     assert cfg.seed == 4 and cfg.method.rho == 0.3 and cfg.method.perturb == ["mean"]
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert cfg.prior.var_floor == 1e-12  # YAML 1.1 alone would read "1e-12" as a string
     assert cfg.data.augment is True and cfg.data.root is None
     assert load_config(_write(tmp_path, dump_config(cfg))) == cfg  # dump round-trips
 

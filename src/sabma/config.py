@@ -57,7 +57,7 @@ class PriorConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "sabma"  # sabma | sgd
+    name: str = "sabma"  # see `sabma methods`
     rank: int = 5  # K of the posterior's low-rank factor
     rho: float = 1.0  # KL radius: KL(q_θ+ε ‖ q_θ) ≤ ρ²/2; ρ = 1 moves μ by about one σ
     metric: str = "fisher"
@@ -65,6 +65,10 @@ class MethodConfig:
     beta: float = 0.0  # weight of KL(q‖p)/N in the loss (0: expected NLL; 1: the ELBO)
     log_std_lr_scale: float = 1.0  # learning-rate multiplier of log σ
     factor_lr_scale: float = 0.01  # learning-rate multiplier of the low-rank factor D
+    sam_rho: float = 0.05  # Euclidean radius of sam / fswag
+    swag_start: int = 15  # swag / fswag: first epoch whose end is snapshotted
+    swag_every: int = 1  # swag / fswag: snapshot every c epochs
+    swag_lr_ratio: float = 0.5  # swag / fswag: the cosine schedule stops at this fraction of lr
     frozen: str = "fixed"  # fixed | prior: the rest at w_pre, or re-sampled N(w_pre, frozen_std²)
     frozen_std: float = 0.0
 
@@ -203,6 +207,11 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     if kind is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ValueError(f"config key {key!r} must be a number, got {value!r}")
     if kind is str:
         if isinstance(value, str):

@@ -45,3 +45,14 @@ def test_warmup_then_cosine_to_zero() -> None:
     assert lrs[5] == pytest.approx(0.5 * (1 + math.cos(math.pi * 3 / 8)))
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0)
     assert all(a >= b for a, b in itertools.pairwise(lrs[1:]))
+
+
+def test_cosine_stops_at_its_floor() -> None:
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0)
+    schedule = warmup_cosine(opt, total_steps=6, warmup_steps=0, floor=0.25)
+    for _ in range(6):
+        opt.step()
+        schedule.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="floor"):
+        warmup_cosine(opt, 6, 0, floor=1.5)

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from sabma import __version__
-from sabma.cli import demo, evaluate, train
+from sabma.cli import demo, evaluate, methods, train
 
-COMMANDS = (demo, train, evaluate)
+COMMANDS = (demo, train, evaluate, methods)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
-"""Training the subset: SA-BMA (a posterior) or SGD (a point estimate), one loop for both.
+"""Training the subset with any method of :mod:`sabma.methods`, one loop for all.
 
-Both get the same data, batches, schedule (warm-up + cosine, stepped per batch), budget and
-model-selection rule: every ``eval_every`` epochs the validation NLL of the method's predictive
+Every method gets the same data, batches, schedule (warm-up + cosine, stepped per batch), budget
+and model-selection rule: every ``eval_every`` epochs the validation NLL of the method's predictive
 (BMA with ``val_samples`` fixed draws, or the point estimate) is computed and the best state kept.
 """
 
@@ -12,29 +12,25 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn.functional import cross_entropy
 from tqdm.auto import tqdm
 
 from sabma.config import Config
 from sabma.data.preprocess import augment
+from sabma.methods import get_method
 from sabma.metrics import negative_log_likelihood
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.predict.dataset import predict_log_probs
-from sabma.step.sabma import SABMA
 from sabma.transfer.frozen import FrozenRest
 from sabma.transfer.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
-
-METHODS = ("sabma", "sgd")
 
 
 @dataclass
@@ -43,10 +39,6 @@ class TrainData:
     y_train: Tensor
     x_val: Tensor
     y_val: Tensor
-
-
-def is_point_method(method: str) -> bool:
-    return method == "sgd"
 
 
 def set_network_mode(posterior: GaussianPosterior, bn_mode: str) -> None:
@@ -69,49 +61,24 @@ def fit(
     log_path: Path | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Train ``posterior`` in place with ``cfg.method.name``; returns the per-epoch history.
+    """Train ``posterior`` in place with method ``cfg.method.name``; returns the per-epoch history.
 
-    At the end the posterior (and the model's buffers) hold the state with the best validation
-    NLL among the evaluated epochs.
+    For methods that select (``Method.select_best``), the posterior (and the model's buffers) end
+    in the state with the best validation NLL among the evaluated epochs; then the method's
+    ``finish`` runs (SWAG forms its Gaussian there).
     """
-    method, opt_cfg = cfg.method.name, cfg.optim
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    method, opt_cfg = get_method(cfg.method.name), cfg.optim
     if opt_cfg.epochs < 1 or opt_cfg.batch_size < 1 or not opt_cfg.lr > 0:
         raise ValueError("optim.epochs and optim.batch_size must be >= 1 and optim.lr > 0")
     n = len(data.x_train)
     gen = torch.Generator().manual_seed(cfg.seed)
-    point = is_point_method(method)
-    optimizer: torch.optim.Optimizer
-    if point:
-        optimizer = torch.optim.SGD(
-            [posterior.mean],
-            lr=opt_cfg.lr,
-            momentum=opt_cfg.momentum,
-            weight_decay=opt_cfg.weight_decay,
-        )
-    else:
-        kl_weight = cfg.method.beta / n if prior is not None else 0.0
-        check_kl_stability(prior, kl_weight, opt_cfg.lr, opt_cfg.momentum)
-        optimizer = SABMA(
-            posterior,
-            torch.optim.SGD,
-            rho=cfg.method.rho,
-            metric=cfg.method.metric,
-            perturb=cfg.method.perturb,
-            prior=prior,
-            kl_weight=kl_weight,
-            block_lr_scale={
-                "log_std": cfg.method.log_std_lr_scale,
-                "factor": cfg.method.factor_lr_scale,
-            },
-            lr=opt_cfg.lr,
-            momentum=opt_cfg.momentum,
-            weight_decay=opt_cfg.weight_decay,
-        )
+    optimizer = method.optimizer(posterior, prior, cfg, n)
     steps_per_epoch = math.ceil(n / opt_cfg.batch_size)
     schedule = warmup_cosine(
-        optimizer, opt_cfg.epochs * steps_per_epoch, opt_cfg.warmup_epochs * steps_per_epoch
+        optimizer,
+        opt_cfg.epochs * steps_per_epoch,
+        opt_cfg.warmup_epochs * steps_per_epoch,
+        method.lr_floor(cfg),
     )
     frozen = None
     if cfg.method.frozen == "prior":
@@ -121,7 +88,9 @@ def fit(
 
     history: list[dict[str, Any]] = []
     best: tuple[float, dict[str, Tensor], dict[str, Tensor]] | None = None
-    bar = tqdm(range(opt_cfg.epochs), desc=f"train {method}", disable=not progress, leave=False)
+    bar = tqdm(
+        range(opt_cfg.epochs), desc=f"train {method.name}", disable=not progress, leave=False
+    )
     for epoch in bar:
         set_network_mode(posterior, cfg.model.bn_mode)
         start, losses = time.perf_counter(), []
@@ -131,7 +100,7 @@ def fit(
                 xb = augment(xb, gen)
             if frozen is not None:
                 frozen.resample(gen)
-            losses.append(_step(posterior, optimizer, xb, yb, point))
+            losses.append(method.step(posterior, optimizer, xb, yb))
             if not math.isfinite(losses[-1]):
                 raise ValueError(
                     f"training diverged at epoch {epoch + 1} (loss {losses[-1]}); "
@@ -140,6 +109,7 @@ def fit(
             schedule.step()
         if frozen is not None:
             frozen.restore()
+        method.on_epoch_end(posterior, epoch + 1, cfg)
         entry: dict[str, Any] = {
             "epoch": epoch + 1,
             "loss": sum(losses) / len(losses),
@@ -147,8 +117,8 @@ def fit(
             "epoch_s": time.perf_counter() - start,
         }
         if (epoch + 1) % cfg.eval.eval_every == 0 or epoch + 1 == opt_cfg.epochs:
-            entry["val_nll"] = _val_nll(posterior, data, cfg, point)
-            if best is None or entry["val_nll"] < best[0]:
+            entry["val_nll"] = _val_nll(posterior, data, cfg, method.trains_at_mean)
+            if method.select_best and (best is None or entry["val_nll"] < best[0]):
                 best = (
                     entry["val_nll"],
                     copy.deepcopy(posterior.state_dict()),
@@ -162,57 +132,15 @@ def fit(
         if log_path is not None:
             with log_path.open("a") as handle:
                 handle.write(json.dumps(entry) + "\n")
-    assert best is not None
-    posterior.load_state_dict(best[1])
-    buffers = dict(posterior.model.named_buffers())
-    with torch.no_grad():
-        for name, value in best[2].items():
-            buffers[name].copy_(value)
-    log.info("%s: best validation NLL %.4f", method, best[0])
+    if best is not None:
+        posterior.load_state_dict(best[1])
+        buffers = dict(posterior.model.named_buffers())
+        with torch.no_grad():
+            for name, value in best[2].items():
+                buffers[name].copy_(value)
+        log.info("%s: best validation NLL %.4f", method.name, best[0])
+    method.finish(posterior, cfg)
     return history
-
-
-def check_kl_stability(
-    prior: LowRankGaussian | None, kl_weight: float, lr: float, momentum: float
-) -> None:
-    """Refuse a learning rate at which the KL term alone makes SGD diverge.
-
-    On the mean, ``kl_weight · KL(q‖p)`` is a quadratic with curvature up to
-    kl_weight · max diag(Σ_p⁻¹); heavy-ball SGD on a quadratic of curvature λ is stable only for
-    lr · λ < 2 (1 + momentum).
-    """
-    if prior is None or kl_weight == 0:
-        return
-    curvature = kl_weight * float(prior.precision_diag().max())
-    if lr * curvature >= 2 * (1 + momentum):
-        raise ValueError(
-            f"optim.lr={lr} is unstable for the KL term (curvature β/N·max 1/σ²_prior = "
-            f"{curvature:.3g}; need lr < {2 * (1 + momentum) / curvature:.3g}): lower optim.lr "
-            "or method.beta, or widen the prior"
-        )
-
-
-def _step(
-    posterior: GaussianPosterior,
-    optimizer: torch.optim.Optimizer,
-    x: Tensor,
-    y: Tensor,
-    point: bool,
-) -> float:
-    optimizer.zero_grad()
-    if point:
-        loss = cross_entropy(posterior.mean_forward(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    def closure() -> Tensor:
-        value = cross_entropy(posterior(x), y)
-        value.backward()
-        return value
-
-    step: Callable[[Callable[[], Tensor]], Tensor] = optimizer.step  # type: ignore[assignment]
-    return step(closure).item()
 
 
 def _val_nll(posterior: GaussianPosterior, data: TrainData, cfg: Config, point: bool) -> float:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from sabma.config import Config, dump_config, load_config
 from sabma.data.tasks import Task, load_task
+from sabma.methods import get_method
 from sabma.metrics import classification_metrics
 from sabma.models import build_backbone
 from sabma.posterior.gaussian import GaussianPosterior
@@ -26,7 +27,7 @@ from sabma.predict.dataset import predict_log_probs
 from sabma.predict.temperature import apply_temperature, fit_temperature
 from sabma.runs.files import atomic_write_json, atomic_write_text, load_posterior, save_posterior
 from sabma.runs.report import write_reliability_plot, write_report
-from sabma.transfer.fit import TrainData, fit, is_point_method
+from sabma.transfer.fit import TrainData, fit
 from sabma.transfer.priors import (
     PRIOR_KINDS,
     file_prior,
@@ -46,7 +47,7 @@ def build_posterior(cfg: Config, num_classes: int) -> tuple[GaussianPosterior, s
     a backbone without pre-trained weights) are the same when a run is evaluated again."""
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.model.backbone, num_classes, cfg.model.weights)
-    rank = 0 if is_point_method(cfg.method.name) else cfg.method.rank
+    rank = get_method(cfg.method.name).rank(cfg)
     if rank < 0:
         raise ValueError(f"method.rank must be >= 0, got {rank}")
     posterior = GaussianPosterior(backbone.model, cfg.model.subset, rank=rank, head=backbone.head)
@@ -169,7 +170,7 @@ def _evaluate_and_write(
         raise ValueError(f"the number of BMA samples must be at least 1, got {samples}")
     start = time.perf_counter()
     posterior.eval()
-    point = is_point_method(cfg.method.name)
+    point = get_method(cfg.method.name).point
     generator = torch.Generator().manual_seed(cfg.seed + 3)
 
     def predictives(x: Tensor, name: str) -> dict[str, Tensor]:

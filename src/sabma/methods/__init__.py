@@ -1,0 +1,21 @@
+"""Training methods under one interface, by name (``sabma methods`` lists them)."""
+
+from sabma.methods.base import Method
+from sabma.methods.point import SAMMethod, SGDMethod
+from sabma.methods.sabma_method import SABMAMethod
+from sabma.methods.swag import FSWAGMethod, SWAGMethod
+
+#: name → method class; :func:`get_method` makes a fresh instance (methods may hold run state).
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls for cls in (SGDMethod, SAMMethod, SABMAMethod, SWAGMethod, FSWAGMethod)
+}
+
+
+def get_method(name: str) -> Method:
+    """A fresh instance of method ``name``; an unknown name lists the known ones."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name]()
+
+
+__all__ = ["METHODS", "Method", "get_method"]

@@ -1,0 +1,72 @@
+"""The contract every training method follows, so that one loop trains them all alike.
+
+A method trains the Bayesian subset of a network held by a :class:`GaussianPosterior` and leaves
+its predictive in that posterior: a point estimate in ``mean`` (``point = True``: predictions at
+the mean) or a Gaussian in ``(mean, log_std, factor)`` (predictions by BMA over its samples).
+The shared loop (:func:`sabma.transfer.fit.fit`) gives every method the same data, batches,
+schedule, budget and model-selection rule.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+from torch.nn.functional import cross_entropy
+
+from sabma.config import Config
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.lowrank import LowRankGaussian
+from sabma.step.two_step import TwoStepOptimizer
+
+
+class Method:
+    """Base class: subclasses set the class attributes and override what differs."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    #: the final predictive is the posterior mean alone
+    point: ClassVar[bool] = True
+    #: the training forward pass runs at the mean (False: at the posterior's sample)
+    trains_at_mean: ClassVar[bool] = True
+    #: keep the state with the best validation NLL (False: the method's own final state)
+    select_best: ClassVar[bool] = True
+
+    def rank(self, cfg: Config) -> int:
+        """K of the posterior's low-rank factor this method needs."""
+        return 0
+
+    def lr_floor(self, cfg: Config) -> float:
+        """The cosine schedule decays to ``lr_floor × lr`` (0 by default)."""
+        return 0.0
+
+    def optimizer(
+        self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
+    ) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+    def step(
+        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor
+    ) -> float:
+        """One update on the batch (x, y); returns the loss before it."""
+        forward = posterior.mean_forward if self.trains_at_mean else posterior
+        optimizer.zero_grad()
+        if isinstance(optimizer, TwoStepOptimizer):
+
+            def closure() -> Tensor:
+                value = cross_entropy(forward(x), y)
+                value.backward()
+                return value
+
+            return optimizer.step(closure).item()
+        loss = cross_entropy(forward(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def on_epoch_end(self, posterior: GaussianPosterior, epoch: int, cfg: Config) -> None:
+        """Called after every epoch (1-based ``epoch``)."""
+
+    def finish(self, posterior: GaussianPosterior, cfg: Config) -> None:
+        """Called once after training (and after model selection)."""

@@ -1,0 +1,43 @@
+"""Point estimates of the Bayesian subset: SGD (MAP without a prior term) and SAM."""
+
+from __future__ import annotations
+
+import torch
+
+from sabma.config import Config
+from sabma.methods.base import Method
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.lowrank import LowRankGaussian
+from sabma.step.sam import SAM
+
+
+class SGDMethod(Method):
+    name = "sgd"
+    summary = "SGD fine-tuning of the subset (a point estimate)"
+
+    def optimizer(
+        self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
+    ) -> torch.optim.Optimizer:
+        o = cfg.optim
+        return torch.optim.SGD(
+            [posterior.mean], lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
+
+
+class SAMMethod(Method):
+    name = "sam"
+    summary = "SAM (Foret et al., 2021): ascent to ρ·g/‖g‖, update from there (method.sam_rho)"
+
+    def optimizer(
+        self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
+    ) -> torch.optim.Optimizer:
+        o = cfg.optim
+        return SAM(
+            [posterior.mean],
+            torch.optim.SGD,
+            rho=cfg.method.sam_rho,
+            model=posterior.model,
+            lr=o.lr,
+            momentum=o.momentum,
+            weight_decay=o.weight_decay,
+        )

@@ -1,0 +1,66 @@
+"""SWAG (Maddox et al., 2019) and F-SWAG (SWAG with a SAM inner optimiser), over the subset.
+
+The inner optimiser runs the shared schedule, whose cosine decay stops at
+``method.swag_lr_ratio × lr``; from epoch ``method.swag_start`` on, the subset is snapshotted
+after every ``method.swag_every``-th epoch. At the end the posterior becomes
+N(w̄, ½ diag(v) + D̂D̂ᵀ/(2(K−1))) (:func:`sabma.posterior.swag.swag_to_gaussian`). SWAG's
+posterior is the average over its collection phase, so it takes no best-epoch selection.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sabma.config import Config
+from sabma.methods.base import Method
+from sabma.methods.point import SAMMethod, SGDMethod
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.swag import SWAGMoments
+
+
+class SWAGCollection(Method):
+    """Collects SWAG moments of the mean after the chosen epochs and turns them into q."""
+
+    point = False
+    select_best = False
+
+    def __init__(self) -> None:
+        self.moments: SWAGMoments | None = None
+
+    def rank(self, cfg: Config) -> int:
+        return cfg.method.rank
+
+    def lr_floor(self, cfg: Config) -> float:
+        return cfg.method.swag_lr_ratio
+
+    def on_epoch_end(self, posterior: GaussianPosterior, epoch: int, cfg: Config) -> None:
+        start, every = cfg.method.swag_start, cfg.method.swag_every
+        if epoch >= start and (epoch - start) % every == 0:
+            if self.moments is None:
+                self.moments = SWAGMoments(
+                    posterior.dim, posterior.rank, posterior.mean.dtype, posterior.mean.device
+                )
+            self.moments.collect(posterior.mean)
+
+    @torch.no_grad()
+    def finish(self, posterior: GaussianPosterior, cfg: Config) -> None:
+        if self.moments is None:
+            raise ValueError(
+                f"method.swag_start={cfg.method.swag_start} is after the last epoch "
+                f"({cfg.optim.epochs}): SWAG collected no snapshot"
+            )
+        q = self.moments.to_gaussian(cfg.prior.var_floor)
+        posterior.mean.copy_(q.mean)
+        posterior.log_std.copy_(0.5 * torch.log(q.var))
+        posterior.factor.zero_()
+        posterior.factor[:, : q.rank] = q.factor
+
+
+class SWAGMethod(SWAGCollection, SGDMethod):
+    name = "swag"
+    summary = "SWAG: Gaussian (diag + rank K) from the moments of SGD iterates"
+
+
+class FSWAGMethod(SWAGCollection, SAMMethod):
+    name = "fswag"
+    summary = "F-SWAG: SWAG collected along SAM iterates (flat-basin SWAG)"
