@@ -65,7 +65,10 @@ class MethodConfig:
     beta: float = 0.0  # weight of KL(q‖p)/N in the loss (0: expected NLL; 1: the ELBO)
     log_std_lr_scale: float = 1.0  # learning-rate multiplier of log σ
     factor_lr_scale: float = 0.01  # learning-rate multiplier of the low-rank factor D
-    sam_rho: float = 0.05  # Euclidean radius of sam / fswag
+    sam_rho: float = 0.05  # Euclidean radius of sam / fswag / fsam
+    fsam_eta: float = 1.0  # fsam: η of the Fisher preconditioner 1 + η·g²
+    moped_delta: float = 0.01  # vi: initial σ = δ·|w_pre| (MOPED)
+    ptl_weight: float = 1.0  # ptl: λ of −(λ/N)·log p(w)
     swag_start: int = 15  # swag / fswag: first epoch whose end is snapshotted
     swag_every: int = 1  # swag / fswag: snapshot every c epochs
     swag_lr_ratio: float = 0.5  # swag / fswag: the cosine schedule stops at this fraction of lr

@@ -38,6 +38,7 @@ def test_swag_method_forms_the_gaussian_of_the_collected_snapshots() -> None:
             "method.name=swag",
             "method.rank=2",
             "method.swag_start=2",
+            "method.ptl_weight=0.01",
             "method.swag_every=2",
             "prior.var_floor=1e-12",
         ],
@@ -78,9 +79,67 @@ def test_every_method_trains_end_to_end(tmp_path: Path, name: str) -> None:
     root = tmp_path / "data"
     write_fake_fashion_mnist(root)
     cfg = config_from_dict(
-        {}, [*TINY, f"data.root={root}", f"method.name={name}", "method.swag_start=2"]
+        {},
+        [
+            *TINY,
+            f"data.root={root}",
+            f"method.name={name}",
+            "method.swag_start=2",
+            "method.ptl_weight=0.01",
+        ],
     )
     metrics = train_run(cfg, tmp_path / "run", progress=False)
     method = METHODS[name]
     assert metrics["samples"] == (1 if method.point else cfg.eval.samples)
     assert math.isfinite(metrics["test"]["bma"]["nll"])
+
+
+def test_vi_starts_at_moped_and_draws_fresh_noise_every_step() -> None:
+    from sabma.posterior.lowrank import LowRankGaussian
+    from sabma.transfer.priors import head_mask, isotropic_prior
+
+    cfg = config_from_dict(
+        {}, ["method.name=vi", "method.moped_delta=0.1", "method.beta=1", "optim.lr=0.01"]
+    )
+    posterior = GaussianPosterior(mlp(), "all")
+    is_head = head_mask(posterior, "3")
+    w_pre = posterior.mean.detach().clone()
+    prior = isotropic_prior(w_pre, is_head, norm_std=1.0, head_var=1.0)
+    method = get_method("vi")
+    method.initialise(posterior, prior, is_head, cfg)
+    torch.testing.assert_close(posterior.std.detach()[~is_head], 0.1 * w_pre[~is_head].abs())
+    head_std = torch.full((int(is_head.sum()),), cfg.prior.head_var**0.5)
+    torch.testing.assert_close(posterior.std.detach()[is_head], head_std)
+    opt = method.optimizer(posterior, prior, cfg, n=20)
+    x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
+    noises = []
+    for _ in range(2):
+        method.step(posterior, opt, x, y)
+        noises.append(posterior.noise_diag.clone())
+    assert not torch.equal(noises[0], noises[1])
+    assert isinstance(prior, LowRankGaussian) and method.kl_weight == pytest.approx(1 / 20)
+
+
+def test_ptl_gradient_is_the_nll_plus_the_prior_pull() -> None:
+    from torch.nn.functional import cross_entropy
+
+    from sabma.posterior.lowrank import LowRankGaussian
+
+    cfg = config_from_dict(
+        {}, ["method.name=ptl", "method.ptl_weight=2.0", "optim.lr=0.1", "optim.momentum=0.0"]
+    )
+    posterior = GaussianPosterior(mlp(), "all").double()
+    d = posterior.dim
+    prior = LowRankGaussian(
+        torch.zeros(d, dtype=torch.float64),
+        torch.full((d,), 0.5, dtype=torch.float64),
+        0.1 * torch.randn(d, 2, dtype=torch.float64),
+    )
+    x, y = torch.randn(8, 2, dtype=torch.float64), torch.randint(0, 3, (8,))
+    mu = posterior.mean.detach().clone()
+    (g_data,) = torch.autograd.grad(cross_entropy(posterior.mean_forward(x), y), posterior.mean)
+    pull = prior.precision_matvec(mu - prior.mean) * 2.0 / 10
+    method = get_method("ptl")
+    opt = method.optimizer(posterior, prior, cfg, n=10)
+    method.step(posterior, opt, x, y)
+    torch.testing.assert_close(posterior.mean.detach(), mu - 0.1 * (g_data.detach() + pull))

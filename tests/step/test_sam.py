@@ -50,3 +50,21 @@ def test_running_statistics_follow_the_first_pass_only() -> None:
     buffers = dict(model.named_buffers())
     for name, value in reference.named_buffers():
         torch.testing.assert_close(buffers[name], value, msg=name)
+
+
+def test_fisher_sam_reduces_to_sam_at_eta_zero_and_preconditions_otherwise() -> None:
+    from sabma.step.fsam import FSAM
+
+    model = mlp().double()
+    x, y = torch.randn(16, 2, dtype=torch.float64), torch.randint(0, 3, (16,))
+    cross_entropy(model(x), y).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    sam_eps = [e for _, e in SAM(model.parameters(), lr=0.1, rho=0.05).perturbation()]
+    zero = [e for _, e in FSAM(model.parameters(), lr=0.1, rho=0.05, eta=0.0).perturbation()]
+    for a, b in zip(sam_eps, zero, strict=True):
+        torch.testing.assert_close(a, b)
+    fisher = [e for _, e in FSAM(model.parameters(), lr=0.1, rho=0.05, eta=10.0).perturbation()]
+    direction = [g / (1 + 10.0 * g * g) for g in grads]
+    norm = torch.sqrt(sum((g * d).sum() for g, d in zip(grads, direction, strict=True)))
+    for e, d in zip(fisher, direction, strict=True):
+        torch.testing.assert_close(e, 0.05 * d / norm)

@@ -102,7 +102,7 @@ def test_an_unstable_learning_rate_for_the_kl_term_is_refused(
     tmp_path: Path, data_root: Path
 ) -> None:
     cfg = tiny_config(data_root, "optim.lr=0.5", "prior.norm_std=0.01", "method.beta=0.1")
-    with pytest.raises(ValueError, match="unstable for the KL term"):
+    with pytest.raises(ValueError, match="unstable for the prior term"):
         train_run(cfg, tmp_path / "run", progress=False)
 
 

@@ -1,13 +1,26 @@
 """Training methods under one interface, by name (``sabma methods`` lists them)."""
 
 from sabma.methods.base import Method
+from sabma.methods.fsam import FSAMMethod
 from sabma.methods.point import SAMMethod, SGDMethod
+from sabma.methods.ptl import PTLMethod
 from sabma.methods.sabma_method import SABMAMethod
 from sabma.methods.swag import FSWAGMethod, SWAGMethod
+from sabma.methods.vi import VIMethod
 
 #: name → method class; :func:`get_method` makes a fresh instance (methods may hold run state).
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (SGDMethod, SAMMethod, SABMAMethod, SWAGMethod, FSWAGMethod)
+    cls.name: cls
+    for cls in (
+        SGDMethod,
+        SAMMethod,
+        FSAMMethod,
+        SABMAMethod,
+        SWAGMethod,
+        FSWAGMethod,
+        VIMethod,
+        PTLMethod,
+    )
 }
 
 

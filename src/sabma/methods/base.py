@@ -19,6 +19,7 @@ from sabma.config import Config
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.two_step import TwoStepOptimizer
+from sabma.transfer.priors import init_from_prior
 
 
 class Method:
@@ -40,6 +41,13 @@ class Method:
     def lr_floor(self, cfg: Config) -> float:
         """The cosine schedule decays to ``lr_floor × lr`` (0 by default)."""
         return 0.0
+
+    def initialise(
+        self, posterior: GaussianPosterior, prior: LowRankGaussian, is_head: Tensor, cfg: Config
+    ) -> None:
+        """Set the posterior before training: at the prior off the head, head mean 0 and
+        variance α (method.md §5)."""
+        init_from_prior(posterior, prior, is_head, cfg.prior.head_var)
 
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int

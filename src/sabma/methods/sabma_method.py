@@ -25,9 +25,9 @@ def check_kl_stability(
     curvature = kl_weight * float(prior.precision_diag().max())
     if lr * curvature >= 2 * (1 + momentum):
         raise ValueError(
-            f"optim.lr={lr} is unstable for the KL term (curvature β/N·max 1/σ²_prior = "
+            f"optim.lr={lr} is unstable for the prior term (curvature weight/N·max 1/σ²_prior = "
             f"{curvature:.3g}; need lr < {2 * (1 + momentum) / curvature:.3g}): lower optim.lr "
-            "or method.beta, or widen the prior"
+            "or the prior term's weight (method.beta, method.ptl_weight), or widen the prior"
         )
 
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from sabma.config import Config
 from sabma.data.preprocess import augment
-from sabma.methods import get_method
+from sabma.methods import Method, get_method
 from sabma.metrics import negative_log_likelihood
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
@@ -58,6 +58,7 @@ def fit(
     cfg: Config,
     prior: LowRankGaussian | None,
     *,
+    method: Method | None = None,
     log_path: Path | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
@@ -67,7 +68,8 @@ def fit(
     in the state with the best validation NLL among the evaluated epochs; then the method's
     ``finish`` runs (SWAG forms its Gaussian there).
     """
-    method, opt_cfg = get_method(cfg.method.name), cfg.optim
+    method = method or get_method(cfg.method.name)
+    opt_cfg = cfg.optim
     if opt_cfg.epochs < 1 or opt_cfg.batch_size < 1 or not opt_cfg.lr > 0:
         raise ValueError("optim.epochs and optim.batch_size must be >= 1 and optim.lr > 0")
     n = len(data.x_train)

@@ -32,7 +32,6 @@ from sabma.transfer.priors import (
     PRIOR_KINDS,
     file_prior,
     head_mask,
-    init_from_prior,
     isotropic_prior,
 )
 from sabma.transfer.swag_prior import swag_prior
@@ -109,8 +108,17 @@ def train_run(cfg: Config, out: Path, progress: bool = True) -> dict[str, Any]:
     (out / "train_log.jsonl").write_text("")
     start = time.perf_counter()
     prior = build_prior(cfg, posterior, head, data)
-    init_from_prior(posterior, prior, head_mask(posterior, head), cfg.prior.head_var)
-    fit(posterior, data, cfg, prior, log_path=out / "train_log.jsonl", progress=progress)
+    method = get_method(cfg.method.name)  # one instance for the whole run (it may hold state)
+    method.initialise(posterior, prior, head_mask(posterior, head), cfg)
+    fit(
+        posterior,
+        data,
+        cfg,
+        prior,
+        method=method,
+        log_path=out / "train_log.jsonl",
+        progress=progress,
+    )
     train_s = time.perf_counter() - start
     save_posterior(
         out / "posterior.safetensors",

@@ -1,0 +1,45 @@
+"""PTL (Shwartz-Ziv et al., 2022): fine-tuning with the pre-trained prior's log-density.
+
+A point estimate trained on NLL − (λ/N)·log p(w), λ = ``method.ptl_weight``. With the ``swag`` or
+``file`` prior this is "Pre-Train Your Loss"; with the isotropic prior it is L2 toward w_pre.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn.functional import cross_entropy
+
+from sabma.config import Config
+from sabma.methods.point import SGDMethod
+from sabma.methods.sabma_method import check_kl_stability
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.lowrank import LowRankGaussian
+
+
+class PTLMethod(SGDMethod):
+    name = "ptl"
+    summary = "PTL: SGD on NLL − (λ/N)·log p(w) with the (SWAG / file) prior"
+
+    def __init__(self) -> None:
+        self.prior: LowRankGaussian | None = None
+        self.weight = 0.0
+
+    def optimizer(
+        self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
+    ) -> torch.optim.Optimizer:
+        if prior is None:
+            raise ValueError("method ptl needs a prior (prior.kind)")
+        self.prior, self.weight = prior, cfg.method.ptl_weight / n
+        check_kl_stability(prior, self.weight, cfg.optim.lr, cfg.optim.momentum)
+        return super().optimizer(posterior, prior, cfg, n)
+
+    def step(
+        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor
+    ) -> float:
+        assert self.prior is not None
+        optimizer.zero_grad()
+        data_loss = cross_entropy(posterior.mean_forward(x), y)
+        (data_loss - self.weight * self.prior.log_prob(posterior.mean)).backward()
+        optimizer.step()
+        return data_loss.item()
