@@ -43,7 +43,8 @@ class ModelConfig:
 class PriorConfig:
     kind: str = "isotropic"  # isotropic | swag | file
     norm_std: float = 0.01  # τ: N(w_pre, τ² I) on the normalization parameters (isotropic)
-    head_var: float = 1e-4  # α: N(0, α I) on the new head (every kind)
+    head_var: float = 1.0  # α: the prior N(0, α I) on the new head (every kind)
+    head_init_var: float = 1e-4  # the posterior's initial variance on the head
     scale: float = 1.0  # multiplies the covariance of a swag / file prior
     var_floor: float = 1e-6  # lower bound on SWAG / file variances (before scaling)
     swag_epochs: int = 20  # swag: SGD epochs from w_pre on the training split (constant LR)
@@ -69,6 +70,7 @@ class MethodConfig:
     fsam_eta: float = 1.0  # fsam: η of the Fisher preconditioner 1 + η·g²
     moped_delta: float = 0.01  # vi: initial σ = δ·|w_pre| (MOPED)
     ptl_weight: float = 1.0  # ptl: λ of −(λ/N)·log p(w)
+    ensemble_size: int = 5  # ensemble: number of members M
     swag_start: int = 15  # swag / fswag: first epoch whose end is snapshotted
     swag_every: int = 1  # swag / fswag: snapshot every c epochs
     swag_lr_ratio: float = 0.5  # swag / fswag: the cosine schedule stops at this fraction of lr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -90,7 +91,8 @@ def test_every_method_trains_end_to_end(tmp_path: Path, name: str) -> None:
     )
     metrics = train_run(cfg, tmp_path / "run", progress=False)
     method = METHODS[name]
-    assert metrics["samples"] == (1 if method.point else cfg.eval.samples)
+    draws = cfg.method.ensemble_size if name == "ensemble" else cfg.eval.samples
+    assert metrics["samples"] == (1 if method.point else draws)
     assert math.isfinite(metrics["test"]["bma"]["nll"])
 
 
@@ -108,7 +110,7 @@ def test_vi_starts_at_moped_and_draws_fresh_noise_every_step() -> None:
     method = get_method("vi")
     method.initialise(posterior, prior, is_head, cfg)
     torch.testing.assert_close(posterior.std.detach()[~is_head], 0.1 * w_pre[~is_head].abs())
-    head_std = torch.full((int(is_head.sum()),), cfg.prior.head_var**0.5)
+    head_std = torch.full((int(is_head.sum()),), cfg.prior.head_init_var**0.5)
     torch.testing.assert_close(posterior.std.detach()[is_head], head_std)
     opt = method.optimizer(posterior, prior, cfg, n=20)
     x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
@@ -143,3 +145,31 @@ def test_ptl_gradient_is_the_nll_plus_the_prior_pull() -> None:
     opt = method.optimizer(posterior, prior, cfg, n=10)
     method.step(posterior, opt, x, y)
     torch.testing.assert_close(posterior.mean.detach(), mu - 0.1 * (g_data.detach() + pull))
+
+
+def test_ensemble_members_differ_and_the_predictive_averages_them(tmp_path: Path) -> None:
+    from sabma.transfer.pipeline import evaluate_run
+
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    cfg = config_from_dict(
+        {},
+        [
+            *TINY,
+            f"data.root={root}",
+            "method.name=ensemble",
+            "method.ensemble_size=3",
+            "prior.head_init_var=0.01",
+        ],
+    )
+    out = tmp_path / "run"
+    metrics = train_run(cfg, out, progress=False)
+    assert metrics["samples"] == 3
+    from safetensors.torch import load_file
+
+    members = load_file(str(out / "posterior.safetensors"))["weight_set"]
+    assert members.shape[0] == 3
+    assert not torch.allclose(members[0], members[1]) and not torch.allclose(members[1], members[2])
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert sorted({e["member"] for e in log}) == [0, 1, 2]
+    assert evaluate_run(out, progress=False)["test"] == metrics["test"]  # the set is reloaded

@@ -91,7 +91,7 @@ def test_the_tiny_cnn_learns_the_fake_task(tmp_path: Path, data_root: Path) -> N
         "optim.epochs=30",
         "eval.eval_every=10",
         "optim.lr=0.5",
-        "prior.head_var=0.0001",
+        "prior.head_init_var=0.0001",
         "model.bn_mode=train",
     )
     metrics = train_run(cfg, tmp_path / "run", progress=False)

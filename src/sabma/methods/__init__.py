@@ -1,6 +1,7 @@
 """Training methods under one interface, by name (``sabma methods`` lists them)."""
 
 from sabma.methods.base import Method
+from sabma.methods.ensemble import EnsembleMethod
 from sabma.methods.fsam import FSAMMethod
 from sabma.methods.point import SAMMethod, SGDMethod
 from sabma.methods.ptl import PTLMethod
@@ -20,6 +21,7 @@ METHODS: dict[str, type[Method]] = {
         FSWAGMethod,
         VIMethod,
         PTLMethod,
+        EnsembleMethod,
     )
 }
 

@@ -46,8 +46,8 @@ class Method:
         self, posterior: GaussianPosterior, prior: LowRankGaussian, is_head: Tensor, cfg: Config
     ) -> None:
         """Set the posterior before training: at the prior off the head, head mean 0 and
-        variance α (method.md §5)."""
-        init_from_prior(posterior, prior, is_head, cfg.prior.head_var)
+        variance ``prior.head_init_var`` (method.md §5, with α split, see docs/method.md)."""
+        init_from_prior(posterior, prior, is_head, cfg.prior.head_init_var)
 
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
@@ -72,6 +72,21 @@ class Method:
         loss.backward()
         optimizer.step()
         return loss.item()
+
+    def members(self, cfg: Config) -> int:
+        """How many times the whole training loop runs (ensembles: one run per member)."""
+        return 1
+
+    def start_member(self, posterior: GaussianPosterior, member: int, cfg: Config) -> None:
+        """Called before member ``member``'s loop when ``members(cfg) > 1``."""
+
+    def end_member(self, posterior: GaussianPosterior, member: int, cfg: Config) -> None:
+        """Called after member ``member``'s loop (and its model selection)."""
+
+    def samples(self) -> Tensor | None:
+        """A finite set of subset weights (M, d) to average over, for sample-based predictives;
+        None for point and Gaussian predictives."""
+        return None
 
     def on_epoch_end(self, posterior: GaussianPosterior, epoch: int, cfg: Config) -> None:
         """Called after every epoch (1-based ``epoch``)."""

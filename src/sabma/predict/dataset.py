@@ -17,6 +17,7 @@ def predict_log_probs(
     samples: int = 30,
     *,
     point: bool = False,
+    weights: Tensor | None = None,
     batch_size: int = 250,
     generator: torch.Generator | None = None,
     progress: bool = False,
@@ -25,9 +26,13 @@ def predict_log_probs(
     """log p̄(y | x) for every row of ``x``, shape (n, classes).
 
     The S weight samples are drawn once and used for every batch, so every input is averaged over
-    the same posterior draws. ``point=True`` evaluates the posterior mean alone (a point estimate).
+    the same posterior draws. ``point=True`` evaluates the posterior mean alone (a point estimate);
+    ``weights`` (S, d) replaces the draws by a given set (ensemble members, SGLD samples).
     """
-    weights = None if point else posterior.sample_weights(samples, generator).detach()
+    if point:
+        weights = None
+    elif weights is None:
+        weights = posterior.sample_weights(samples, generator).detach()
     out = []
     for start in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
         batch = x[start : start + batch_size]

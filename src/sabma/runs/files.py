@@ -36,8 +36,14 @@ def atomic_write_json(path: Path, payload: Any) -> None:
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
-def save_posterior(path: Path, posterior: GaussianPosterior, metadata: dict[str, Any]) -> None:
-    """``path`` (.safetensors): θ, the kept noise and the model's buffers (running statistics);
+def save_posterior(
+    path: Path,
+    posterior: GaussianPosterior,
+    metadata: dict[str, Any],
+    samples: torch.Tensor | None = None,
+) -> None:
+    """``path`` (.safetensors): θ, the kept noise, the model's buffers (running statistics) and,
+    for sample-based predictives, the weight set ``samples`` (M, d);
     ``path.with_suffix('.json')``: the subset's names and shapes plus ``metadata``."""
     tensors = {f"posterior.{k}": v.detach().contiguous() for k, v in posterior.state_dict().items()}
     tensors |= {f"buffer.{k}": v.detach().contiguous() for k, v in posterior.model.named_buffers()}
@@ -48,6 +54,9 @@ def save_posterior(path: Path, posterior: GaussianPosterior, metadata: dict[str,
         "rank": posterior.rank,
         **metadata,
     }
+    if samples is not None:
+        tensors["weight_set"] = samples.detach().contiguous()
+        meta["weight_set_size"] = int(samples.shape[0])
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata={"sabma": json.dumps(meta)})
     os.replace(tmp, path)
@@ -56,7 +65,8 @@ def save_posterior(path: Path, posterior: GaussianPosterior, metadata: dict[str,
 
 def load_posterior(path: Path, posterior: GaussianPosterior) -> dict[str, Any]:
     """Load a file written by :func:`save_posterior` into ``posterior`` (no code runs: safetensors).
-    The subset must match, name for name; returns the metadata."""
+    The subset must match, name for name; returns the metadata, with the weight set of a
+    sample-based predictive under ``"weight_set"`` (a tensor) when the file holds one."""
     if not path.is_file():
         raise FileNotFoundError(f"posterior file {path} does not exist")
     meta = json.loads(path.with_suffix(".json").read_text())
@@ -76,4 +86,6 @@ def load_posterior(path: Path, posterior: GaussianPosterior) -> dict[str, Any]:
         for key, value in tensors.items():
             if key.startswith("buffer."):
                 buffers[key.removeprefix("buffer.")].copy_(value)
+    if "weight_set" in tensors:
+        meta["weight_set"] = tensors["weight_set"].to(posterior.mean)
     return meta

@@ -66,14 +66,39 @@ def fit(
 
     For methods that select (``Method.select_best``), the posterior (and the model's buffers) end
     in the state with the best validation NLL among the evaluated epochs; then the method's
-    ``finish`` runs (SWAG forms its Gaussian there).
+    ``finish`` runs (SWAG forms its Gaussian there). Methods with several members (ensembles)
+    run the whole loop once per member, each with its own data order.
     """
     method = method or get_method(cfg.method.name)
     opt_cfg = cfg.optim
     if opt_cfg.epochs < 1 or opt_cfg.batch_size < 1 or not opt_cfg.lr > 0:
         raise ValueError("optim.epochs and optim.batch_size must be >= 1 and optim.lr > 0")
+    if cfg.method.frozen not in ("fixed", "prior"):
+        raise ValueError(f"method.frozen must be 'fixed' or 'prior', got {cfg.method.frozen!r}")
+    members = method.members(cfg)
+    history: list[dict[str, Any]] = []
+    for member in range(members):
+        if members > 1:
+            method.start_member(posterior, member, cfg)
+        history += _fit_once(posterior, data, cfg, prior, method, member, log_path, progress)
+        method.end_member(posterior, member, cfg)
+    method.finish(posterior, cfg)
+    return history
+
+
+def _fit_once(
+    posterior: GaussianPosterior,
+    data: TrainData,
+    cfg: Config,
+    prior: LowRankGaussian | None,
+    method: Method,
+    member: int,
+    log_path: Path | None,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    opt_cfg = cfg.optim
     n = len(data.x_train)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + 7919 * member)
     optimizer = method.optimizer(posterior, prior, cfg, n)
     steps_per_epoch = math.ceil(n / opt_cfg.batch_size)
     schedule = warmup_cosine(
@@ -85,8 +110,6 @@ def fit(
     frozen = None
     if cfg.method.frozen == "prior":
         frozen = FrozenRest(posterior.model, posterior.names, cfg.method.frozen_std)
-    elif cfg.method.frozen != "fixed":
-        raise ValueError(f"method.frozen must be 'fixed' or 'prior', got {cfg.method.frozen!r}")
 
     history: list[dict[str, Any]] = []
     best: tuple[float, dict[str, Tensor], dict[str, Tensor]] | None = None
@@ -113,6 +136,7 @@ def fit(
             frozen.restore()
         method.on_epoch_end(posterior, epoch + 1, cfg)
         entry: dict[str, Any] = {
+            "member": member,
             "epoch": epoch + 1,
             "loss": sum(losses) / len(losses),
             "lr": schedule.get_last_lr()[0],
@@ -141,7 +165,6 @@ def fit(
             for name, value in best[2].items():
                 buffers[name].copy_(value)
         log.info("%s: best validation NLL %.4f", method.name, best[0])
-    method.finish(posterior, cfg)
     return history
 
 

@@ -129,9 +129,18 @@ def train_run(cfg: Config, out: Path, progress: bool = True) -> dict[str, Any]:
             "subset": cfg.model.subset,
             "head": head,
         },
+        samples=method.samples(),
     )
     return _evaluate_and_write(
-        cfg, posterior, task, out, train_s, cfg.eval.samples, cfg.eval.temperature_scaling, progress
+        cfg,
+        posterior,
+        task,
+        out,
+        train_s,
+        cfg.eval.samples,
+        cfg.eval.temperature_scaling,
+        progress,
+        weight_set=method.samples(),
     )
 
 
@@ -148,7 +157,8 @@ def evaluate_run(
     cfg = load_config(run_dir / "config.yaml")
     task = load_task(cfg.data, cfg.seed)
     posterior, _ = build_posterior(cfg, task.num_classes)
-    load_posterior(run_dir / "posterior.safetensors", posterior)
+    meta = load_posterior(run_dir / "posterior.safetensors", posterior)
+    weight_set = meta.get("weight_set")
     train_s = 0.0
     if (run_dir / "metrics.json").is_file():
         train_s = json.loads((run_dir / "metrics.json").read_text())["timing"]["train_s"]
@@ -161,6 +171,7 @@ def evaluate_run(
         samples or cfg.eval.samples,
         temperature_scaling,
         progress,
+        weight_set=weight_set,
     )
 
 
@@ -173,7 +184,10 @@ def _evaluate_and_write(
     samples: int,
     temperature_scaling: bool,
     progress: bool,
+    weight_set: Tensor | None = None,
 ) -> dict[str, Any]:
+    """Evaluate the method's predictive: the mean (point methods), BMA over ``samples`` draws of
+    the Gaussian, or, when the method produced a finite ``weight_set``, BMA over that set."""
     if samples < 1:
         raise ValueError(f"the number of BMA samples must be at least 1, got {samples}")
     start = time.perf_counter()
@@ -189,6 +203,7 @@ def _evaluate_and_write(
             posterior,
             x,
             samples,
+            weights=weight_set,
             batch_size=cfg.eval.batch_size,
             generator=generator,
             progress=progress,
@@ -204,7 +219,7 @@ def _evaluate_and_write(
         "shots": cfg.data.shots,
         "backbone": cfg.model.backbone,
         "subset": cfg.model.subset,
-        "samples": 1 if point else samples,
+        "samples": 1 if point else (len(weight_set) if weight_set is not None else samples),
         "dim": posterior.dim,
         "rank": posterior.rank,
         "test": {k: classification_metrics(v.exp(), task.y_test) for k, v in test.items()},

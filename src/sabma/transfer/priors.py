@@ -132,7 +132,7 @@ def init_from_prior(
     posterior: GaussianPosterior, prior: LowRankGaussian, is_head: Tensor, head_var: float
 ) -> None:
     """Posterior at the prior off the head (mean, variance, the first K factor columns);
-    on the head: mean 0, variance α, factor 0."""
+    on the head: mean 0, variance ``head_var`` (the configured initial head variance), factor 0."""
     posterior.mean.copy_(torch.where(is_head, torch.zeros_like(prior.mean), prior.mean))
     var = torch.where(is_head, torch.full_like(prior.var, head_var), prior.var)
     posterior.log_std.copy_(0.5 * torch.log(var))
