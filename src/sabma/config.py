@@ -71,6 +71,9 @@ class MethodConfig:
     moped_delta: float = 0.01  # vi: initial σ = δ·|w_pre| (MOPED)
     ptl_weight: float = 1.0  # ptl: λ of −(λ/N)·log p(w)
     ensemble_size: int = 5  # ensemble: number of members M
+    csgld_cycles: int = 3  # csgld: number of cosine cycles
+    csgld_sample_fraction: float = 0.3  # csgld: the noisy, sampling end of each cycle
+    csgld_temperature: float = 1.0  # csgld: T of the Langevin noise √(2·lr·T/N)
     swag_start: int = 15  # swag / fswag: first epoch whose end is snapshotted
     swag_every: int = 1  # swag / fswag: snapshot every c epochs
     swag_lr_ratio: float = 0.5  # swag / fswag: the cosine schedule stops at this fraction of lr

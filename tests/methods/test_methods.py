@@ -91,8 +91,10 @@ def test_every_method_trains_end_to_end(tmp_path: Path, name: str) -> None:
     )
     metrics = train_run(cfg, tmp_path / "run", progress=False)
     method = METHODS[name]
-    draws = cfg.method.ensemble_size if name == "ensemble" else cfg.eval.samples
+    saved = json.loads((tmp_path / "run" / "posterior.json").read_text())
+    draws = saved.get("weight_set_size", cfg.eval.samples)  # a sample set, or Gaussian draws
     assert metrics["samples"] == (1 if method.point else draws)
+    assert ("weight_set_size" in saved) == (name in ("ensemble", "csgld"))
     assert math.isfinite(metrics["test"]["bma"]["nll"])
 
 
@@ -173,3 +175,41 @@ def test_ensemble_members_differ_and_the_predictive_averages_them(tmp_path: Path
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert sorted({e["member"] for e in log}) == [0, 1, 2]
     assert evaluate_run(out, progress=False)["test"] == metrics["test"]  # the set is reloaded
+
+
+def test_csgld_noise_has_the_langevin_scale_and_samples_come_from_the_cycle_ends() -> None:
+    """With zero inputs the weights of a linear layer get no gradient, so each step's change is
+    the Langevin noise alone: std √(2·lr_k·T/N) in the sampling phase, nothing outside it."""
+    from torch import nn
+
+    cfg = config_from_dict(
+        {},
+        [
+            "method.name=csgld",
+            "optim.epochs=6",
+            "method.csgld_cycles=2",
+            "method.csgld_sample_fraction=0.5",
+            "optim.lr=0.02",
+            "method.csgld_temperature=2.0",
+        ],
+    )
+    posterior = GaussianPosterior(nn.Sequential(nn.Linear(2, 500)), r"weight$")
+    method = get_method("csgld")
+    opt = method.optimizer(posterior, None, cfg, n=50)
+    schedule = method.schedule(opt, steps_per_epoch=1, cfg=cfg)  # 2 cycles of 3 steps
+    x, y = torch.zeros(4, 2), torch.randint(0, 500, (4,))
+    kept = []
+    for epoch in range(1, 7):
+        lr = opt.param_groups[0]["lr"]
+        before = posterior.mean.detach().clone()
+        method.step(posterior, opt, x, y)
+        change = posterior.mean.detach() - before
+        sampling = bool(change.abs().max() > 0)
+        if sampling:
+            assert float(change.std()) == pytest.approx((2 * lr * 2.0 / 50) ** 0.5, rel=0.1)
+        method.on_epoch_end(posterior, epoch, cfg)
+        kept.append(sampling)
+        schedule.step()
+    assert kept == [False, False, True, False, False, True]  # the last third of each cycle
+    samples = method.samples()
+    assert samples is not None and samples.shape == (2, posterior.dim)

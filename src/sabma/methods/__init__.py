@@ -1,6 +1,7 @@
 """Training methods under one interface, by name (``sabma methods`` lists them)."""
 
 from sabma.methods.base import Method
+from sabma.methods.csgld import CSGLDMethod
 from sabma.methods.ensemble import EnsembleMethod
 from sabma.methods.fsam import FSAMMethod
 from sabma.methods.point import SAMMethod, SGDMethod
@@ -22,6 +23,7 @@ METHODS: dict[str, type[Method]] = {
         VIMethod,
         PTLMethod,
         EnsembleMethod,
+        CSGLDMethod,
     )
 }
 

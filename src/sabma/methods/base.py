@@ -20,6 +20,7 @@ from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.two_step import TwoStepOptimizer
 from sabma.transfer.priors import init_from_prior
+from sabma.transfer.schedule import warmup_cosine
 
 
 class Method:
@@ -41,6 +42,18 @@ class Method:
     def lr_floor(self, cfg: Config) -> float:
         """The cosine schedule decays to ``lr_floor × lr`` (0 by default)."""
         return 0.0
+
+    def schedule(
+        self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, cfg: Config
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """The learning-rate schedule, stepped once per batch: warm-up, then cosine decay."""
+        o = cfg.optim
+        return warmup_cosine(
+            optimizer,
+            o.epochs * steps_per_epoch,
+            o.warmup_epochs * steps_per_epoch,
+            self.lr_floor(cfg),
+        )
 
     def initialise(
         self, posterior: GaussianPosterior, prior: LowRankGaussian, is_head: Tensor, cfg: Config

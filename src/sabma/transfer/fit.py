@@ -28,7 +28,6 @@ from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.predict.dataset import predict_log_probs
 from sabma.transfer.frozen import FrozenRest
-from sabma.transfer.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +100,7 @@ def _fit_once(
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * member)
     optimizer = method.optimizer(posterior, prior, cfg, n)
     steps_per_epoch = math.ceil(n / opt_cfg.batch_size)
-    schedule = warmup_cosine(
-        optimizer,
-        opt_cfg.epochs * steps_per_epoch,
-        opt_cfg.warmup_epochs * steps_per_epoch,
-        method.lr_floor(cfg),
-    )
+    schedule = method.schedule(optimizer, steps_per_epoch, cfg)
     frozen = None
     if cfg.method.frozen == "prior":
         frozen = FrozenRest(posterior.model, posterior.names, cfg.method.frozen_std)
