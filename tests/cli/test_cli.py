@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sabma.cli.main import main
-from sabma.transfer.demo import format_rows
+from sabma.runs.tables import mean_std_table
 
 
 @pytest.mark.parametrize("command", [[], ["demo"], ["train"], ["evaluate"]])
@@ -43,6 +43,6 @@ def test_bad_input_is_one_line_on_stderr(
 def test_table_has_mean_and_spread_over_seeds() -> None:
     metrics = {"acc": 0.5, "nll": 1.0, "ece": 0.1, "brier": 0.2}
     rows = {"SGD": [dict(metrics), dict(metrics, acc=0.7)], "SA-BMA": [dict(metrics)] * 2}
-    table = format_rows(rows)
+    table = mean_std_table(rows)
     assert "| SGD | 0.600 ± 0.141 | 1.000 ± 0.000 |" in table
     assert table.count("\n") == 3

@@ -10,6 +10,7 @@ from typing import Any
 
 from sabma.cli.options import add_overrides, add_progress
 from sabma.examples.moons import MoonsConfig, run_moons
+from sabma.runs.tables import mean_std_table
 
 
 def add_parser(sub: Any) -> None:
@@ -45,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
     seeds = 1 if args.quick else args.seeds
     start = time.perf_counter()
     if args.task == "moons":
-        from sabma.transfer.demo import format_rows
-
         cfg = replace(MoonsConfig(), epochs=100) if args.quick else MoonsConfig()
         results = [run_moons(seed, cfg) for seed in range(seeds)]
         labels = {
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         rows = {label: [r[key] for r in results] for key, label in labels.items()}
         title = f"Two moons ({cfg.n_train} training points, noise {cfg.noise}), MLP with LayerNorms"
     else:
-        from sabma.transfer.demo import demo_config, format_rows, run_demo
+        from sabma.transfer.demo import demo_config, run_demo
 
         rows = run_demo(args.out, seeds, args.quick, args.overrides, progress=not args.no_progress)
         cfg0 = demo_config("sabma", 0, args.quick, args.overrides)
@@ -68,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
             f"runs in {args.out}"
         )
     print(f"{title}; {seeds} seed(s), test metrics, mean ± std over seeds:\n")
-    print(format_rows(rows))
+    print(mean_std_table(rows))
     print(f"\nwall time {time.perf_counter() - start:.0f} s")
     return 0

@@ -3,17 +3,14 @@ fine-tuning of the same subset, with a frozen-feature linear probe for reference
 
 from __future__ import annotations
 
-import json
 import logging
-import statistics
 from pathlib import Path
-from typing import Any
 
-from sabma.config import Config, config_from_dict, dump_config
+from sabma.config import Config, config_from_dict
 from sabma.data.tasks import load_task
 from sabma.models import build_backbone
 from sabma.runs.files import atomic_write_json
-from sabma.transfer.pipeline import train_run
+from sabma.transfer.pipeline import run_or_reuse
 from sabma.transfer.probe import linear_probe
 
 log = logging.getLogger(__name__)
@@ -34,19 +31,6 @@ def demo_config(method: str, seed: int, quick: bool, overrides: list[str]) -> Co
     )
 
 
-def _run_or_reuse(cfg: Config, out: Path, progress: bool) -> dict[str, Any]:
-    """Train into ``out``, or reuse a finished run there with the same configuration."""
-    metrics_file = out / "metrics.json"
-    if metrics_file.is_file():
-        if (out / "config.yaml").read_text() != dump_config(cfg):
-            raise ValueError(
-                f"{out} holds a finished run with another configuration; choose another --out"
-            )
-        log.info("reusing the finished run in %s", out)
-        return json.loads(metrics_file.read_text())
-    return train_run(cfg, out, progress=progress)
-
-
 def run_demo(
     out: Path, seeds: int, quick: bool, overrides: list[str], progress: bool = True
 ) -> dict[str, list[dict[str, float]]]:
@@ -56,7 +40,7 @@ def run_demo(
     for seed in range(seeds):
         for method in ("sabma", "sgd"):
             cfg = demo_config(method, seed, quick, overrides)
-            metrics = _run_or_reuse(cfg, out / f"{method}-seed{seed}", progress)
+            metrics = run_or_reuse(cfg, out / f"{method}-seed{seed}", progress)
             for label, row_method, predictive in ROWS:
                 if row_method == method:
                     rows[label].append(metrics["test"][predictive])
@@ -77,22 +61,3 @@ def run_demo(
         rows["linear probe (frozen features)"].append(probe["test"])  # type: ignore[arg-type]
     atomic_write_json(out / "demo.json", rows)
     return rows
-
-
-def format_rows(
-    rows: dict[str, list[dict[str, float]]],
-    metrics: tuple[str, ...] = ("acc", "nll", "ece", "brier"),
-) -> str:
-    """A Markdown table of mean ± std over seeds per row."""
-    lines = [
-        "| method | " + " | ".join(m.upper() for m in metrics) + " |",
-        "|" + "---|" * (len(metrics) + 1),
-    ]
-    for label, runs in rows.items():
-        cells = []
-        for metric in metrics:
-            values = [r[metric] for r in runs]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

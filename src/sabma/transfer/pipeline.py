@@ -144,6 +144,19 @@ def train_run(cfg: Config, out: Path, progress: bool = True) -> dict[str, Any]:
     )
 
 
+def run_or_reuse(cfg: Config, out: Path, progress: bool) -> dict[str, Any]:
+    """Train into ``out``, or reuse a finished run there with the same configuration."""
+    metrics_file = out / "metrics.json"
+    if metrics_file.is_file():
+        if (out / "config.yaml").read_text() != dump_config(cfg):
+            raise ValueError(
+                f"{out} holds a finished run with another configuration; choose another --out"
+            )
+        log.info("reusing the finished run in %s", out)
+        return json.loads(metrics_file.read_text())
+    return train_run(cfg, out, progress=progress)
+
+
 def evaluate_run(
     run_dir: Path,
     samples: int | None = None,

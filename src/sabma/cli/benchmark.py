@@ -1,0 +1,53 @@
+"""``sabma benchmark``: all methods × seeds on one configuration, resumable."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from sabma.cli.options import add_overrides, add_progress
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "benchmark",
+        help="run several methods and seeds on one task and tabulate them",
+        description="Run every (method, seed) into OUT/<method>/seed<k> (finished runs with the "
+        "same configuration are reused), then write results.csv, results.json, "
+        "results.md (mean ± std per method) and results.png.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML configuration (default: the embedded default task)",
+    )
+    parser.add_argument("--methods", default="all", help="comma-separated names, or 'all'")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--out", type=Path, required=True, help="the benchmark folder")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="10 epochs, 500 test images, S = 10: a fast check of the pipeline",
+    )
+    add_overrides(parser, "override a configuration value of every run (repeatable)")
+    add_progress(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sabma.transfer.benchmark import parse_methods, parse_seeds, run_benchmark
+
+    methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
+    run_benchmark(
+        args.config,
+        methods,
+        seeds,
+        args.out,
+        args.overrides,
+        args.quick,
+        progress=not args.no_progress,
+    )
+    print((args.out / "results.md").read_text())
+    return 0

@@ -1,0 +1,123 @@
+"""``sabma benchmark``: every (method, seed) as its own run, then tables and a plot.
+
+Runs go to ``OUT/<method>/seed<k>``; a finished run (its ``metrics.json`` exists) with the same
+configuration is reused, a half-written one is run again, so an interrupted benchmark resumes.
+All methods share the configuration (data, splits, subset, budget, model selection) except
+``method.name`` and ``seed``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from sabma.config import config_from_dict, load_config
+from sabma.methods import METHODS
+from sabma.runs.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from sabma.runs.tables import mean_std_table
+from sabma.transfer.pipeline import run_or_reuse
+
+log = logging.getLogger(__name__)
+
+METRICS = ("acc", "nll", "ece", "brier")
+QUICK = ["optim.epochs=10", "data.test_size=500", "eval.samples=10"]
+
+
+def parse_methods(text: str) -> list[str]:
+    """``"all"`` or a comma-separated list of method names (checked)."""
+    names = sorted(METHODS) if text.strip() == "all" else [m.strip() for m in text.split(",")]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)} or 'all'")
+    return names
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise ValueError("--seeds needs at least one seed")
+    return seeds
+
+
+def run_benchmark(
+    config: Path | None,
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+    overrides: list[str],
+    quick: bool = False,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Run (or reuse) every (method, seed); write ``results.{csv,json,md}`` and ``results.png``."""
+    base = load_config(config, [*(QUICK if quick else []), *overrides]).to_dict()
+    rows = []
+    for method in methods:
+        for seed in seeds:
+            cfg = config_from_dict(base, [f"method.name={method}", f"seed={seed}"])
+            log.info("benchmark: %s seed %d", method, seed)
+            metrics = run_or_reuse(cfg, out / method / f"seed{seed}", progress)
+            bma = metrics["test"]["bma"]
+            rows.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    **{m: bma[m] for m in METRICS},
+                    "train_s": metrics["timing"]["train_s"],
+                }
+            )
+    write_results(out, rows)
+    return rows
+
+
+def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "results.csv", buffer.getvalue())
+    atomic_write_json(out / "results.json", rows)
+    by_method: dict[str, list[dict[str, float]]] = {}
+    for row in rows:
+        by_method.setdefault(row["method"], []).append(row)
+    seeds = sorted({row["seed"] for row in rows})
+    text = (
+        f"# Benchmark: test metrics of each method's predictive, mean ± std over seeds "
+        f"{seeds}\n\n"
+        + mean_std_table(by_method, (*METRICS, "train_s"))
+        + "\n\n![NLL and ECE per method](results.png)\n"
+    )
+    atomic_write_text(out / "results.md", text)
+    _plot(out / "results.png", by_method)
+
+
+def _plot(path: Path, by_method: dict[str, list[dict[str, float]]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), dpi=120)
+    names = list(by_method)
+    for ax, metric in zip(axes, ("acc", "nll", "ece"), strict=True):
+        values = [np.array([r[metric] for r in by_method[m]]) for m in names]
+        ax.bar(
+            range(len(names)),
+            [v.mean() for v in values],
+            yerr=[v.std(ddof=1) if len(v) > 1 else 0.0 for v in values],
+            capsize=3,
+            color=["tab:red" if n == "sabma" else "tab:blue" for n in names],
+        )
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_title(metric.upper())
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
