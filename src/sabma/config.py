@@ -74,6 +74,7 @@ class MethodConfig:
     csgld_cycles: int = 3  # csgld: number of cosine cycles
     csgld_sample_fraction: float = 0.3  # csgld: the noisy, sampling end of each cycle
     csgld_temperature: float = 1.0  # csgld: T of the Langevin noise √(2·lr·T/N)
+    dropout_p: float | None = None  # mcdropout: rate of every dropout layer (None: the model's)
     swag_start: int = 15  # swag / fswag: first epoch whose end is snapshotted
     swag_every: int = 1  # swag / fswag: snapshot every c epochs
     swag_lr_ratio: float = 0.5  # swag / fswag: the cosine schedule stops at this fraction of lr

@@ -94,7 +94,7 @@ def test_every_method_trains_end_to_end(tmp_path: Path, name: str) -> None:
     saved = json.loads((tmp_path / "run" / "posterior.json").read_text())
     draws = saved.get("weight_set_size", cfg.eval.samples)  # a sample set, or Gaussian draws
     assert metrics["samples"] == (1 if method.point else draws)
-    assert ("weight_set_size" in saved) == (name in ("ensemble", "csgld"))
+    assert ("weight_set_size" in saved) == (name in ("ensemble", "csgld", "mcdropout"))
     assert math.isfinite(metrics["test"]["bma"]["nll"])
 
 
@@ -213,3 +213,23 @@ def test_csgld_noise_has_the_langevin_scale_and_samples_come_from_the_cycle_ends
     assert kept == [False, False, True, False, False, True]  # the last third of each cycle
     samples = method.samples()
     assert samples is not None and samples.shape == (2, posterior.dim)
+
+
+def test_mc_dropout_averages_stochastic_passes_with_dropout_on(tmp_path: Path) -> None:
+    from torch import nn
+
+    from sabma.methods.mcdropout import enable_dropout
+
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    cfg = config_from_dict(
+        {}, [*TINY, f"data.root={root}", "method.name=mcdropout", "method.dropout_p=0.5"]
+    )
+    out = tmp_path / "run"
+    metrics = train_run(cfg, out, progress=False)
+    assert metrics["samples"] == cfg.eval.samples
+    # the BMA differs from the deterministic mean only because dropout is on when predicting
+    assert metrics["test"]["bma"] != metrics["test"]["mean"]
+    posterior = GaussianPosterior(nn.Sequential(nn.Linear(3, 3)), "all")
+    with pytest.raises(ValueError, match="needs dropout layers"):
+        enable_dropout(posterior.model, 0.1)

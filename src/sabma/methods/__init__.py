@@ -4,6 +4,7 @@ from sabma.methods.base import Method
 from sabma.methods.csgld import CSGLDMethod
 from sabma.methods.ensemble import EnsembleMethod
 from sabma.methods.fsam import FSAMMethod
+from sabma.methods.mcdropout import MCDropoutMethod
 from sabma.methods.point import SAMMethod, SGDMethod
 from sabma.methods.ptl import PTLMethod
 from sabma.methods.sabma_method import SABMAMethod
@@ -24,6 +25,7 @@ METHODS: dict[str, type[Method]] = {
         PTLMethod,
         EnsembleMethod,
         CSGLDMethod,
+        MCDropoutMethod,
     )
 }
 

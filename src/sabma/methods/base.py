@@ -23,6 +23,13 @@ from sabma.transfer.priors import init_from_prior
 from sabma.transfer.schedule import warmup_cosine
 
 
+def set_network_mode(posterior: GaussianPosterior, bn_mode: str) -> None:
+    """Training mode of the network: ``"train"`` (batch statistics, dropout) or ``"eval"``."""
+    if bn_mode not in ("train", "eval"):
+        raise ValueError(f"model.bn_mode must be 'train' or 'eval', got {bn_mode!r}")
+    posterior.train(bn_mode == "train")
+
+
 class Method:
     """Base class: subclasses set the class attributes and override what differs."""
 
@@ -85,6 +92,14 @@ class Method:
         loss.backward()
         optimizer.step()
         return loss.item()
+
+    def train_mode(self, posterior: GaussianPosterior, cfg: Config) -> None:
+        """Put the network in its training mode (every epoch)."""
+        set_network_mode(posterior, cfg.model.bn_mode)
+
+    def predict_mode(self, posterior: GaussianPosterior, cfg: Config) -> None:
+        """Put the network in the mode of the method's BMA predictive (eval by default)."""
+        posterior.eval()
 
     def members(self, cfg: Config) -> int:
         """How many times the whole training loop runs (ensembles: one run per member)."""

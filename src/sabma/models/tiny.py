@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 
 class TinyCNN(nn.Module):
-    """conv-BN-ReLU ×2 with pooling, global average, linear head ``fc``."""
+    """conv-BN-ReLU ×2 with pooling, global average, dropout (rate 0), linear head ``fc``."""
 
     def __init__(self, num_classes: int = 10, width: int = 8) -> None:
         super().__init__()
@@ -21,7 +21,8 @@ class TinyCNN(nn.Module):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
+        self.dropout = nn.Dropout(0.0)  # off unless a method (MC dropout) sets a rate
         self.fc = nn.Linear(2 * width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.features(x))
+        return self.fc(self.dropout(self.features(x)))

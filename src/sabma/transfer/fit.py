@@ -40,13 +40,6 @@ class TrainData:
     y_val: Tensor
 
 
-def set_network_mode(posterior: GaussianPosterior, bn_mode: str) -> None:
-    """Training mode of the network: ``"train"`` (batch statistics, dropout) or ``"eval"``."""
-    if bn_mode not in ("train", "eval"):
-        raise ValueError(f"model.bn_mode must be 'train' or 'eval', got {bn_mode!r}")
-    posterior.train(bn_mode == "train")
-
-
 def _model_buffers(posterior: GaussianPosterior) -> dict[str, Tensor]:
     return {n: b.detach().clone() for n, b in posterior.model.named_buffers()}
 
@@ -111,7 +104,7 @@ def _fit_once(
         range(opt_cfg.epochs), desc=f"train {method.name}", disable=not progress, leave=False
     )
     for epoch in bar:
-        set_network_mode(posterior, cfg.model.bn_mode)
+        method.train_mode(posterior, cfg)
         start, losses = time.perf_counter(), []
         for idx in torch.randperm(n, generator=gen).split(opt_cfg.batch_size):
             xb, yb = data.x_train[idx], data.y_train[idx]

@@ -204,14 +204,16 @@ def _evaluate_and_write(
     if samples < 1:
         raise ValueError(f"the number of BMA samples must be at least 1, got {samples}")
     start = time.perf_counter()
-    posterior.eval()
-    point = get_method(cfg.method.name).point
+    method = get_method(cfg.method.name)
+    point = method.point
     generator = torch.Generator().manual_seed(cfg.seed + 3)
 
     def predictives(x: Tensor, name: str) -> dict[str, Tensor]:
+        posterior.eval()
         mean = predict_log_probs(posterior, x, point=True, batch_size=cfg.eval.batch_size)
         if point:
             return {"bma": mean, "mean": mean}
+        method.predict_mode(posterior, cfg)
         bma = predict_log_probs(
             posterior,
             x,
@@ -222,6 +224,7 @@ def _evaluate_and_write(
             progress=progress,
             desc=f"BMA {name}",
         )
+        posterior.eval()
         return {"bma": bma, "mean": mean}
 
     test, val = predictives(task.x_test, "test"), predictives(task.x_val, "val")

@@ -8,10 +8,11 @@ import torch
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
+from sabma.methods.base import set_network_mode
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.posterior.swag import SWAGMoments
-from sabma.transfer.fit import TrainData, set_network_mode
+from sabma.transfer.fit import TrainData
 
 
 def swag_prior(posterior: GaussianPosterior, data: TrainData, cfg: Config) -> LowRankGaussian:

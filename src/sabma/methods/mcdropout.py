@@ -1,0 +1,58 @@
+"""MC dropout (Gal & Ghahramani, 2016): SGD with dropout on, and dropout on at prediction.
+
+The network's dropout layers are active during training and prediction (normalization layers
+keep the configured mode); ``method.dropout_p`` sets their rate (None: the model's own). The
+predictive averages S = ``eval.samples`` stochastic passes at the trained weights, which the
+evaluation sees as a weight set of S copies of μ; the validation NLL used for model selection is
+that of the deterministic network (dropout off).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sabma.config import Config
+from sabma.methods.point import SGDMethod
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.lowrank import LowRankGaussian
+
+
+def enable_dropout(model: nn.Module, p: float | None) -> None:
+    """Switch every dropout layer to training mode (and rate ``p`` if given)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    if not layers:
+        raise ValueError(f"method mcdropout needs dropout layers; {type(model).__name__} has none")
+    for layer in layers:
+        layer.train()
+        if p is not None:
+            layer.p = p
+
+
+class MCDropoutMethod(SGDMethod):
+    name = "mcdropout"
+    summary = "MC dropout: SGD with dropout, BMA over S stochastic passes (method.dropout_p)"
+    point = False
+
+    def __init__(self) -> None:
+        self._posterior: GaussianPosterior | None = None
+        self._draws = 1
+
+    def optimizer(
+        self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
+    ) -> torch.optim.Optimizer:
+        self._posterior, self._draws = posterior, cfg.eval.samples
+        return super().optimizer(posterior, prior, cfg, n)
+
+    def train_mode(self, posterior: GaussianPosterior, cfg: Config) -> None:
+        super().train_mode(posterior, cfg)
+        enable_dropout(posterior.model, cfg.method.dropout_p)
+
+    def predict_mode(self, posterior: GaussianPosterior, cfg: Config) -> None:
+        super().predict_mode(posterior, cfg)
+        enable_dropout(posterior.model, cfg.method.dropout_p)
+
+    def samples(self) -> Tensor | None:
+        if self._posterior is None:
+            return None
+        return self._posterior.mean.detach().expand(self._draws, -1).clone()
