@@ -1,8 +1,9 @@
 """The contract every training method follows, so that one loop trains them all alike.
 
 A method trains the Bayesian subset of a network held by a :class:`GaussianPosterior` and leaves
-its predictive in that posterior: a point estimate in ``mean`` (``point = True``: predictions at
-the mean) or a Gaussian in ``(mean, log_std, factor)`` (predictions by BMA over its samples).
+its predictive there: a point estimate in ``mean`` (``point = True``: predictions at the mean), a
+Gaussian in ``(mean, log_std, factor)`` (BMA over draws), or a finite weight set returned by
+:meth:`Method.samples` (BMA over the set: ensembles, SGLD samples, MC-dropout passes).
 The shared loop (:func:`sabma.transfer.fit.fit`) gives every method the same data, batches,
 schedule, budget and model-selection rule.
 """
