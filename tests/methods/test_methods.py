@@ -70,9 +70,13 @@ def test_swag_without_snapshots_is_a_clear_error() -> None:
 def test_sam_family_uses_the_euclidean_sam_radius() -> None:
     cfg = config_from_dict({}, ["method.sam_rho=0.07"])
     posterior = GaussianPosterior(mlp(), "all")
-    for name in ("sam", "fswag"):
+    for name in ("sam", "fswag", "fsam"):
         opt = get_method(name).optimizer(posterior, None, cfg, n=10)
         assert isinstance(opt, SAM) and opt.rho == 0.07
+    from sabma.step.fsam import FSAM
+
+    fsam = get_method("fsam").optimizer(posterior, None, cfg, n=10)
+    assert isinstance(fsam, FSAM) and fsam.eta == cfg.method.fsam_eta
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 
 from sabma.config import Config
@@ -27,12 +29,17 @@ class SGDMethod(Method):
 class SAMMethod(Method):
     name = "sam"
     summary = "SAM (Foret et al., 2021): ascent to ρ·g/‖g‖, update from there (method.sam_rho)"
+    optimizer_class: ClassVar[type[SAM]] = SAM
+
+    def ascent_options(self, cfg: Config) -> dict[str, Any]:
+        """Extra arguments of the SAM-type optimiser (none for SAM itself)."""
+        return {}
 
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
     ) -> torch.optim.Optimizer:
         o = cfg.optim
-        return SAM(
+        return self.optimizer_class(
             [posterior.mean],
             torch.optim.SGD,
             rho=cfg.method.sam_rho,
@@ -40,4 +47,5 @@ class SAMMethod(Method):
             lr=o.lr,
             momentum=o.momentum,
             weight_decay=o.weight_decay,
+            **self.ascent_options(cfg),
         )
