@@ -68,12 +68,19 @@ class MethodConfig:
     factor_lr_scale: float = 0.01  # learning-rate multiplier of the low-rank factor D
     sam_rho: float = 0.05  # Euclidean radius of sam / fswag / fsam
     fsam_eta: float = 1.0  # fsam: η of the Fisher preconditioner 1 + η·g²
+    bsam_rho: float = 0.05  # bsam: ρ of the adversarial step ρ·g/s
+    bsam_beta2: float = 0.999  # bsam: β₂ of the precision s
+    bsam_gamma: float = 0.1  # bsam: damping γ of the precision update
     moped_delta: float = 0.01  # vi: initial σ = δ·|w_pre| (MOPED)
     ptl_weight: float = 1.0  # ptl: λ of −(λ/N)·log p(w)
     ensemble_size: int = 5  # ensemble: number of members M
     csgld_cycles: int = 3  # csgld: number of cosine cycles
     csgld_sample_fraction: float = 0.3  # csgld: the noisy, sampling end of each cycle
     csgld_temperature: float = 1.0  # csgld: T of the Langevin noise √(2·lr·T/N)
+    emcmc_eta: float = 0.03  # emcmc: coupling scale η of ‖w − w_a‖²/(2η)
+    emcmc_keep: str = "guide"  # emcmc: keep the guide w_a (flat basins) or the model w
+    laplace_subset: str = "last_layer"  # laplace: last_layer | subset
+    laplace_hessian: str = "kron"  # laplace: kron | diag | full (subset: diag | full)
     dropout_p: float | None = None  # mcdropout: rate of every dropout layer (None: the model's)
     swag_start: int = 15  # swag / fswag: first epoch whose end is snapshotted
     swag_every: int = 1  # swag / fswag: snapshot every c epochs

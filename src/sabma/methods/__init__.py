@@ -1,9 +1,12 @@
 """Training methods under one interface, by name (``sabma methods`` lists them)."""
 
 from sabma.methods.base import Method
+from sabma.methods.bsam import BSAMMethod
 from sabma.methods.csgld import CSGLDMethod
+from sabma.methods.emcmc import EMCMCMethod
 from sabma.methods.ensemble import EnsembleMethod
 from sabma.methods.fsam import FSAMMethod
+from sabma.methods.laplace import LaplaceMethod
 from sabma.methods.mcdropout import MCDropoutMethod
 from sabma.methods.point import SAMMethod, SGDMethod
 from sabma.methods.ptl import PTLMethod
@@ -18,6 +21,7 @@ METHODS: dict[str, type[Method]] = {
         SGDMethod,
         SAMMethod,
         FSAMMethod,
+        BSAMMethod,
         SABMAMethod,
         SWAGMethod,
         FSWAGMethod,
@@ -25,7 +29,9 @@ METHODS: dict[str, type[Method]] = {
         PTLMethod,
         EnsembleMethod,
         CSGLDMethod,
+        EMCMCMethod,
         MCDropoutMethod,
+        LaplaceMethod,
     )
 }
 

@@ -10,6 +10,7 @@ schedule, budget and model-selection rule.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -115,6 +116,23 @@ class Method:
     def samples(self) -> Tensor | None:
         """A finite set of subset weights (M, d) to average over, for sample-based predictives;
         None for point and Gaussian predictives."""
+        return None
+
+    def evaluation_needs_prior(self, cfg: Config) -> bool:
+        """Whether :meth:`predictive` uses the prior (it is then rebuilt to re-evaluate a run)."""
+        return False
+
+    def predictive(
+        self,
+        posterior: GaussianPosterior,
+        x_train: Tensor,
+        y_train: Tensor,
+        prior: LowRankGaussian | None,
+        head: str,
+        cfg: Config,
+    ) -> Callable[[Tensor], Tensor] | None:
+        """The method's own predictive x ↦ log p(y | x), built after training (Laplace's GLM
+        predictive); None for the standard ones (the mean, BMA over draws or a weight set)."""
         return None
 
     def on_epoch_end(self, posterior: GaussianPosterior, epoch: int, cfg: Config) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,7 @@ def train_run(cfg: Config, out: Path, progress: bool = True) -> dict[str, Any]:
         },
         samples=method.samples(),
     )
+    own = method.predictive(posterior, task.x_train, task.y_train, prior, head, cfg)
     return _evaluate_and_write(
         cfg,
         posterior,
@@ -141,6 +143,7 @@ def train_run(cfg: Config, out: Path, progress: bool = True) -> dict[str, Any]:
         cfg.eval.temperature_scaling,
         progress,
         weight_set=method.samples(),
+        own_predictive=own,
     )
 
 
@@ -169,7 +172,12 @@ def evaluate_run(
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = load_config(run_dir / "config.yaml")
     task = load_task(cfg.data, cfg.seed)
-    posterior, _ = build_posterior(cfg, task.num_classes)
+    posterior, head = build_posterior(cfg, task.num_classes)
+    method = get_method(cfg.method.name)
+    prior = None
+    if method.evaluation_needs_prior(cfg):
+        train = TrainData(task.x_train, task.y_train, task.x_val, task.y_val)
+        prior = build_prior(cfg, posterior, head, train)
     meta = load_posterior(run_dir / "posterior.safetensors", posterior)
     weight_set = meta.get("weight_set")
     train_s = 0.0
@@ -185,6 +193,7 @@ def evaluate_run(
         temperature_scaling,
         progress,
         weight_set=weight_set,
+        own_predictive=method.predictive(posterior, task.x_train, task.y_train, prior, head, cfg),
     )
 
 
@@ -198,9 +207,10 @@ def _evaluate_and_write(
     temperature_scaling: bool,
     progress: bool,
     weight_set: Tensor | None = None,
+    own_predictive: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the method's predictive: the mean (point methods), BMA over ``samples`` draws of
-    the Gaussian, or, when the method produced a finite ``weight_set``, BMA over that set."""
+    the Gaussian, BMA over the method's finite ``weight_set``, or the method's own predictive."""
     if samples < 1:
         raise ValueError(f"the number of BMA samples must be at least 1, got {samples}")
     start = time.perf_counter()
@@ -213,6 +223,9 @@ def _evaluate_and_write(
         mean = predict_log_probs(posterior, x, point=True, batch_size=cfg.eval.batch_size)
         if point:
             return {"bma": mean, "mean": mean}
+        if own_predictive is not None:
+            batches = x.split(cfg.eval.batch_size)
+            return {"bma": torch.cat([own_predictive(b) for b in batches]), "mean": mean}
         method.predict_mode(posterior, cfg)
         bma = predict_log_probs(
             posterior,
@@ -235,7 +248,7 @@ def _evaluate_and_write(
         "shots": cfg.data.shots,
         "backbone": cfg.model.backbone,
         "subset": cfg.model.subset,
-        "samples": 1 if point else (len(weight_set) if weight_set is not None else samples),
+        "samples": _samples_used(point, own_predictive, weight_set, samples),
         "dim": posterior.dim,
         "rank": posterior.rank,
         "test": {k: classification_metrics(v.exp(), task.y_test) for k, v in test.items()},
@@ -255,3 +268,14 @@ def _evaluate_and_write(
     write_report(out / "report.md", metrics)
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _samples_used(
+    point: bool, own: Callable[[Tensor], Tensor] | None, weight_set: Tensor | None, samples: int
+) -> int:
+    """S of the predictive: 1 for a point estimate, 0 for a closed-form one (Laplace's probit)."""
+    if point:
+        return 1
+    if own is not None:
+        return 0
+    return len(weight_set) if weight_set is not None else samples

@@ -1,0 +1,70 @@
+"""bSAM (Möllenhoff & Khan, 2023) over the subset, with the run's prior.
+
+The optimiser is :class:`sabma.step.bsam.BSAM`. Its prior term is the run's prior with the weight
+of the prior/KL term of every method here, β = ``method.beta``, coordinate-wise: mean μ₀ = the
+prior mean, precision per example δᵢ = β/(N·vᵢ) with vᵢ the prior's marginal variance. With the
+default β = 0 (like SGD, SAM and SA-BMA, which fit the data term alone) δ = ``optim.weight_decay``
+and the damping γ = ``method.bsam_gamma`` sets the variance floor 1/(N·γ).
+β₁ = ``optim.momentum``, β₂ = ``method.bsam_beta2``, ρ = ``method.bsam_rho``. Since s ≈ δ + γ while
+gradients are small, α/s is the step size: α = ``optim.lr``·γ/(1 − β₁) gives the step of
+heavy-ball SGD at ``optim.lr`` (the same schedule and budget as every method).
+The predictive is BMA over q = N(μ, diag(1/(N·s))); ``log_std`` follows s after every step, so
+model selection sees it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn.functional import cross_entropy
+
+from sabma.config import Config
+from sabma.methods.base import Method
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.lowrank import LowRankGaussian
+from sabma.step.bsam import BSAM
+
+
+class BSAMMethod(Method):
+    name = "bsam"
+    summary = "bSAM: Bayesian SAM, mean-field Gaussian with an Adam-like precision (method.bsam_*)"
+    point = False
+
+    def optimizer(
+        self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
+    ) -> torch.optim.Optimizer:
+        o, m = cfg.optim, cfg.method
+        optimizer = BSAM(
+            [posterior.mean],
+            lr=o.lr * m.bsam_gamma / (1 - o.momentum),
+            n_data=n,
+            rho=m.bsam_rho,
+            delta=o.weight_decay,
+            betas=(o.momentum, m.bsam_beta2),
+            gamma=m.bsam_gamma,
+            model=posterior.model,
+        )
+        if prior is not None and m.beta > 0:
+            marginal_var = prior.var + prior.factor.pow(2).sum(1)
+            optimizer.set_prior(posterior.mean, prior.mean, m.beta / marginal_var)
+        self._sync_std(posterior, optimizer)
+        return optimizer
+
+    @staticmethod
+    @torch.no_grad()
+    def _sync_std(posterior: GaussianPosterior, optimizer: BSAM) -> None:
+        posterior.log_std.copy_(0.5 * optimizer.variance(posterior.mean).log())
+
+    def step(
+        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor
+    ) -> float:
+        assert isinstance(optimizer, BSAM)
+
+        def closure() -> Tensor:
+            value = cross_entropy(posterior.mean_forward(x), y)
+            value.backward()
+            return value
+
+        loss = optimizer.step(closure).item()
+        self._sync_std(posterior, optimizer)
+        return loss

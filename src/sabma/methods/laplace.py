@@ -1,0 +1,137 @@
+"""Laplace approximation around the SGD MAP, through the laplace-torch package used as-is.
+
+Training is the ``sgd`` method's. For the predictive, laplace-torch (Daxberger et al., 2021) fits
+a Laplace approximation on the training split, with the normalization layers in eval mode:
+
+- ``method.laplace_subset = "last_layer"`` (default): the head only, ``Laplace(...,
+  subset_of_weights="last_layer", last_layer_name=<head>)``, Hessian ``method.laplace_hessian``
+  (``kron`` by default: KFAC), a scalar prior precision tuned by the marginal likelihood;
+- ``"subset"``: the whole Bayesian subset (laplace-torch's ``subset_of_weights="all"`` with only the
+  subset requiring gradients), with the run's prior (its mean and the diagonal of its precision),
+  Hessian ``diag`` or ``full``.
+
+The predictive is laplace-torch's GLM predictive with the probit approximation of the softmax.
+The Laplace approximation is fitted again from the run's data when a run is re-evaluated (it is
+deterministic), so nothing beyond the MAP is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sabma.config import Config
+from sabma.methods.point import SGDMethod
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.lowrank import LowRankGaussian
+
+SUBSETS = ("last_layer", "subset")
+HESSIANS = {"last_layer": ("kron", "diag", "full"), "subset": ("diag", "full")}
+
+
+def _laplace_factory() -> Any:
+    try:
+        from laplace import Laplace
+    except ImportError:
+        raise ValueError(
+            "method laplace needs the laplace-torch package: pip install 'sabma[baselines]'"
+        ) from None
+    return Laplace
+
+
+@contextmanager
+def _only_subset_trainable(posterior: GaussianPosterior) -> Iterator[None]:
+    """Make exactly the Bayesian subset require gradients (restored afterwards)."""
+    params = dict(posterior.model.named_parameters())
+    before = {name: p.requires_grad for name, p in params.items()}
+    subset = set(posterior.names)
+    try:
+        for name, p in params.items():
+            p.requires_grad_(name in subset)
+        yield
+    finally:
+        for name, p in params.items():
+            p.requires_grad_(before[name])
+
+
+class LaplaceMethod(SGDMethod):
+    name = "laplace"
+    summary = "Laplace (laplace-torch) at the SGD MAP: last-layer KFAC or subset, GLM probit"
+    point = False
+
+    def optimizer(
+        self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
+    ) -> torch.optim.Optimizer:
+        self.check(cfg)
+        return super().optimizer(posterior, prior, cfg, n)
+
+    @staticmethod
+    def check(cfg: Config) -> None:
+        subset, hessian = cfg.method.laplace_subset, cfg.method.laplace_hessian
+        if subset not in SUBSETS:
+            raise ValueError(f"method.laplace_subset must be one of {SUBSETS}, got {subset!r}")
+        if hessian not in HESSIANS[subset]:
+            raise ValueError(
+                f"method.laplace_hessian for subset {subset!r} must be one of "
+                f"{HESSIANS[subset]}, got {hessian!r}"
+            )
+
+    def evaluation_needs_prior(self, cfg: Config) -> bool:
+        return bool(cfg.method.laplace_subset == "subset")
+
+    def predictive(
+        self,
+        posterior: GaussianPosterior,
+        x_train: Tensor,
+        y_train: Tensor,
+        prior: LowRankGaussian | None,
+        head: str,
+        cfg: Config,
+    ) -> Callable[[Tensor], Tensor] | None:
+        self.check(cfg)
+        laplace_cls = _laplace_factory()
+        with torch.no_grad():
+            posterior.load_into_model()
+        model = posterior.model
+        model.eval()
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(x_train, y_train), batch_size=cfg.eval.batch_size
+        )
+        m = cfg.method
+        with _only_subset_trainable(posterior):
+            if m.laplace_subset == "last_layer":
+                la = laplace_cls(
+                    model,
+                    "classification",
+                    subset_of_weights="last_layer",
+                    hessian_structure=m.laplace_hessian,
+                    last_layer_name=head,
+                )
+                la.fit(loader, progress_bar=False)
+                la.optimize_prior_precision(
+                    pred_type="glm", method="marglik", prior_structure="scalar"
+                )
+            else:
+                if prior is None:
+                    raise ValueError("method.laplace_subset=subset needs a prior (prior.kind)")
+                precision = 1.0 / (prior.var + prior.factor.pow(2).sum(1))
+                la = laplace_cls(
+                    model,
+                    "classification",
+                    subset_of_weights="all",
+                    hessian_structure=m.laplace_hessian,
+                    prior_precision=precision,
+                    prior_mean=prior.mean,
+                )
+                la.fit(loader, progress_bar=False)
+
+        @torch.no_grad()
+        def log_probs(x: Tensor) -> Tensor:
+            probs = la(x, pred_type="glm", link_approx="probit")
+            return torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))
+
+        return log_probs
