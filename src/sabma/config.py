@@ -70,11 +70,11 @@ class MethodConfig:
     fsam_eta: float = 1.0  # fsam: η of the Fisher preconditioner 1 + η·g²
     bsam_rho: float = 0.05  # bsam: ρ of the adversarial step ρ·g/s
     bsam_beta2: float = 0.999  # bsam: β₂ of the precision s
-    bsam_gamma: float = 0.1  # bsam: damping γ of the precision update
+    bsam_gamma: float = 100.0  # bsam: damping γ (variance floor 1/(N·γ)); chosen on validation
     moped_delta: float = 0.01  # vi: initial σ = δ·|w_pre| (MOPED)
-    ptl_weight: float = 1.0  # ptl: λ of −(λ/N)·log p(w)
+    ptl_weight: float = 0.01  # ptl: λ of −(λ/N)·log p(w); chosen on validation
     ensemble_size: int = 5  # ensemble: number of members M
-    csgld_cycles: int = 3  # csgld: number of cosine cycles
+    csgld_cycles: int = 1  # csgld / emcmc: number of cosine cycles; chosen on validation
     csgld_sample_fraction: float = 0.3  # csgld: the noisy, sampling end of each cycle
     csgld_temperature: float = 1.0  # csgld: T of the Langevin noise √(2·lr·T/N)
     emcmc_eta: float = 0.03  # emcmc: coupling scale η of ‖w − w_a‖²/(2η)

@@ -37,11 +37,10 @@ def test_bsam_uses_the_run_prior_and_its_std_follows_the_precision() -> None:
     torch.testing.assert_close(state["delta"], expected)
     torch.testing.assert_close(state["prior_mean"], prior.mean)
     assert opt.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr * 0.5 / (1 - 0.9))
-    no_prior = get_method("bsam").optimizer(
-        posterior, prior, config_from_dict({}, ["method.beta=0"]), n=20
-    )
-    assert isinstance(no_prior, BSAM)
-    torch.testing.assert_close(no_prior.variance(posterior.mean), torch.full_like(expected, 1 / 2))
+    no_prior_cfg = config_from_dict({}, ["method.beta=0", "method.bsam_gamma=0.1"])
+    no_prior = get_method("bsam").optimizer(posterior, prior, no_prior_cfg, n=20)
+    assert isinstance(no_prior, BSAM)  # δ = 0: s = γ, σ² = 1/(N·γ)
+    torch.testing.assert_close(no_prior.variance(posterior.mean), torch.full_like(expected, 0.5))
     x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
     method.step(posterior, opt, x, y)
     torch.testing.assert_close(
@@ -59,7 +58,14 @@ def test_csgld_descends_the_prior_between_sampling_phases() -> None:
     """Outside the noisy phase a step is w ← w − lr·(w − μ₀)/(N·v): the prior makes the sampled
     posterior proper (no data gradient reaches these weights)."""
     cfg = config_from_dict(
-        {}, ["method.name=csgld", "optim.epochs=3", "method.csgld_cycles=1", "optim.lr=0.1"]
+        {},
+        [
+            "method.name=csgld",
+            "optim.epochs=3",
+            "method.csgld_cycles=1",
+            "optim.lr=0.1",
+            "optim.momentum=0",
+        ],
     )
     posterior = _zero_input_linear()
     mu0 = torch.zeros(posterior.dim)
@@ -84,6 +90,7 @@ def test_emcmc_couples_model_and_guide_and_keeps_the_guide() -> None:
             "method.csgld_cycles=1",
             "method.csgld_sample_fraction=0.5",
             "optim.lr=0.02",
+            "optim.momentum=0",
             "method.emcmc_eta=0.1",
         ],
     )
@@ -177,3 +184,31 @@ def test_laplace_options_are_checked() -> None:
     cfg = config_from_dict({}, ["method.laplace_subset=subset", "method.laplace_hessian=kron"])
     with pytest.raises(ValueError, match=r"must be one of \('diag', 'full'\)"):
         get_method("laplace").optimizer(_zero_input_linear(), None, cfg, n=10)
+
+
+def test_csghmc_noise_enters_the_velocity_with_friction_scaling() -> None:
+    """Momentum m: the first noisy step moves w by ξ with std √(2·(1 − m)·lr·T/N); the next
+    step carries m times that velocity plus fresh noise (no gradient reaches these weights)."""
+    cfg = config_from_dict(
+        {},
+        [
+            "method.name=csgld",
+            "optim.epochs=2",
+            "method.csgld_cycles=1",
+            "method.csgld_sample_fraction=1.0",
+            "optim.lr=0.05",
+            "optim.momentum=0.9",
+        ],
+    )
+    posterior = GaussianPosterior(nn.Sequential(nn.Linear(2, 2000)), r"weight$")
+    method = get_method("csgld")
+    opt = method.optimizer(posterior, None, cfg, n=10)
+    x, y = torch.zeros(4, 2), torch.randint(0, 2000, (4,))
+    scale = (2 * 0.1 * 0.05 / 10) ** 0.5
+    changes = []
+    for _ in range(2):
+        before = posterior.mean.detach().clone()
+        method.step(posterior, opt, x, y)
+        changes.append(posterior.mean.detach() - before)
+    assert float(changes[0].std()) == pytest.approx(scale, rel=0.05)
+    assert float((changes[1] - 0.9 * changes[0]).std()) == pytest.approx(scale, rel=0.05)

@@ -197,6 +197,7 @@ def test_csgld_noise_has_the_langevin_scale_and_samples_come_from_the_cycle_ends
             "method.csgld_cycles=2",
             "method.csgld_sample_fraction=0.5",
             "optim.lr=0.02",
+            "optim.momentum=0",
             "method.csgld_temperature=2.0",
         ],
     )

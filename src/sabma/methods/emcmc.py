@@ -2,14 +2,14 @@
 
 The joint density exp(−N·[U(w) + ‖w − w_a‖²/(2η)] / T) has, as the marginal of w_a, the
 (exponentiated) local entropy of the posterior at scale η/N: w_a is drawn toward flat basins and
-pulls w along. Both are sampled jointly by Langevin dynamics on the cyclical schedule of
-:mod:`sabma.methods.csgld` (same U, noise, cycles and sampling phases), simultaneously:
+pulls w along. Both are sampled jointly, simultaneously, by the dynamics of
+:mod:`sabma.methods.csgld` (same U, momentum, noise, cycles and sampling phases) on the gradients
 
-    w   ← w   − lr_k (∇U(w) + (w − w_a)/η) + √(2·lr_k·T/N) ξ
-    w_a ← w_a − lr_k (w_a − w)/η            + √(2·lr_k·T/N) ξ'
+    ∇_w = ∇U(w) + (w − w_a)/η,   ∇_{w_a} = (w_a − w)/η.
 
+At momentum 0 that is w ← w − lr_k ∇_w + √(2·lr_k·T/N) ξ and the same for w_a with ξ'.
 η = ``method.emcmc_eta``. The kept samples are the guide w_a (``method.emcmc_keep = "guide"``,
-the flat-basin samples) or w (``"model"``). Stable only for lr < η (checked).
+the flat-basin samples) or w (``"model"``). The coupling is stable only for lr < η (checked).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class EMCMCMethod(CSGLDMethod):
     def __init__(self) -> None:
         super().__init__()
         self.guide: Tensor | None = None
+        self.guide_buffer: Tensor | None = None  # the guide's heavy-ball buffer (as torch SGD's)
 
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
@@ -45,13 +46,14 @@ class EMCMCMethod(CSGLDMethod):
         if keep not in KEEP:
             raise ValueError(f"method.emcmc_keep must be one of {KEEP}, got {keep!r}")
         self.guide = posterior.mean.detach().clone()
+        self.guide_buffer = torch.zeros_like(self.guide)
         return super().optimizer(posterior, prior, cfg, n)
 
     def step(
         self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor
     ) -> float:
-        assert self.guide is not None
-        eta = self._cfg.method.emcmc_eta
+        assert self.guide is not None and self.guide_buffer is not None
+        eta, momentum = self._cfg.method.emcmc_eta, self._cfg.optim.momentum
         optimizer.zero_grad()
         potential, data_loss = self.potential(posterior, x, y)
         gap = posterior.mean - self.guide  # w − w_a, before either moves
@@ -59,11 +61,13 @@ class EMCMCMethod(CSGLDMethod):
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         with torch.no_grad():
-            self.guide.add_(gap.detach(), alpha=lr / eta)
+            self.guide_buffer.mul_(momentum).sub_(gap.detach() / eta)
+            self.guide.sub_(self.guide_buffer, alpha=lr)
             scale = self.langevin_scale(lr)
             if scale > 0:
-                posterior.mean.add_(scale * torch.randn_like(posterior.mean))
-                self.guide.add_(scale * torch.randn_like(self.guide))
+                buffer = optimizer.state[posterior.mean].get("momentum_buffer")
+                for w, buf in ((posterior.mean, buffer), (self.guide, self.guide_buffer)):
+                    self.add_to_velocity(w, buf, scale * torch.randn_like(w), lr)
         self._step += 1
         return data_loss.item()
 
