@@ -1,4 +1,4 @@
-"""``sabma evaluate``: re-evaluate a finished run."""
+"""``sabma evaluate``: re-evaluate a finished run (or every run of a benchmark folder)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,29 @@ from typing import Any
 from sabma.cli.options import add_progress
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "evaluate",
-        help="re-evaluate a run directory (BMA samples, temperature scaling)",
+        help="re-evaluate a run directory (BMA samples, temperature scaling, corruptions)",
         description="Load a run's posterior and evaluate it again on its test and validation "
-        "splits; rewrites metrics.json, report.md and reliability.png.",
+        "splits; rewrites metrics.json, report.md and reliability.png. Given a benchmark folder "
+        "(written by 'sabma benchmark'), evaluates every run in it and, with --shift, plots the "
+        "methods against the corruption severity.",
     )
-    parser.add_argument("run_dir", type=Path, help="a directory written by 'sabma train'")
+    parser.add_argument("run_dir", type=Path, help="a run directory, or a benchmark folder")
     parser.add_argument(
         "--samples", type=int, default=None, help="BMA samples S (default: the run's)"
     )
@@ -27,17 +42,75 @@ def add_parser(sub: Any) -> None:
         help="fit a temperature on the validation BMA predictive and report "
         "the scaled test metrics as test.bma_ts",
     )
+    shift = parser.add_argument_group("distribution shift")
+    shift.add_argument(
+        "--shift",
+        action="store_true",
+        help="also evaluate on corrupted test sets; adds a 'shift' section to metrics.json",
+    )
+    shift.add_argument(
+        "--corruptions",
+        type=_name_list,
+        default=None,
+        help="comma-separated corruption names, or 'all' (default: the families whose levels "
+        "are monotone at small sizes; see docs/method.md)",
+    )
+    shift.add_argument(
+        "--severities", type=_int_list, default=(1, 2, 3, 4, 5), help="default: 1,2,3,4,5"
+    )
+    shift.add_argument(
+        "--shift-size",
+        type=int,
+        default=0,
+        help="evaluate the first N test images of each corrupted set (default 0: all)",
+    )
+    shift.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where generated corrupted sets are kept (default $SABMA_CACHE/corruptions "
+        "or ~/.cache/sabma/corruptions)",
+    )
     add_progress(parser)
     parser.set_defaults(run=run)
 
 
+def shift_options(args: argparse.Namespace) -> Any:
+    from sabma.shift.corruptions import ALL_CORRUPTIONS, DEFAULT_CORRUPTIONS
+    from sabma.shift.evaluate import ShiftOptions
+
+    if not args.shift:
+        return None
+    names = args.corruptions or DEFAULT_CORRUPTIONS
+    if names == ("all",):
+        names = ALL_CORRUPTIONS
+    return ShiftOptions(
+        corruptions=tuple(names),
+        severities=tuple(args.severities),
+        size=args.shift_size,
+        cache_dir=args.cache_dir,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
+    from sabma.transfer.benchmark import benchmark_runs, write_shift_summary
     from sabma.transfer.pipeline import evaluate_run
 
     if args.samples is not None and args.samples < 1:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")
-    metrics = evaluate_run(
-        args.run_dir, args.samples, args.temperature_scaling, progress=not args.no_progress
-    )
-    print(json.dumps(metrics["test"], indent=2))
+    shift = shift_options(args)
+    progress = not args.no_progress
+    runs = benchmark_runs(args.run_dir)
+    if not runs:  # a single run directory
+        metrics = evaluate_run(
+            args.run_dir, args.samples, args.temperature_scaling, progress, shift
+        )
+        print(json.dumps(metrics["test"], indent=2))
+        return 0
+    for run_dir in runs:
+        evaluate_run(run_dir, args.samples, args.temperature_scaling, progress, shift)
+        print(f"evaluated {run_dir}")
+    if shift is not None:
+        write_shift_summary(args.run_dir)
+        print(f"shift summary written to {args.run_dir / 'shift.md'}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,6 +25,8 @@ class Task:
     x_test: Tensor
     y_test: Tensor
     classes: tuple[str, ...]
+    #: the clean test images before preprocessing (uint8), for corruption benchmarks
+    x_test_raw: np.ndarray
 
     @property
     def num_classes(self) -> int:
@@ -49,4 +52,5 @@ def load_task(cfg: DataConfig, seed: int) -> Task:
         x_test=prep(test_x, split.test),
         y_test=torch.as_tensor(test_y[split.test]),
         classes=CLASSES,
+        x_test_raw=np.asarray(test_x[split.test]),
     )

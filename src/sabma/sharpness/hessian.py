@@ -35,7 +35,9 @@ def loss_at(posterior: GaussianPosterior, batches: Batches) -> Callable[[Tensor]
         raise ValueError("the batch set for the Hessian is empty")
 
     def loss(w: Tensor) -> Tensor:
-        parts = [cross_entropy(posterior.forward_with(w, x), y, reduction="sum") for x, y in batches]
+        parts = [
+            cross_entropy(posterior.forward_with(w, x), y, reduction="sum") for x, y in batches
+        ]
         return torch.stack(parts).sum() / total
 
     return loss

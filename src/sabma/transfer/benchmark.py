@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,100 @@ def _plot(path: Path, by_method: dict[str, list[dict[str, float]]]) -> None:
         )
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
         ax.set_title(metric.upper())
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def benchmark_runs(folder: Path) -> list[Path]:
+    """The finished runs ``folder/<method>/seed<k>`` of a benchmark folder (empty for a run
+    directory itself)."""
+    if (folder / "config.yaml").is_file():
+        return []
+    runs = sorted(p.parent for p in folder.glob("*/seed*/metrics.json"))
+    if not runs:
+        raise FileNotFoundError(
+            f"{folder} is neither a run directory (no config.yaml) nor a benchmark folder "
+            "(no <method>/seed<k>/metrics.json)"
+        )
+    return runs
+
+
+def shift_curves(folder: Path) -> dict[str, dict[int, dict[str, list[float]]]]:
+    """method → severity (0 = clean) → metric → one value per seed (mean over corruptions)."""
+    curves: dict[str, dict[int, dict[str, list[float]]]] = {}
+    for run in benchmark_runs(folder):
+        metrics = json.loads((run / "metrics.json").read_text())
+        if "shift" not in metrics:
+            continue
+        shift = metrics["shift"]
+        per_severity = {0: shift["clean"], **{int(s): v for s, v in shift["mean"].items()}}
+        method = curves.setdefault(metrics["method"], {})
+        for severity, values in per_severity.items():
+            for m in METRICS:
+                method.setdefault(severity, {}).setdefault(m, []).append(values[m])
+    return curves
+
+
+def write_shift_summary(folder: Path) -> None:
+    """``shift.md`` (mean ± std over seeds of the corruption-averaged metrics per severity) and
+    ``shift.png`` (ACC / NLL / ECE against severity, one line per method)."""
+    curves = shift_curves(folder)
+    if not curves:
+        raise ValueError(f"no run in {folder} has a shift section; run 'sabma evaluate --shift'")
+    severities = sorted({s for method in curves.values() for s in method})
+    lines = ["# Corruption benchmark: mean over corruptions, mean ± std over seeds", ""]
+    for metric in ("acc", "nll", "ece"):
+        header = " | ".join("clean" if s == 0 else f"s{s}" for s in severities)
+        lines += [
+            f"## {metric.upper()}",
+            "",
+            f"| method | {header} |",
+            "|---" * (len(severities) + 1) + "|",
+        ]
+        for name, by_severity in sorted(curves.items()):
+            cells = []
+            for s in severities:
+                values = by_severity.get(s, {}).get(metric, [])
+                cells.append(_mean_std(values))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("![metrics against severity](shift.png)")
+    atomic_write_text(folder / "shift.md", "\n".join(lines) + "\n")
+    _plot_shift(folder / "shift.png", curves, severities)
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{mean:.3f}"
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def _plot_shift(
+    path: Path, curves: dict[str, dict[int, dict[str, list[float]]]], severities: list[int]
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=120)
+    for ax, metric in zip(axes, ("acc", "nll", "ece"), strict=True):
+        for name, by_severity in sorted(curves.items()):
+            xs = [s for s in severities if metric in by_severity.get(s, {})]
+            ys = [sum(by_severity[s][metric]) / len(by_severity[s][metric]) for s in xs]
+            style = {"color": "tab:red", "linewidth": 2.5} if name == "sabma" else {"alpha": 0.8}
+            ax.plot(xs, ys, marker="o", markersize=3, label=name, **style)
+        ax.set_xticks(severities, ["clean" if s == 0 else str(s) for s in severities])
+        ax.set_xlabel("severity")
+        ax.set_title(metric.upper())
+    axes[-1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,17 @@ from torch import Tensor
 
 from sabma.config import Config, dump_config, load_config
 from sabma.data.tasks import Task, load_task
-from sabma.methods import get_method
+from sabma.methods import Method, get_method
 from sabma.metrics import classification_metrics
 from sabma.models import build_backbone
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
-from sabma.predict.dataset import predict_log_probs
 from sabma.predict.temperature import apply_temperature, fit_temperature
 from sabma.runs.files import atomic_write_json, atomic_write_text, load_posterior, save_posterior
 from sabma.runs.report import write_reliability_plot, write_report
+from sabma.shift.evaluate import ShiftOptions, shift_metrics
 from sabma.transfer.fit import TrainData, fit
+from sabma.transfer.predictive import RunPredictive
 from sabma.transfer.priors import (
     PRIOR_KINDS,
     file_prior,
@@ -38,6 +40,9 @@ from sabma.transfer.priors import (
 from sabma.transfer.swag_prior import swag_prior
 
 log = logging.getLogger(__name__)
+
+#: metrics.json sections written by other commands (evaluate --shift, sharpness)
+CARRIED_SECTIONS = ("shift", "sharpness")
 
 
 def build_posterior(cfg: Config, num_classes: int) -> tuple[GaussianPosterior, str]:
@@ -160,14 +165,21 @@ def run_or_reuse(cfg: Config, out: Path, progress: bool) -> dict[str, Any]:
     return train_run(cfg, out, progress=progress)
 
 
-def evaluate_run(
-    run_dir: Path,
-    samples: int | None = None,
-    temperature_scaling: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Re-evaluate a finished run (e.g. with another S or temperature scaling); rewrites its
-    metrics, report and plot."""
+@dataclass
+class LoadedRun:
+    """A finished run, loaded: its configuration, task, trained posterior and method."""
+
+    cfg: Config
+    task: Task
+    posterior: GaussianPosterior
+    head: str
+    method: Method
+    prior: LowRankGaussian | None
+    weight_set: Tensor | None
+
+
+def load_run(run_dir: Path) -> LoadedRun:
+    """Rebuild a run from its directory (the prior only where the method's predictive needs it)."""
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = load_config(run_dir / "config.yaml")
@@ -179,10 +191,28 @@ def evaluate_run(
         train = TrainData(task.x_train, task.y_train, task.x_val, task.y_val)
         prior = build_prior(cfg, posterior, head, train)
     meta = load_posterior(run_dir / "posterior.safetensors", posterior)
-    weight_set = meta.get("weight_set")
-    train_s = 0.0
+    return LoadedRun(cfg, task, posterior, head, method, prior, meta.get("weight_set"))
+
+
+def evaluate_run(
+    run_dir: Path,
+    samples: int | None = None,
+    temperature_scaling: bool = False,
+    progress: bool = True,
+    shift: ShiftOptions | None = None,
+) -> dict[str, Any]:
+    """Re-evaluate a finished run (e.g. with another S, temperature scaling, or on corrupted test
+    sets: ``shift``); rewrites its metrics, report and plot."""
+    run = load_run(run_dir)
+    train_s, carried = 0.0, {}
     if (run_dir / "metrics.json").is_file():
-        train_s = json.loads((run_dir / "metrics.json").read_text())["timing"]["train_s"]
+        previous = json.loads((run_dir / "metrics.json").read_text())
+        train_s = previous["timing"]["train_s"]
+        # sections computed by other commands survive a re-evaluation that does not redo them
+        carried = {k: previous[k] for k in CARRIED_SECTIONS if k in previous}
+        if shift is not None:
+            carried.pop("shift", None)
+    task, posterior, cfg = run.task, run.posterior, run.cfg
     return _evaluate_and_write(
         cfg,
         posterior,
@@ -192,8 +222,12 @@ def evaluate_run(
         samples or cfg.eval.samples,
         temperature_scaling,
         progress,
-        weight_set=weight_set,
-        own_predictive=method.predictive(posterior, task.x_train, task.y_train, prior, head, cfg),
+        weight_set=run.weight_set,
+        own_predictive=run.method.predictive(
+            posterior, task.x_train, task.y_train, run.prior, run.head, cfg
+        ),
+        shift=shift,
+        carried=carried,
     )
 
 
@@ -208,37 +242,22 @@ def _evaluate_and_write(
     progress: bool,
     weight_set: Tensor | None = None,
     own_predictive: Callable[[Tensor], Tensor] | None = None,
+    shift: ShiftOptions | None = None,
+    carried: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the method's predictive: the mean (point methods), BMA over ``samples`` draws of
-    the Gaussian, BMA over the method's finite ``weight_set``, or the method's own predictive."""
-    if samples < 1:
-        raise ValueError(f"the number of BMA samples must be at least 1, got {samples}")
+    """Evaluate the method's predictive (:class:`RunPredictive`) on the test and validation
+    splits, and on corrupted test sets when ``shift`` is given; ``carried`` sections (from an
+    earlier metrics.json) are kept."""
     start = time.perf_counter()
     method = get_method(cfg.method.name)
-    point = method.point
+    predictive = RunPredictive(cfg, posterior, method, samples, weight_set, own_predictive)
     generator = torch.Generator().manual_seed(cfg.seed + 3)
 
     def predictives(x: Tensor, name: str) -> dict[str, Tensor]:
-        posterior.eval()
-        mean = predict_log_probs(posterior, x, point=True, batch_size=cfg.eval.batch_size)
-        if point:
+        mean = predictive.mean(x)
+        if method.point:
             return {"bma": mean, "mean": mean}
-        if own_predictive is not None:
-            batches = x.split(cfg.eval.batch_size)
-            return {"bma": torch.cat([own_predictive(b) for b in batches]), "mean": mean}
-        method.predict_mode(posterior, cfg)
-        bma = predict_log_probs(
-            posterior,
-            x,
-            samples,
-            weights=weight_set,
-            batch_size=cfg.eval.batch_size,
-            generator=generator,
-            progress=progress,
-            desc=f"BMA {name}",
-        )
-        posterior.eval()
-        return {"bma": bma, "mean": mean}
+        return {"bma": predictive(x, generator, progress, f"BMA {name}"), "mean": mean}
 
     test, val = predictives(task.x_test, "test"), predictives(task.x_val, "val")
     metrics: dict[str, Any] = {
@@ -248,14 +267,17 @@ def _evaluate_and_write(
         "shots": cfg.data.shots,
         "backbone": cfg.model.backbone,
         "subset": cfg.model.subset,
-        "samples": _samples_used(point, own_predictive, weight_set, samples),
+        "samples": predictive.samples_used,
         "dim": posterior.dim,
         "rank": posterior.rank,
         "test": {k: classification_metrics(v.exp(), task.y_test) for k, v in test.items()},
         "val": {k: classification_metrics(v.exp(), task.y_val) for k, v in val.items()},
     }
+    metrics.update(carried or {})
+    if shift is not None:
+        metrics["shift"] = shift_metrics(predictive, task, cfg, shift, progress)
     curves = {"BMA": (test["bma"].exp(), task.y_test)}
-    if not point:
+    if not method.point:
         curves["posterior mean"] = (test["mean"].exp(), task.y_test)
     if temperature_scaling:
         temperature = fit_temperature(val["bma"], task.y_val)
@@ -268,14 +290,3 @@ def _evaluate_and_write(
     write_report(out / "report.md", metrics)
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
-
-
-def _samples_used(
-    point: bool, own: Callable[[Tensor], Tensor] | None, weight_set: Tensor | None, samples: int
-) -> int:
-    """S of the predictive: 1 for a point estimate, 0 for a closed-form one (Laplace's probit)."""
-    if point:
-        return 1
-    if own is not None:
-        return 0
-    return len(weight_set) if weight_set is not None else samples

@@ -1,0 +1,157 @@
+"""``sabma sharpness``: curvature of the training loss at a run's posterior samples.
+
+For every sample w_s of the method's predictive (the mean for point estimates; draws of the
+Gaussian; the kept weight set of ensembles and samplers; Laplace: its MAP, since laplace-torch's
+predictive is not a weight set over the subset) the top-k Hessian eigenvalues (Lanczos) and the
+Hutchinson trace of the training loss with respect to the Bayesian subset, on the run's training
+split without augmentation, with the network in eval mode for every method. The summary goes to
+``metrics.json`` under ``"sharpness"``; failed solves are listed as failed, never averaged in.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from sabma.runs.files import atomic_write_json
+from sabma.sharpness.hessian import hutchinson_trace, hvp_fn, top_eigenvalues
+from sabma.transfer.pipeline import LoadedRun, load_run
+
+
+@dataclass
+class SharpnessOptions:
+    top_k: int = 5
+    samples: int = 5  # M posterior samples (Gaussian predictives; weight sets: their first M)
+    probes: int = 20  # Hutchinson probes per sample
+    batch_size: int = 50
+    images: int = 0  # the first N training images (0: the whole training split)
+    tol: float = 1e-3  # Lanczos relative tolerance
+    max_matvecs: int = 300
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("top_k", "samples", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"sharpness {name} must be >= 1, got {getattr(self, name)}")
+        if self.probes < 2:
+            raise ValueError(f"sharpness probes must be >= 2, got {self.probes}")
+        if self.images < 0:
+            raise ValueError(f"sharpness images must be >= 0, got {self.images}")
+
+
+def posterior_samples(run: LoadedRun, count: int, seed: int) -> Tensor:
+    """(M, d) weights of the run's predictive at which curvature is measured."""
+    posterior = run.posterior
+    if run.method.point or run.method.name == "laplace":
+        return posterior.mean.detach().unsqueeze(0)
+    if run.weight_set is not None:
+        return run.weight_set[:count]
+    generator = torch.Generator().manual_seed(seed)
+    return posterior.sample_weights(count, generator).detach()
+
+
+def measure_sharpness(
+    run: LoadedRun, options: SharpnessOptions, progress: bool = False
+) -> dict[str, Any]:
+    task, posterior = run.task, run.posterior
+    n = options.images or len(task.y_train)
+    x, y = task.x_train[:n], task.y_train[:n]
+    batches = list(zip(x.split(options.batch_size), y.split(options.batch_size), strict=True))
+    posterior.eval()
+    weights = posterior_samples(run, options.samples, options.seed)
+    per_sample: list[dict[str, Any]] = []
+    for index, w in enumerate(tqdm(weights, desc="sharpness", disable=not progress, leave=False)):
+        start = time.perf_counter()
+        hvp = hvp_fn(posterior, batches, w)
+        eigen = top_eigenvalues(
+            hvp,
+            posterior.dim,
+            options.top_k,
+            tol=options.tol,
+            max_matvecs=options.max_matvecs,
+            seed=options.seed + index,
+        )
+        trace = hutchinson_trace(hvp, posterior.dim, options.probes, seed=options.seed + index)
+        per_sample.append(
+            {
+                "eigenvalues": eigen.values,
+                "error": eigen.error,
+                "trace": trace.mean,
+                "trace_stderr": trace.stderr,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    solved = [s["eigenvalues"] for s in per_sample if s["eigenvalues"] is not None]
+    ratios = [v[0] / v[-1] for v in solved if v[-1] > 0]
+    return {
+        "top_k": options.top_k,
+        "samples": len(per_sample),
+        "images": n,
+        "probes": options.probes,
+        "lambda_max": _mean([v[0] for v in solved]),
+        "ratio_1_k": _mean(ratios),
+        "trace": _mean([s["trace"] for s in per_sample]),
+        "failed": [
+            {"sample": i, "error": s["error"]} for i, s in enumerate(per_sample) if s["error"]
+        ],
+        "per_sample": per_sample,
+    }
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def sharpness_run(
+    run_dir: Path, options: SharpnessOptions, progress: bool = True
+) -> dict[str, Any]:
+    """Measure and add the ``"sharpness"`` section to the run's metrics.json (atomically)."""
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{run_dir} holds no finished run (no metrics.json)")
+    result = measure_sharpness(load_run(run_dir), options, progress)
+    metrics = json.loads(metrics_path.read_text())
+    metrics["sharpness"] = result
+    atomic_write_json(metrics_path, metrics)
+    return result
+
+
+def write_sharpness_summary(folder: Path) -> None:
+    """``sharpness.md``: mean ± std over seeds of λ_max, λ₁/λ_k and the trace, per method."""
+    from sabma.runs.files import atomic_write_text
+    from sabma.runs.tables import mean_std_table
+    from sabma.transfer.benchmark import benchmark_runs
+
+    by_method: dict[str, list[dict[str, float]]] = {}
+    failures = []
+    for run_dir in benchmark_runs(folder):
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        section = metrics.get("sharpness")
+        if section is None:
+            continue
+        if section["failed"]:
+            failures.append(f"{run_dir.relative_to(folder)}: {len(section['failed'])} failed")
+        if section["lambda_max"] is None:
+            continue
+        ratio = section["ratio_1_k"]
+        row = {
+            "lambda_max": section["lambda_max"],
+            "ratio_1_k": float("nan") if ratio is None else ratio,
+            "trace": section["trace"],
+        }
+        by_method.setdefault(metrics["method"], []).append(row)
+    if not by_method:
+        raise ValueError(f"no run in {folder} has a sharpness section; run 'sabma sharpness'")
+    text = "# Sharpness at posterior samples: mean ± std over seeds\n\n" + mean_std_table(
+        by_method, ("lambda_max", "ratio_1_k", "trace")
+    )
+    if failures:
+        text += "\n\nFailed solves (left out of the means): " + "; ".join(failures)
+    atomic_write_text(folder / "sharpness.md", text + "\n")

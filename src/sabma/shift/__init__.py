@@ -1,0 +1,1 @@
+"""Distribution shift: corrupted test sets ("-C" benchmarks) and their evaluation."""

@@ -1,0 +1,72 @@
+"""``sabma sharpness`` on tiny runs: the metrics.json section, failures, the benchmark table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sabma.cli.main import main
+from sabma.config import config_from_dict
+from sabma.sharpness.run import SharpnessOptions, sharpness_run
+from sabma.transfer.benchmark import run_benchmark
+from sabma.transfer.pipeline import evaluate_run, train_run
+from tests.data.helpers import write_fake_fashion_mnist
+from tests.transfer.test_pipeline import TINY
+
+
+def test_sharpness_section_of_a_gaussian_run(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    run = tmp_path / "run"
+    train_run(config_from_dict({}, [*TINY, f"data.root={root}", "method.name=vi"]), run, False)
+    options = SharpnessOptions(top_k=3, samples=2, probes=4, images=20, batch_size=10)
+    result = sharpness_run(run, options, progress=False)
+    assert result["samples"] == 2 and result["images"] == 20 and not result["failed"]
+    for sample in result["per_sample"]:
+        values = sample["eigenvalues"]
+        assert len(values) == 3 and values == sorted(values, reverse=True)
+    lam = [s["eigenvalues"][0] for s in result["per_sample"]]
+    assert result["lambda_max"] == pytest.approx(sum(lam) / 2)
+    assert lam[0] != lam[1]  # two different posterior samples
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["sharpness"] == json.loads(json.dumps(result))
+    assert "sharpness" in evaluate_run(run, progress=False)  # kept by a re-evaluation
+
+    failing = sharpness_run(
+        run, SharpnessOptions(top_k=3, samples=1, probes=2, max_matvecs=2), False
+    )
+    assert failing["lambda_max"] is None and failing["failed"][0]["sample"] == 0
+    assert "no convergence" in failing["failed"][0]["error"]
+
+
+def test_benchmark_folder_table(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    bench = tmp_path / "bench"
+    run_benchmark(
+        None,
+        ["sgd", "swag"],
+        [0],
+        bench,
+        [*TINY, f"data.root={root}", "method.swag_start=2"],
+        progress=False,
+    )
+    args = [
+        "sharpness",
+        str(bench),
+        "--top-k",
+        "2",
+        "--samples",
+        "2",
+        "--probes",
+        "2",
+        "--images",
+        "10",
+    ]
+    assert main([*args, "--no-progress"]) == 0
+    table = (bench / "sharpness.md").read_text()
+    assert "| sgd |" in table and "| swag |" in table and "LAMBDA_MAX" in table
+    sgd = json.loads((bench / "sgd" / "seed0" / "metrics.json").read_text())["sharpness"]
+    assert sgd["samples"] == 1  # a point estimate: its mean only

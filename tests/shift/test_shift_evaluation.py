@@ -1,0 +1,74 @@
+"""``evaluate --shift`` on a run and on a benchmark folder: the metrics.json section and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sabma.cli.main import main
+from sabma.config import config_from_dict
+from sabma.shift.evaluate import ShiftOptions
+from sabma.transfer.benchmark import run_benchmark
+from sabma.transfer.pipeline import evaluate_run, train_run
+from tests.data.helpers import write_fake_fashion_mnist
+from tests.transfer.test_pipeline import TINY
+
+
+def test_shift_section_per_corruption_and_mean(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    cfg = config_from_dict({}, [*TINY, f"data.root={root}", "method.name=sabma"])
+    run = tmp_path / "run"
+    before = train_run(cfg, run, progress=False)
+    options = ShiftOptions(
+        corruptions=("gaussian_noise", "brightness"),
+        severities=(1, 5),
+        size=20,
+        cache_dir=tmp_path / "cache",
+    )
+    metrics = evaluate_run(run, progress=False, shift=options)
+    shift = metrics["shift"]
+    assert shift["size"] == 20 and shift["severities"] == [1, 5]
+    assert set(shift["per_corruption"]) == {"gaussian_noise", "brightness"}
+    for severity in ("1", "5"):
+        for key in ("acc", "nll", "ece", "brier"):
+            values = [shift["per_corruption"][c][severity][key] for c in shift["corruptions"]]
+            assert shift["mean"][severity][key] == pytest.approx(sum(values) / 2)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 4
+    # the clean and test metrics are untouched by the shift evaluation
+    assert metrics["test"]["bma"]["nll"] == pytest.approx(before["test"]["bma"]["nll"])
+    # a later evaluation without --shift keeps the section
+    again = evaluate_run(run, progress=False)
+    assert again["shift"] == shift
+    assert json.loads((run / "metrics.json").read_text())["shift"] == shift
+
+
+def test_benchmark_folder_shift_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    bench = tmp_path / "bench"
+    run_benchmark(None, ["sgd", "sabma"], [0], bench, [*TINY, f"data.root={root}"], progress=False)
+    code = main(
+        [
+            "evaluate",
+            str(bench),
+            "--shift",
+            "--corruptions",
+            "contrast",
+            "--severities",
+            "2,4",
+            "--shift-size",
+            "10",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    table = (bench / "shift.md").read_text()
+    assert "| sabma |" in table and "| sgd |" in table and "| method | clean | s2 | s4 |" in table
+    assert (bench / "shift.png").stat().st_size > 1000
+    assert main(["evaluate", str(tmp_path), "--no-progress"]) == 2  # neither run nor benchmark
+    assert "neither a run directory" in capsys.readouterr().err
