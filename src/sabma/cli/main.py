@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from sabma import __version__
-from sabma.cli import benchmark, demo, evaluate, methods, sharpness, train
+from sabma.cli import analyze, benchmark, demo, evaluate, methods, sharpness, train
 
-COMMANDS = (demo, train, evaluate, benchmark, sharpness, methods)
+COMMANDS = (demo, train, evaluate, benchmark, sharpness, analyze, methods)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,10 +68,12 @@ def hvp_fn(posterior: GaussianPosterior, batches: Batches, w: Tensor) -> Callabl
 
 @dataclass
 class TopEigen:
-    """Top-k eigenvalues (descending); ``error`` says why a solve failed (values then None)."""
+    """Top-k eigenvalues (descending) and, when asked for, their unit eigenvectors (k, d);
+    ``error`` says why a solve failed (values then None)."""
 
     values: list[float] | None
     error: str | None = None
+    vectors: Tensor | None = None
 
     @property
     def ok(self) -> bool:
@@ -86,6 +88,7 @@ def top_eigenvalues(
     tol: float = 1e-3,
     max_matvecs: int = 300,
     seed: int = 0,
+    vectors: bool = False,
 ) -> TopEigen:
     """The k algebraically largest eigenvalues of the symmetric operator ``hvp`` (Lanczos,
     ARPACK). A solve that does not converge within ``max_matvecs`` products is reported as
@@ -105,17 +108,20 @@ def top_eigenvalues(
     operator = LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
     start = np.random.default_rng(seed).standard_normal(dim)
     try:
-        values = eigsh(operator, k=k, which="LA", tol=tol, v0=start, return_eigenvectors=False)
+        solved = eigsh(operator, k=k, which="LA", tol=tol, v0=start, return_eigenvectors=vectors)
     except _TooManyProducts:
         return TopEigen(None, f"no convergence within {max_matvecs} Hessian-vector products")
     except ArpackNoConvergence:
         return TopEigen(None, "ARPACK did not converge")
     except ArpackError as err:
         return TopEigen(None, f"ARPACK error: {err}")
-    values = np.sort(values)[::-1]
+    values, basis = solved if vectors else (solved, None)
+    order = np.argsort(values)[::-1]
+    values = values[order]
     if not np.all(np.isfinite(values)):
         return TopEigen(None, "non-finite eigenvalue")
-    return TopEigen([float(v) for v in values])
+    found = None if basis is None else torch.from_numpy(np.ascontiguousarray(basis[:, order].T))
+    return TopEigen([float(v) for v in values], vectors=found)
 
 
 class _TooManyProducts(Exception):
