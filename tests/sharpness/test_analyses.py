@@ -66,6 +66,25 @@ def test_flatness_command_writes_its_files(vi_run: Path) -> None:
     )
     saved = json.loads((vi_run / "flatness.json").read_text())
     assert len(saved["lambda_max"]) == 3 and (vi_run / "flatness.png").stat().st_size > 1000
+    assert "![Flat-vs-sharp BMA](flatness.png)" in (vi_run / "report.md").read_text()
+    assert (
+        main(
+            [
+                "analyze",
+                "landscape",
+                str(vi_run),
+                "--points",
+                "3",
+                "--grid",
+                "3",
+                "--images",
+                "10",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert "![Loss landscape](landscape.png)" in (vi_run / "report.md").read_text()
 
 
 def test_filter_normalised_directions_match_the_weight_norms() -> None:

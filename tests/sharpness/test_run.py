@@ -32,7 +32,9 @@ def test_sharpness_section_of_a_gaussian_run(tmp_path: Path) -> None:
     assert lam[0] != lam[1]  # two different posterior samples
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["sharpness"] == json.loads(json.dumps(result))
+    assert "## Sharpness" in (run / "report.md").read_text()
     assert "sharpness" in evaluate_run(run, progress=False)  # kept by a re-evaluation
+    assert "## Sharpness" in (run / "report.md").read_text()
 
     failing = sharpness_run(
         run, SharpnessOptions(top_k=3, samples=1, probes=2, max_matvecs=2), False
@@ -68,5 +70,6 @@ def test_benchmark_folder_table(tmp_path: Path) -> None:
     assert main([*args, "--no-progress"]) == 0
     table = (bench / "sharpness.md").read_text()
     assert "| sgd |" in table and "| swag |" in table and "LAMBDA_MAX" in table
+    assert "## Sharpness at posterior samples" in (bench / "report.md").read_text()
     sgd = json.loads((bench / "sgd" / "seed0" / "metrics.json").read_text())["sharpness"]
     assert sgd["samples"] == 1  # a point estimate: its mean only

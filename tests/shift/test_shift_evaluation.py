@@ -43,6 +43,8 @@ def test_shift_section_per_corruption_and_mean(tmp_path: Path) -> None:
     again = evaluate_run(run, progress=False)
     assert again["shift"] == shift
     assert json.loads((run / "metrics.json").read_text())["shift"] == shift
+    report = (run / "report.md").read_text()
+    assert "## Distribution shift" in report and "| severity 5 |" in report
 
 
 def test_benchmark_folder_shift_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,5 +72,8 @@ def test_benchmark_folder_shift_summary(tmp_path: Path, capsys: pytest.CaptureFi
     table = (bench / "shift.md").read_text()
     assert "| sabma |" in table and "| sgd |" in table and "| method | clean | s2 | s4 |" in table
     assert (bench / "shift.png").stat().st_size > 1000
+    report = (bench / "report.md").read_text()
+    assert report.startswith("# Benchmark") and "## Corruption benchmark" in report
+    assert "![metrics against severity](shift.png)" in report
     assert main(["evaluate", str(tmp_path), "--no-progress"]) == 2  # neither run nor benchmark
     assert "neither a run directory" in capsys.readouterr().err

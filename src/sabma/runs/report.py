@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -101,4 +102,61 @@ def write_report(path: Path, metrics: dict[str, Any]) -> None:
             -3,
             f"Temperature fitted on the validation predictive: T = {metrics['temperature']:.3f}.\n",
         )
+    parts += _shift_section(metrics) + _sharpness_section(metrics) + _figures(path.parent)
     atomic_write_text(path, "\n".join(parts))
+
+
+def refresh_report(run_dir: Path) -> None:
+    """Rewrite a run's report.md from its metrics.json and the figures in its directory."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    write_report(run_dir / "report.md", metrics)
+
+
+def _shift_section(metrics: dict[str, Any]) -> list[str]:
+    shift = metrics.get("shift")
+    if shift is None:
+        return []
+    rows = {"clean": shift["clean"], **{f"severity {s}": v for s, v in shift["mean"].items()}}
+    return [
+        "## Distribution shift",
+        "",
+        f"Mean over {len(shift['corruptions'])} corruptions ({', '.join(shift['corruptions'])}), "
+        f"first {shift['size']} test images:",
+        "",
+        metrics_table(rows),
+        "",
+    ]
+
+
+def _sharpness_section(metrics: dict[str, Any]) -> list[str]:
+    sharp = metrics.get("sharpness")
+    if sharp is None:
+        return []
+
+    def shown(value: float | None) -> str:
+        return "failed" if value is None else f"{value:.4g}"
+
+    lines = [
+        "## Sharpness",
+        "",
+        f"Training-loss Hessian over the subset at {sharp['samples']} posterior sample(s), "
+        f"{sharp['images']} training images: mean λ_max {shown(sharp['lambda_max'])}, "
+        f"mean λ_1/λ_{sharp['top_k']} {shown(sharp['ratio_1_k'])}, "
+        f"mean trace {shown(sharp['trace'])}.",
+        "",
+    ]
+    if sharp["failed"]:
+        lines += [f"Failed solves (not averaged): {sharp['failed']}", ""]
+    return lines
+
+
+def _figures(run_dir: Path) -> list[str]:
+    figures = {
+        "flatness.png": "## Flat-vs-sharp BMA",
+        "landscape.png": "## Loss landscape",
+    }
+    lines: list[str] = []
+    for name, title in figures.items():
+        if (run_dir / name).is_file():
+            lines += [title, "", f"![{title[3:]}]({name})", ""]
+    return lines

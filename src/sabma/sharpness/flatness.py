@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from sabma.metrics import classification_metrics
 from sabma.runs.files import atomic_write_bytes, atomic_write_json
+from sabma.runs.report import refresh_report
 from sabma.sharpness.hessian import hvp_fn, top_eigenvalues
 from sabma.sharpness.run import SharpnessOptions
 from sabma.transfer.pipeline import LoadedRun, load_run
@@ -107,6 +108,8 @@ def analyze_flatness(
     result = flat_vs_sharp(load_run(run_dir), samples, options, progress=progress)
     atomic_write_json(run_dir / "flatness.json", result)
     _plot(run_dir / "flatness.png", result)
+    if (run_dir / "metrics.json").is_file():
+        refresh_report(run_dir)
     return result
 
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.runs.files import atomic_write_bytes, atomic_write_json
+from sabma.runs.report import refresh_report
 from sabma.sharpness.hessian import Batches, hvp_fn, loss_at, top_eigenvalues
 from sabma.sharpness.run import SharpnessOptions
 from sabma.transfer.pipeline import load_run
@@ -106,6 +107,8 @@ def analyze_landscape(
     result = slices(run.posterior, batches, options, span, points, grid)
     atomic_write_json(run_dir / "landscape.json", result)
     _plot(run_dir / "landscape.png", result)
+    if (run_dir / "metrics.json").is_file():
+        refresh_report(run_dir)
     return result
 
 

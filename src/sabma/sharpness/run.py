@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sabma.runs.files import atomic_write_json
+from sabma.runs.report import refresh_report
 from sabma.sharpness.hessian import hutchinson_trace, hvp_fn, top_eigenvalues
 from sabma.transfer.pipeline import LoadedRun, load_run
 
@@ -120,6 +121,7 @@ def sharpness_run(
     metrics = json.loads(metrics_path.read_text())
     metrics["sharpness"] = result
     atomic_write_json(metrics_path, metrics)
+    refresh_report(run_dir)
     return result
 
 
@@ -127,7 +129,7 @@ def write_sharpness_summary(folder: Path) -> None:
     """``sharpness.md``: mean ± std over seeds of λ_max, λ₁/λ_k and the trace, per method."""
     from sabma.runs.files import atomic_write_text
     from sabma.runs.tables import mean_std_table
-    from sabma.transfer.benchmark import benchmark_runs
+    from sabma.transfer.benchmark import benchmark_runs, write_benchmark_report
 
     by_method: dict[str, list[dict[str, float]]] = {}
     failures = []
@@ -155,3 +157,4 @@ def write_sharpness_summary(folder: Path) -> None:
     if failures:
         text += "\n\nFailed solves (left out of the means): " + "; ".join(failures)
     atomic_write_text(folder / "sharpness.md", text + "\n")
+    write_benchmark_report(folder)

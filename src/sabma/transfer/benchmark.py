@@ -95,6 +95,7 @@ def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
     )
     atomic_write_text(out / "results.md", text)
     _plot(out / "results.png", by_method)
+    write_benchmark_report(out)
 
 
 def _plot(path: Path, by_method: dict[str, list[dict[str, float]]]) -> None:
@@ -122,6 +123,19 @@ def _plot(path: Path, by_method: dict[str, list[dict[str, float]]]) -> None:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_benchmark_report(folder: Path) -> None:
+    """``report.md`` of a benchmark: its results, shift and sharpness tables with their plots
+    (each part present once its command has run)."""
+    parts: list[str] = []
+    for name in ("results.md", "shift.md", "sharpness.md"):
+        if (folder / name).is_file():
+            lines = (folder / name).read_text().strip().splitlines()
+            if parts:  # later parts become sections of the first
+                lines = ["#" + line if line.startswith("#") else line for line in lines]
+            parts.append("\n".join(lines))
+    atomic_write_text(folder / "report.md", "\n\n".join(parts) + "\n")
 
 
 def benchmark_runs(folder: Path) -> list[Path]:
@@ -180,6 +194,7 @@ def write_shift_summary(folder: Path) -> None:
     lines.append("![metrics against severity](shift.png)")
     atomic_write_text(folder / "shift.md", "\n".join(lines) + "\n")
     _plot_shift(folder / "shift.png", curves, severities)
+    write_benchmark_report(folder)
 
 
 def _mean_std(values: list[float]) -> str:
