@@ -26,11 +26,13 @@ def test_shift_section_per_corruption_and_mean(tmp_path: Path) -> None:
         corruptions=("gaussian_noise", "brightness"),
         severities=(1, 5),
         size=20,
+        samples=3,
         cache_dir=tmp_path / "cache",
     )
     metrics = evaluate_run(run, progress=False, shift=options)
     shift = metrics["shift"]
-    assert shift["size"] == 20 and shift["severities"] == [1, 5]
+    assert shift["size"] == 20 and shift["severities"] == [1, 5] and shift["samples"] == 3
+    assert metrics["samples"] == cfg.eval.samples  # the clean evaluation keeps the run's S
     assert set(shift["per_corruption"]) == {"gaussian_noise", "brightness"}
     for severity in ("1", "5"):
         for key in ("acc", "nll", "ece", "brier"):

@@ -65,6 +65,12 @@ def add_parser(sub: Any) -> None:
         help="evaluate the first N test images of each corrupted set (default 0: all)",
     )
     shift.add_argument(
+        "--shift-samples",
+        type=int,
+        default=None,
+        help="BMA samples S on the corrupted sets (default: the run's S)",
+    )
+    shift.add_argument(
         "--cache-dir",
         type=Path,
         default=None,
@@ -88,6 +94,7 @@ def shift_options(args: argparse.Namespace) -> Any:
         corruptions=tuple(names),
         severities=tuple(args.severities),
         size=args.shift_size,
+        samples=args.shift_samples,
         cache_dir=args.cache_dir,
     )
 

@@ -31,6 +31,7 @@ class ShiftOptions:
     corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS
     severities: tuple[int, ...] = SEVERITIES
     size: int = 0  # the first `size` test images (0: the whole test split)
+    samples: int | None = None  # BMA samples S on the corrupted sets (None: the run's)
     seed: int = 0  # seed of the corruptions' randomness (the same for every method)
     cache_dir: Path | None = None
 
@@ -39,6 +40,8 @@ class ShiftOptions:
         check_severities(self.severities)
         if self.size < 0:
             raise ValueError(f"the shift test size must be >= 0, got {self.size}")
+        if self.samples is not None and self.samples < 1:
+            raise ValueError(f"the shift BMA samples must be >= 1, got {self.samples}")
 
 
 def shift_metrics(

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -275,7 +275,11 @@ def _evaluate_and_write(
     }
     metrics.update(carried or {})
     if shift is not None:
-        metrics["shift"] = shift_metrics(predictive, task, cfg, shift, progress)
+        on_shift = (
+            predictive if shift.samples is None else replace(predictive, samples=shift.samples)
+        )
+        metrics["shift"] = shift_metrics(on_shift, task, cfg, shift, progress)
+        metrics["shift"]["samples"] = on_shift.samples_used
     curves = {"BMA": (test["bma"].exp(), task.y_test)}
     if not method.point:
         curves["posterior mean"] = (test["mean"].exp(), task.y_test)
