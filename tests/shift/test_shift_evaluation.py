@@ -10,7 +10,7 @@ import pytest
 from sabma.cli.main import main
 from sabma.config import config_from_dict
 from sabma.shift.evaluate import ShiftOptions
-from sabma.transfer.benchmark import run_benchmark
+from sabma.transfer.benchmark import benchmark_runs, run_benchmark
 from sabma.transfer.pipeline import evaluate_run, train_run
 from tests.data.helpers import write_fake_fashion_mnist
 from tests.transfer.test_pipeline import TINY
@@ -54,6 +54,7 @@ def test_benchmark_folder_shift_summary(tmp_path: Path, capsys: pytest.CaptureFi
     write_fake_fashion_mnist(root)
     bench = tmp_path / "bench"
     run_benchmark(None, ["sgd", "sabma"], [0], bench, [*TINY, f"data.root={root}"], progress=False)
+    assert len(benchmark_runs(bench, [0])) == 2 and benchmark_runs(bench, [1]) == []
     code = main(
         [
             "evaluate",
@@ -67,6 +68,8 @@ def test_benchmark_folder_shift_summary(tmp_path: Path, capsys: pytest.CaptureFi
             "10",
             "--cache-dir",
             str(tmp_path / "cache"),
+            "--seeds",
+            "0",
             "--no-progress",
         ]
     )

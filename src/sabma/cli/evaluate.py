@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sabma.cli.options import add_progress
+from sabma.cli.options import add_progress, parse_seeds
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -77,6 +77,12 @@ def add_parser(sub: Any) -> None:
         help="where generated corrupted sets are kept (default $SABMA_CACHE/corruptions "
         "or ~/.cache/sabma/corruptions)",
     )
+    parser.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        default=None,
+        help="for a benchmark folder: only the runs of these seeds, e.g. 0 or 0,1 (default: all)",
+    )
     add_progress(parser)
     parser.set_defaults(run=run)
 
@@ -107,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")
     shift = shift_options(args)
     progress = not args.no_progress
-    runs = benchmark_runs(args.run_dir)
+    runs = benchmark_runs(args.run_dir, args.seeds)
     if not runs:  # a single run directory
         metrics = evaluate_run(
             args.run_dir, args.samples, args.temperature_scaling, progress, shift

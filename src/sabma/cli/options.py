@@ -13,3 +13,13 @@ def add_overrides(parser: argparse.ArgumentParser, help_text: str) -> None:
 
 def add_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` → [0, 1, 2] (an argparse type)."""
+    from sabma.transfer.benchmark import parse_seeds as parse
+
+    try:
+        return parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None

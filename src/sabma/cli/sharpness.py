@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sabma.cli.options import add_progress
+from sabma.cli.options import add_progress, parse_seeds
 
 
 def add_parser(sub: Any) -> None:
@@ -30,6 +30,12 @@ def add_parser(sub: Any) -> None:
         help="use the first N training images (default 0: the whole training split)",
     )
     parser.add_argument("--tol", type=float, default=1e-3, help="Lanczos tolerance (default 1e-3)")
+    parser.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        default=None,
+        help="for a benchmark folder: only the runs of these seeds, e.g. 0 or 0,1 (default: all)",
+    )
     add_progress(parser)
     parser.set_defaults(run=run)
 
@@ -46,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         tol=args.tol,
     )
     progress = not args.no_progress
-    runs = benchmark_runs(args.run_dir)
+    runs = benchmark_runs(args.run_dir, args.seeds)
     for run_dir in runs or [args.run_dir]:
         result = sharpness_run(run_dir, options, progress)
         lam = result["lambda_max"]

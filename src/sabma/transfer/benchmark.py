@@ -138,12 +138,14 @@ def write_benchmark_report(folder: Path) -> None:
     atomic_write_text(folder / "report.md", "\n\n".join(parts) + "\n")
 
 
-def benchmark_runs(folder: Path) -> list[Path]:
-    """The finished runs ``folder/<method>/seed<k>`` of a benchmark folder (empty for a run
-    directory itself)."""
+def benchmark_runs(folder: Path, seeds: list[int] | None = None) -> list[Path]:
+    """The finished runs ``folder/<method>/seed<k>`` of a benchmark folder, optionally only those
+    of ``seeds`` (empty for a run directory itself)."""
     if (folder / "config.yaml").is_file():
         return []
     runs = sorted(p.parent for p in folder.glob("*/seed*/metrics.json"))
+    if seeds is not None:
+        runs = [r for r in runs if r.name in {f"seed{s}" for s in seeds}]
     if not runs:
         raise FileNotFoundError(
             f"{folder} is neither a run directory (no config.yaml) nor a benchmark folder "
