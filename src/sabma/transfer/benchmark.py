@@ -144,13 +144,15 @@ def benchmark_runs(folder: Path, seeds: list[int] | None = None) -> list[Path]:
     if (folder / "config.yaml").is_file():
         return []
     runs = sorted(p.parent for p in folder.glob("*/seed*/metrics.json"))
-    if seeds is not None:
-        runs = [r for r in runs if r.name in {f"seed{s}" for s in seeds}]
     if not runs:
         raise FileNotFoundError(
             f"{folder} is neither a run directory (no config.yaml) nor a benchmark folder "
             "(no <method>/seed<k>/metrics.json)"
         )
+    if seeds is not None:
+        runs = [r for r in runs if r.name in {f"seed{s}" for s in seeds}]
+        if not runs:
+            raise ValueError(f"{folder} holds no finished run of seeds {seeds}")
     return runs
 
 
