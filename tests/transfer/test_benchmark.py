@@ -33,6 +33,12 @@ def test_benchmark_writes_tables_and_resumes(tmp_path: Path) -> None:
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(rows))
     markdown = (out / "results.md").read_text()
     assert "| sgd |" in markdown and "| sabma |" in markdown and (out / "results.png").is_file()
+    # the paired table: sabma − sgd per seed, then mean ± std over the two seeds
+    paired = markdown.split("Paired differences")[1]
+    delta = [rows[2]["nll"] - rows[0]["nll"], rows[3]["nll"] - rows[1]["nll"]]
+    mean, spread = sum(delta) / 2, abs(delta[0] - delta[1]) / 2**0.5
+    assert f"{mean:+.3f} ± {spread:.3f}" in paired.split("| sabma |")[1].split("\n")[0]
+    assert "| sgd |" not in paired
 
     finished = out / "sgd" / "seed0" / "metrics.json"
     stamp = finished.stat().st_mtime_ns

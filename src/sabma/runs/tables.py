@@ -8,6 +8,7 @@ import statistics
 def mean_std_table(
     rows: dict[str, list[dict[str, float]]],
     metrics: tuple[str, ...] = ("acc", "nll", "ece", "brier"),
+    signed: bool = False,
 ) -> str:
     """A Markdown table of mean ± std over seeds per row."""
     lines = [
@@ -19,6 +20,7 @@ def mean_std_table(
         for metric in metrics:
             values = [r[metric] for r in runs]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.3f} ± {spread:.3f}")
+            mean = statistics.mean(values)
+            cells.append(f"{mean:+.3f} ± {spread:.3f}" if signed else f"{mean:.3f} ± {spread:.3f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 METRICS = ("acc", "nll", "ece", "brier")
 QUICK = ["optim.epochs=10", "data.test_size=500", "eval.samples=10"]
+REFERENCE = "sgd"  # the baseline of the paired-difference table
 
 
 def parse_methods(text: str) -> list[str]:
@@ -76,6 +77,27 @@ def run_benchmark(
     return rows
 
 
+def paired_table(by_method: dict[str, list[dict[str, Any]]], reference: str) -> str:
+    """Differences to ``reference`` on the same seed (same split), mean ± std over seeds: the
+    split-to-split spread that dominates the plain table cancels. Empty without the reference."""
+    if reference not in by_method:
+        return ""
+    ref = {row["seed"]: row for row in by_method[reference]}
+    paired: dict[str, list[dict[str, float]]] = {}
+    for method, rows in by_method.items():
+        deltas = [
+            {m: row[m] - ref[row["seed"]][m] for m in METRICS} for row in rows if row["seed"] in ref
+        ]
+        if deltas and method != reference:
+            paired[method] = deltas
+    if not paired:
+        return ""
+    return (
+        f"\n\nPaired differences to `{reference}` (method − {reference} on the same seed), "
+        "mean ± std over seeds:\n\n" + mean_std_table(paired, METRICS, signed=True)
+    )
+
+
 def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
@@ -91,6 +113,7 @@ def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
         f"# Benchmark: test metrics of each method's predictive, mean ± std over seeds "
         f"{seeds}\n\n"
         + mean_std_table(by_method, (*METRICS, "train_s"))
+        + paired_table(by_method, REFERENCE)
         + "\n\n![NLL and ECE per method](results.png)\n"
     )
     atomic_write_text(out / "results.md", text)
