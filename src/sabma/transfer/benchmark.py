@@ -164,6 +164,8 @@ def write_benchmark_report(folder: Path) -> None:
 def benchmark_runs(folder: Path, seeds: list[int] | None = None) -> list[Path]:
     """The finished runs ``folder/<method>/seed<k>`` of a benchmark folder, optionally only those
     of ``seeds`` (empty for a run directory itself)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a run directory (it does not exist)")
     if (folder / "config.yaml").is_file():
         return []
     runs = sorted(p.parent for p in folder.glob("*/seed*/metrics.json"))
