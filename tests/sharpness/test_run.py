@@ -6,12 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from sabma import GaussianPosterior
 from sabma.cli.main import main
-from sabma.config import config_from_dict
-from sabma.sharpness.run import SharpnessOptions, sharpness_run
+from sabma.config import Config, config_from_dict
+from sabma.methods import get_method
+from sabma.sharpness.run import SharpnessOptions, posterior_samples, sharpness_run
 from sabma.transfer.benchmark import run_benchmark
-from sabma.transfer.pipeline import evaluate_run, train_run
+from sabma.transfer.pipeline import LoadedRun, evaluate_run, train_run
+from tests.conftest import mlp
 from tests.data.helpers import write_fake_fashion_mnist
 from tests.transfer.test_pipeline import TINY
 
@@ -73,3 +77,14 @@ def test_benchmark_folder_table(tmp_path: Path) -> None:
     assert "## Sharpness at posterior samples" in (bench / "report.md").read_text()
     sgd = json.loads((bench / "sgd" / "seed0" / "metrics.json").read_text())["sharpness"]
     assert sgd["samples"] == 1  # a point estimate: its mean only
+
+
+def test_sample_sets_without_spread_are_measured_once() -> None:
+    """MC dropout's weight set is S copies of the mean (its randomness is in the masks)."""
+    posterior = GaussianPosterior(mlp(), "all")
+    copies = posterior.mean.detach().expand(4, -1).clone()
+    run = LoadedRun(Config(), None, posterior, "3", get_method("mcdropout"), None, copies)  # type: ignore[arg-type]
+    assert posterior_samples(run, 3, 0).shape == (1, posterior.dim)
+    spread = copies + torch.randn_like(copies)
+    run = LoadedRun(Config(), None, posterior, "3", get_method("ensemble"), None, spread)  # type: ignore[arg-type]
+    assert torch.equal(posterior_samples(run, 3, 0), spread[:3])

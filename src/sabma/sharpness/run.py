@@ -2,10 +2,12 @@
 
 For every sample w_s of the method's predictive (the mean for point estimates; draws of the
 Gaussian; the kept weight set of ensembles and samplers; Laplace: its MAP, since laplace-torch's
-predictive is not a weight set over the subset) the top-k Hessian eigenvalues (Lanczos) and the
-Hutchinson trace of the training loss with respect to the Bayesian subset, on the run's training
-split without augmentation, with the network in eval mode for every method. The summary goes to
-``metrics.json`` under ``"sharpness"``; failed solves are listed as failed, never averaged in.
+predictive is not a weight set over the subset; MC dropout: its mean, since dropout masks are not
+weights of the subset and the Hessian is taken with dropout off) the top-k Hessian eigenvalues
+(Lanczos) and the Hutchinson trace of the training loss with respect to the Bayesian subset, on
+the run's training split without augmentation, with the network in eval mode for every method.
+The summary goes to ``metrics.json`` under ``"sharpness"``; failed solves are listed as failed,
+never averaged in.
 """
 
 from __future__ import annotations
@@ -53,7 +55,10 @@ def posterior_samples(run: LoadedRun, count: int, seed: int) -> Tensor:
     if run.method.point or run.method.name == "laplace":
         return posterior.mean.detach().unsqueeze(0)
     if run.weight_set is not None:
-        return run.weight_set[:count]
+        weights = run.weight_set[:count]
+        if bool((weights == weights[:1]).all()):  # MC dropout: S copies of the mean
+            return weights[:1]
+        return weights
     generator = torch.Generator().manual_seed(seed)
     return posterior.sample_weights(count, generator).detach()
 
