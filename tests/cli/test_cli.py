@@ -46,3 +46,5 @@ def test_table_has_mean_and_spread_over_seeds() -> None:
     table = mean_std_table(rows)
     assert "| SGD | 0.600 ± 0.141 | 1.000 ± 0.000 |" in table
     assert table.count("\n") == 3
+    single = mean_std_table({"probe": [metrics]})
+    assert "| probe | 0.500 | 1.000 | 0.100 | 0.200 |" in single  # no spread from one value

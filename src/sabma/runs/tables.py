@@ -10,7 +10,7 @@ def mean_std_table(
     metrics: tuple[str, ...] = ("acc", "nll", "ece", "brier"),
     signed: bool = False,
 ) -> str:
-    """A Markdown table of mean ± std over seeds per row."""
+    """A Markdown table of mean ± std over seeds per row (the mean alone for a single value)."""
     lines = [
         "| method | " + " | ".join(m.upper() for m in metrics) + " |",
         "|" + "---|" * (len(metrics) + 1),
@@ -19,8 +19,9 @@ def mean_std_table(
         cells = []
         for metric in metrics:
             values = [r[metric] for r in runs]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
             mean = statistics.mean(values)
-            cells.append(f"{mean:+.3f} ± {spread:.3f}" if signed else f"{mean:.3f} ± {spread:.3f}")
+            shown = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+            # one value has no spread: show none rather than a misleading ± 0.000
+            cells.append(f"{shown} ± {statistics.stdev(values):.3f}" if len(values) > 1 else shown)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
