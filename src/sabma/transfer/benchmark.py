@@ -246,10 +246,16 @@ def _plot_shift(
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=120)
     for ax, metric in zip(axes, ("acc", "nll", "ece"), strict=True):
-        for name, by_severity in sorted(curves.items()):
+        for index, (name, by_severity) in enumerate(sorted(curves.items())):
             xs = [s for s in severities if metric in by_severity.get(s, {})]
             ys = [sum(by_severity[s][metric]) / len(by_severity[s][metric]) for s in xs]
-            style = {"color": "tab:red", "linewidth": 2.5} if name == "sabma" else {"alpha": 0.8}
+            # distinct colours for up to 20 methods, dashes to tell the second ten apart
+            style: dict[str, Any] = {
+                "color": plt.get_cmap("tab20")(index % 20),
+                "linestyle": "-" if index % 2 == 0 else "--",
+            }
+            if name == "sabma":
+                style = {"color": "black", "linewidth": 2.5}
             ax.plot(xs, ys, marker="o", markersize=3, label=name, **style)
         ax.set_xticks(severities, ["clean" if s == 0 else str(s) for s in severities])
         ax.set_xlabel("severity")
