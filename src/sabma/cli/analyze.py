@@ -30,7 +30,9 @@ def add_parser(sub: Any) -> None:
         "writes landscape.json and landscape.png.",
     )
     land.add_argument("run_dir", type=Path)
-    land.add_argument("--span", type=float, default=1.0, help="α range, units of ‖μ‖ (default 1)")
+    land.add_argument(
+        "--span", type=float, default=0.1, help="α range, in units of ‖μ‖ (default 0.1)"
+    )
     land.add_argument("--points", type=int, default=21, help="points of the 1-D slices")
     land.add_argument("--grid", type=int, default=11, help="points per axis of the 2-D slices")
     for sub_parser in (flat, land):

@@ -46,7 +46,7 @@ def slices(
     posterior: GaussianPosterior,
     batches: Batches,
     options: SharpnessOptions,
-    span: float = 1.0,
+    span: float = 0.1,
     points: int = 21,
     grid: int = 11,
 ) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def slices(
 
 
 def analyze_landscape(
-    run_dir: Path, options: SharpnessOptions, span: float = 1.0, points: int = 21, grid: int = 11
+    run_dir: Path, options: SharpnessOptions, span: float = 0.1, points: int = 21, grid: int = 11
 ) -> dict[str, Any]:
     run = load_run(run_dir)
     n = options.images or len(run.task.y_train)
@@ -125,6 +125,7 @@ def _plot(path: Path, result: dict[str, Any]) -> None:
         ax.plot(result["alphas"], values, label=name.replace(" 1", " direction"))
     ax.set_xlabel("α (in units of ‖μ‖)")
     ax.set_ylabel("training loss")
+    ax.set_yscale("log")  # the eigen direction rises orders of magnitude faster
     ax.legend(fontsize=8)
     for ax, (kind, values) in zip(axes[0][1:], result["two_d"].items(), strict=True):
         grid = result["grid"]
