@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sabma.cli.options import add_progress, parse_seeds
+from sabma.cli.options import add_progress, add_seeds_filter
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -77,12 +77,7 @@ def add_parser(sub: Any) -> None:
         help="where generated corrupted sets are kept (default $SABMA_CACHE/corruptions "
         "or ~/.cache/sabma/corruptions)",
     )
-    parser.add_argument(
-        "--seeds",
-        type=parse_seeds,
-        default=None,
-        help="for a benchmark folder: only the runs of these seeds, e.g. 0 or 0,1 (default: all)",
-    )
+    add_seeds_filter(parser)
     add_progress(parser)
     parser.set_defaults(run=run)
 

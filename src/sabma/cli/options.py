@@ -23,3 +23,13 @@ def parse_seeds(text: str) -> list[int]:
         return parse(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_seeds_filter(parser: argparse.ArgumentParser) -> None:
+    """``--seeds``: restrict a command on a benchmark folder to some seeds' runs."""
+    parser.add_argument(
+        "--seeds",
+        type=parse_seeds,
+        default=None,
+        help="for a benchmark folder: only the runs of these seeds, e.g. 0 or 0,1 (default: all)",
+    )

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sabma.cli.options import add_progress, parse_seeds
+from sabma.cli.options import add_progress, add_seeds_filter
 
 
 def add_parser(sub: Any) -> None:
@@ -30,12 +30,7 @@ def add_parser(sub: Any) -> None:
         help="use the first N training images (default 0: the whole training split)",
     )
     parser.add_argument("--tol", type=float, default=1e-3, help="Lanczos tolerance (default 1e-3)")
-    parser.add_argument(
-        "--seeds",
-        type=parse_seeds,
-        default=None,
-        help="for a benchmark folder: only the runs of these seeds, e.g. 0 or 0,1 (default: all)",
-    )
+    add_seeds_filter(parser)
     add_progress(parser)
     parser.set_defaults(run=run)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sabma.runs.files import atomic_write_bytes, atomic_write_text
+from sabma.runs.figures import pyplot, save_figure
+from sabma.runs.files import atomic_write_text
 
 
 def reliability_bins(probs: Tensor, labels: Tensor, bins: int = 15) -> dict[str, list[float]]:
@@ -34,10 +34,7 @@ def write_reliability_plot(
     path: Path, curves: dict[str, tuple[Tensor, Tensor]], bins: int = 15
 ) -> None:
     """A reliability diagram with one line per predictive (name → (probs, labels))."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
@@ -57,11 +54,7 @@ def write_reliability_plot(
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title("Reliability diagram (test set)")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path)
 
 
 def metrics_table(rows: dict[str, dict[str, float]]) -> str:

@@ -18,10 +18,16 @@ def mean_std_table(
     for label, runs in rows.items():
         cells = []
         for metric in metrics:
-            values = [r[metric] for r in runs]
-            mean = statistics.mean(values)
-            shown = f"{mean:+.3f}" if signed else f"{mean:.3f}"
-            # one value has no spread: show none rather than a misleading ± 0.000
-            cells.append(f"{shown} ± {statistics.stdev(values):.3f}" if len(values) > 1 else shown)
+            cells.append(mean_std_cell([r[metric] for r in runs], signed))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def mean_std_cell(values: list[float], signed: bool = False) -> str:
+    """``mean ± std`` of ``values``; the mean alone for one value (no misleading ± 0.000);
+    "–" for none."""
+    if not values:
+        return "–"
+    mean = statistics.mean(values)
+    shown = f"{mean:+.3f}" if signed else f"{mean:.3f}"
+    return f"{shown} ± {statistics.stdev(values):.3f}" if len(values) > 1 else shown

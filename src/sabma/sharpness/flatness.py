@@ -8,7 +8,6 @@ mean over ``repeats`` random draws) is scored on the test split. Written to ``fl
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sabma.metrics import classification_metrics
-from sabma.runs.files import atomic_write_bytes, atomic_write_json
+from sabma.runs.figures import pyplot, save_figure
+from sabma.runs.files import atomic_write_json
 from sabma.runs.report import refresh_report
 from sabma.sharpness.hessian import hvp_fn, top_eigenvalues
-from sabma.sharpness.run import SharpnessOptions
+from sabma.sharpness.run import SharpnessOptions, training_batches
 from sabma.transfer.pipeline import LoadedRun, load_run
 
 ORDERS = ("flat", "random", "sharp")
@@ -60,14 +60,7 @@ def flat_vs_sharp(
     if len(weights) < 2:
         raise ValueError("flat-vs-sharp needs at least 2 samples")
     task = run.task
-    n = options.images or len(task.y_train)
-    batches = list(
-        zip(
-            task.x_train[:n].split(options.batch_size),
-            task.y_train[:n].split(options.batch_size),
-            strict=True,
-        )
-    )
+    batches = training_batches(run, options)
     run.posterior.eval()
     lam: list[float | None] = []
     for index, w in enumerate(tqdm(weights, desc="λ_max", disable=not progress, leave=False)):
@@ -114,10 +107,7 @@ def analyze_flatness(
 
 
 def _plot(path: Path, result: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), dpi=120)
     colours = {"flat": "tab:green", "random": "tab:grey", "sharp": "tab:red"}
@@ -140,8 +130,4 @@ def _plot(path: Path, result: dict[str, Any]) -> None:
         f"(λ_max {min(finite):.3g}–{max(finite):.3g})",
         fontsize=9,
     )
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path)

@@ -11,7 +11,6 @@ The grid spans α, β ∈ [−span, span]. Written to ``landscape.json`` and ``l
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,11 @@ import torch
 from torch import Tensor
 
 from sabma.posterior.gaussian import GaussianPosterior
-from sabma.runs.files import atomic_write_bytes, atomic_write_json
+from sabma.runs.figures import pyplot, save_figure
+from sabma.runs.files import atomic_write_json
 from sabma.runs.report import refresh_report
 from sabma.sharpness.hessian import Batches, hvp_fn, loss_at, top_eigenvalues
-from sabma.sharpness.run import SharpnessOptions
+from sabma.sharpness.run import SharpnessOptions, training_batches
 from sabma.transfer.pipeline import load_run
 
 
@@ -100,11 +100,8 @@ def analyze_landscape(
     run_dir: Path, options: SharpnessOptions, span: float = 0.1, points: int = 21, grid: int = 11
 ) -> dict[str, Any]:
     run = load_run(run_dir)
-    n = options.images or len(run.task.y_train)
-    x, y = run.task.x_train[:n], run.task.y_train[:n]
-    batches = list(zip(x.split(options.batch_size), y.split(options.batch_size), strict=True))
     run.posterior.eval()
-    result = slices(run.posterior, batches, options, span, points, grid)
+    result = slices(run.posterior, training_batches(run, options), options, span, points, grid)
     atomic_write_json(run_dir / "landscape.json", result)
     _plot(run_dir / "landscape.png", result)
     if (run_dir / "metrics.json").is_file():
@@ -113,10 +110,7 @@ def analyze_landscape(
 
 
 def _plot(path: Path, result: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = 1 + len(result["two_d"])
     fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.4), dpi=120, squeeze=False)
@@ -133,8 +127,4 @@ def _plot(path: Path, result: dict[str, Any]) -> None:
         fig.colorbar(contour, ax=ax)
         ax.plot([0], [0], "r+")
         ax.set_title(f"{kind} directions")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from sabma.runs.files import atomic_write_json
 from sabma.runs.report import refresh_report
-from sabma.sharpness.hessian import hutchinson_trace, hvp_fn, top_eigenvalues
+from sabma.sharpness.hessian import Batches, hutchinson_trace, hvp_fn, top_eigenvalues
 from sabma.transfer.pipeline import LoadedRun, load_run
 
 
@@ -49,6 +49,14 @@ class SharpnessOptions:
             raise ValueError(f"sharpness images must be >= 0, got {self.images}")
 
 
+def training_batches(run: LoadedRun, options: SharpnessOptions) -> Batches:
+    """The first ``options.images`` training images (all: 0), unaugmented, in fixed batches."""
+    task = run.task
+    n = options.images or len(task.y_train)
+    x, y = task.x_train[:n], task.y_train[:n]
+    return list(zip(x.split(options.batch_size), y.split(options.batch_size), strict=True))
+
+
 def posterior_samples(run: LoadedRun, count: int, seed: int) -> Tensor:
     """(M, d) weights of the run's predictive at which curvature is measured."""
     posterior = run.posterior
@@ -66,10 +74,8 @@ def posterior_samples(run: LoadedRun, count: int, seed: int) -> Tensor:
 def measure_sharpness(
     run: LoadedRun, options: SharpnessOptions, progress: bool = False
 ) -> dict[str, Any]:
-    task, posterior = run.task, run.posterior
-    n = options.images or len(task.y_train)
-    x, y = task.x_train[:n], task.y_train[:n]
-    batches = list(zip(x.split(options.batch_size), y.split(options.batch_size), strict=True))
+    posterior = run.posterior
+    batches = training_batches(run, options)
     posterior.eval()
     weights = posterior_samples(run, options.samples, options.seed)
     per_sample: list[dict[str, Any]] = []
@@ -99,7 +105,7 @@ def measure_sharpness(
     return {
         "top_k": options.top_k,
         "samples": len(per_sample),
-        "images": n,
+        "images": sum(len(y) for _, y in batches),
         "probes": options.probes,
         "lambda_max": _mean([v[0] for v in solved]),
         "ratio_1_k": _mean(ratios),

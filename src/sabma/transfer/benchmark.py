@@ -17,8 +17,9 @@ from typing import Any
 
 from sabma.config import config_from_dict, load_config
 from sabma.methods import METHODS
-from sabma.runs.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from sabma.runs.tables import mean_std_table
+from sabma.runs.figures import pyplot, save_figure
+from sabma.runs.files import atomic_write_json, atomic_write_text
+from sabma.runs.tables import mean_std_cell, mean_std_table
 from sabma.transfer.pipeline import run_or_reuse
 
 log = logging.getLogger(__name__)
@@ -122,10 +123,7 @@ def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _plot(path: Path, by_method: dict[str, list[dict[str, float]]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), dpi=120)
@@ -141,11 +139,7 @@ def _plot(path: Path, by_method: dict[str, list[dict[str, float]]]) -> None:
         )
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
         ax.set_title(metric.upper())
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path)
 
 
 def write_benchmark_report(folder: Path) -> None:
@@ -217,7 +211,7 @@ def write_shift_summary(folder: Path) -> None:
             cells = []
             for s in severities:
                 values = by_severity.get(s, {}).get(metric, [])
-                cells.append(_mean_std(values))
+                cells.append(mean_std_cell(values))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("![metrics against severity](shift.png)")
@@ -226,23 +220,10 @@ def write_shift_summary(folder: Path) -> None:
     write_benchmark_report(folder)
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return f"{mean:.3f}"
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.3f} ± {std:.3f}"
-
-
 def _plot_shift(
     path: Path, curves: dict[str, dict[int, dict[str, list[float]]]], severities: list[int]
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=120)
     for ax, metric in zip(axes, ("acc", "nll", "ece"), strict=True):
@@ -261,8 +242,4 @@ def _plot_shift(
         ax.set_xlabel("severity")
         ax.set_title(metric.upper())
     axes[-1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_figure(fig, path)
