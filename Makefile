@@ -32,5 +32,5 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.step_time
+	$(BIN)/python -m benchmarks.speed
 	$(BIN)/python -m benchmarks.kl_ball

@@ -87,6 +87,7 @@ class MethodConfig:
     swag_lr_ratio: float = 0.5  # swag / fswag: the cosine schedule stops at this fraction of lr
     frozen: str = "fixed"  # fixed | prior: the rest at w_pre, or re-sampled N(w_pre, frozen_std²)
     frozen_std: float = 0.0
+    perturb_every: int = 1  # sabma / sam / fsam: ε formed every k steps, reused in between
 
 
 @dataclass
@@ -97,6 +98,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     warmup_epochs: int = 2
+    amp: str = "none"  # none | bf16 | fp16: autocast of the network (fp16 with loss scaling)
 
 
 @dataclass
@@ -111,6 +113,7 @@ class EvalConfig:
 @dataclass
 class Config:
     seed: int = 0
+    device: str = "auto"  # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N | mps …
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)

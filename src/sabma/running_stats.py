@@ -11,6 +11,16 @@ import torch
 from torch import nn
 
 
+def updates_running_stats(model: nn.Module) -> bool:
+    """Whether a forward pass of ``model`` would update any running statistics (a
+    normalization layer in training mode that tracks them)."""
+    return any(
+        m.training and m.track_running_stats
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._NormBase)
+    )
+
+
 def running_stat_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
     """``{qualified name: buffer}`` of every normalization layer that tracks running statistics
     (running mean, running variance and ``num_batches_tracked``)."""

@@ -20,6 +20,7 @@ from torch.nn.functional import cross_entropy
 from sabma.config import Config
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
+from sabma.step.amp import scaled_step
 from sabma.step.two_step import TwoStepOptimizer
 from sabma.transfer.priors import init_from_prior
 from sabma.transfer.schedule import warmup_cosine
@@ -94,6 +95,36 @@ class Method:
         loss.backward()
         optimizer.step()
         return loss.item()
+
+    #: whether :meth:`step_scaled` (fp16 loss scaling) is supported: methods that override
+    #: :meth:`step` with their own update set False
+    supports_loss_scaling: ClassVar[bool] = True
+
+    def step_scaled(
+        self,
+        posterior: GaussianPosterior,
+        optimizer: torch.optim.Optimizer,
+        x: Tensor,
+        y: Tensor,
+        scaler: torch.amp.GradScaler,
+    ) -> float:
+        """:meth:`step` with fp16 loss scaling; an overflowing step is skipped (and returns
+        NaN, which the training loop counts as skipped, not as divergence)."""
+        forward = posterior.mean_forward if self.trains_at_mean else posterior
+        optimizer.zero_grad()
+
+        def loss_fn() -> Tensor:
+            return cross_entropy(forward(x), y)
+
+        if isinstance(optimizer, TwoStepOptimizer):
+            loss, updated = scaled_step(optimizer, scaler, loss_fn)
+            return loss.item() if updated else float("nan")
+        loss = loss_fn()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        before = scaler.get_scale()
+        scaler.update()
+        return loss.item() if scaler.get_scale() >= before else float("nan")
 
     def train_mode(self, posterior: GaussianPosterior, cfg: Config) -> None:
         """Put the network in its training mode (every epoch)."""

@@ -28,6 +28,7 @@ from sabma.step.bsam import BSAM
 class BSAMMethod(Method):
     name = "bsam"
     summary = "bSAM: Bayesian SAM, mean-field Gaussian with an Adam-like precision (method.bsam_*)"
+    supports_loss_scaling = False  # its own update (see Method.step_scaled)
     point = False
 
     def optimizer(

@@ -33,6 +33,7 @@ from sabma.posterior.lowrank import LowRankGaussian
 class CSGLDMethod(Method):
     name = "csgld"
     summary = "cyclical SG-MCMC (cSGHMC, cSGLD at momentum 0): samples at the end of each cycle"
+    supports_loss_scaling = False  # its own update (see Method.step_scaled)
     point = False
     select_best = False
 

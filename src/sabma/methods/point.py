@@ -44,6 +44,7 @@ class SAMMethod(Method):
             torch.optim.SGD,
             rho=cfg.method.sam_rho,
             model=posterior.model,
+            perturb_every=cfg.method.perturb_every,
             lr=o.lr,
             momentum=o.momentum,
             weight_decay=o.weight_decay,

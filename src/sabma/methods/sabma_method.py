@@ -50,6 +50,7 @@ class SABMAMethod(Method):
             posterior,
             torch.optim.SGD,
             rho=m.rho,
+            perturb_every=m.perturb_every,
             metric=m.metric,
             perturb=m.perturb,
             prior=prior,

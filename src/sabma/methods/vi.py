@@ -23,6 +23,7 @@ from sabma.posterior.lowrank import LowRankGaussian
 class VIMethod(Method):
     name = "vi"
     summary = "mean-field Gaussian VI on the ELBO (weight method.beta), MOPED initialisation"
+    supports_loss_scaling = False  # its own update (see Method.step_scaled)
     point = False
     trains_at_mean = False
 

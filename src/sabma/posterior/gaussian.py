@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from sabma.posterior.lowrank import LowRankGaussian, kl_divergence
 from sabma.posterior.subset import Subset, select_parameters
-from sabma.running_stats import running_stat_buffers
+from sabma.posterior.substitute import ParameterSlots
+from sabma.running_stats import running_stat_buffers, updates_running_stats
 
 
 class GaussianPosterior(nn.Module):
@@ -78,19 +78,31 @@ class GaussianPosterior(nn.Module):
         log_std = _initial_log_std(init_std, mean)
         self.mean = nn.Parameter(mean)
         self.log_std = nn.Parameter(log_std)
-        self.factor = nn.Parameter(mean.new_zeros(mean.numel(), rank))
+        # D is (d, K) with column-major storage (D.T is contiguous): every product with D then
+        # runs along contiguous rows of length d, and D's gradient z₂ gᵀ is written in place.
+        self.factor = nn.Parameter(mean.new_zeros(rank, mean.numel()).T)
         # this step's noise (z₁, z₂): part of the state, so a resumed run continues bit for bit
         self.register_buffer("noise_diag", torch.zeros_like(mean))
         self.register_buffer("noise_factor", mean.new_zeros(rank))
         #: When False, forward passes leave normalization running statistics untouched (set by
         #: the SA-BMA optimiser for its perturbed pass).
         self.update_running_stats = True
+        #: When False, :meth:`weights` does not differentiate through D (set by the SA-BMA
+        #: optimiser for a pass whose gradient only forms the perturbation of μ and log σ).
+        self.factor_grad = True
+        #: Run the network under ``torch.autocast`` with this dtype (bf16, fp16); θ, w and the
+        #: outputs stay in the parameters' dtype. None: no autocast.
+        self.autocast_dtype: torch.dtype | None = None
         self.resample()
 
     # --- shape and model ----------------------------------------------------------------------
     @property
     def model(self) -> nn.Module:
         return self._model[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
 
     @property
     def dim(self) -> int:
@@ -136,26 +148,20 @@ class GaussianPosterior(nn.Module):
     def resample(self, generator: torch.Generator | None = None) -> None:
         """Draw and keep this step's noise z₁ ~ N(0, I_d), z₂ ~ N(0, I_K)."""
         with torch.no_grad():
-            self.noise_diag.copy_(
-                torch.randn(
-                    self.noise_diag.shape,
-                    generator=generator,
-                    dtype=self.noise_diag.dtype,
-                    device=self.noise_diag.device,
-                )
-            )
-            self.noise_factor.copy_(
-                torch.randn(
-                    self.noise_factor.shape,
-                    generator=generator,
-                    dtype=self.noise_factor.dtype,
-                    device=self.noise_factor.device,
-                )
-            )
+            self.noise_diag.normal_(generator=generator)
+            self.noise_factor.normal_(generator=generator)
 
     def weights(self) -> Tensor:
-        """The weights at the kept noise: w = μ + σ ⊙ z₁ + D z₂ (differentiable in θ)."""
-        return self.mean + self.std * self.noise_diag + self.factor @ self.noise_factor
+        """The weights at the kept noise: w = μ + σ ⊙ z₁ + D z₂ (differentiable in θ).
+
+        Computed in the parameters' dtype even inside an autocast region (a bf16 D z₂ would
+        round w to three significant digits)."""
+        with torch.autocast(self.mean.device.type, enabled=False):
+            w = torch.addcmul(self.mean, self.std, self.noise_diag)
+            if self.rank:
+                factor = self.factor if self.factor_grad else self.factor.detach()
+                w = w + self.noise_factor @ factor.T
+            return w
 
     def sample_weights(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n independent draws of w, shape (n, d), differentiable in θ."""
@@ -173,12 +179,27 @@ class GaussianPosterior(nn.Module):
         pieces = torch.split(w, self.numels)
         return {n: t.view(s) for n, t, s in zip(self.names, pieces, self.shapes, strict=True)}
 
+    @property
+    def slots(self) -> ParameterSlots:
+        """Where the model keeps each parameter and buffer (resolved once)."""
+        slots: ParameterSlots | None = getattr(self, "_slots", None)
+        if slots is None or slots.model is not self.model:
+            slots = self._slots = ParameterSlots(self.model)
+        return slots
+
     def forward_with(self, w: Tensor, *args: Any, **kwargs: Any) -> Any:
         """Run the model with the Bayesian subset set to the flat weights ``w``."""
         tensors = self.unflatten(w)
-        if not self.update_running_stats:  # let the pass update throw-away copies
+        if not self.update_running_stats and updates_running_stats(self.model):
+            # let the pass update throw-away copies of the running statistics
             tensors |= {n: b.clone() for n, b in running_stat_buffers(self.model).items()}
-        return functional_call(self.model, tensors, args, kwargs)
+        if self.autocast_dtype is None:
+            return self.slots.call(tensors, args, kwargs)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+            out = self.slots.call(tensors, args, kwargs)
+        return (
+            out.to(self.mean.dtype) if isinstance(out, Tensor) and out.is_floating_point() else out
+        )
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the model at the sample w(θ, z) with the kept noise z."""

@@ -19,6 +19,9 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+#: Column chunk of the (K, d) temporaries on a CPU (K·c floats stay in a core's cache).
+_CPU_CHUNK = 1 << 15
+
 
 @dataclass(frozen=True, eq=False)
 class LowRankGaussian:
@@ -61,50 +64,66 @@ class LowRankGaussian:
         return LowRankGaussian(self.mean.to(dtype), self.var.to(dtype), self.factor.to(dtype))
 
     # --- Woodbury pieces -------------------------------------------------------------------
-    @cached_property
-    def _scaled_factor(self) -> Tensor:
-        """Λ⁻¹ D, shape (d, K)."""
-        return self.factor / self.var.unsqueeze(1)
+    # Products with D are written with Dᵀ on the left (Dᵀ x, zᵀ Dᵀ): for a factor stored
+    # column-major, as GaussianPosterior stores it, they run along contiguous rows of length d.
+    # On a CPU, terms that need a (K, d) temporary are computed in column chunks that stay in
+    # cache: at d = 2·10⁶ a full (K, d) temporary costs more memory traffic than the network's
+    # pass. On a GPU one chunk (fewer kernel launches) is faster.
+    def _factor_t_chunks(self) -> list[tuple[Tensor, Tensor]]:
+        """(Dᵀ, v) in column chunks: pairs of shape (K, c) and (c,)."""
+        chunk = _CPU_CHUNK if self.factor.device.type == "cpu" else max(self.dim, 1)
+        return list(zip(self.factor.T.split(chunk, dim=1), self.var.split(chunk), strict=True))
 
     @cached_property
     def _capacitance_cholesky(self) -> Tensor:
         """Lower Cholesky factor of C = I_K + Dᵀ Λ⁻¹ D.
 
-        C is formed and factored in float64 (an O(d K²) product and a K×K factorisation) and
-        then cast back: in float32, rounding in DᵀΛ⁻¹D can cost C its definiteness when some
-        σᵢ are small and D is not.
+        C is formed in the working dtype and factored with a definiteness check; where rounding
+        in Dᵀ Λ⁻¹ D cost C its definiteness (some σᵢ tiny and D not), C is formed and factored
+        again in float64, then cast back.
         """
-        wide = self.factor.double()
-        cap = wide.T @ (wide / self.var.double().unsqueeze(1))
+        cap = sum(f @ (f / v).T for f, v in self._factor_t_chunks())
+        assert isinstance(cap, Tensor)
+        cap = cap + torch.eye(self.rank, dtype=cap.dtype, device=cap.device)
+        cholesky, info = torch.linalg.cholesky_ex(cap)
+        if int(info) == 0 and bool(torch.isfinite(cholesky).all()):
+            return cholesky
+        wide = self.factor.T.double()
+        cap = wide @ (wide / self.var.double()).T
         cap.diagonal().add_(1.0)
-        cholesky: Tensor = torch.linalg.cholesky(cap)
+        cholesky = torch.linalg.cholesky(cap)
         return cholesky.to(self.mean.dtype)
 
     def cov_matvec(self, x: Tensor) -> Tensor:
         """Σ x for x of shape (d,) or (d, m)."""
         if x.dim() == 1:
-            return self.var * x + self.factor @ (self.factor.T @ x)
+            return torch.addmv(self.var * x, self.factor, self.factor.T @ x)
         return self.var.unsqueeze(1) * x + self.factor @ (self.factor.T @ x)
 
     def precision_matvec(self, x: Tensor) -> Tensor:
-        """Σ⁻¹ x for x of shape (d,) or (d, m), by Woodbury."""
+        """Σ⁻¹ x = Λ⁻¹ (x − D C⁻¹ Dᵀ Λ⁻¹ x) for x of shape (d,) or (d, m), by Woodbury."""
         vector = x.dim() == 1
         x2 = x.unsqueeze(1) if vector else x
-        lam_inv_x = x2 / self.var.unsqueeze(1)
-        if self.rank:
-            inner = torch.cholesky_solve(self.factor.T @ lam_inv_x, self._capacitance_cholesky)
-            lam_inv_x = lam_inv_x - self._scaled_factor @ inner
-        return lam_inv_x.squeeze(1) if vector else lam_inv_x
+        var = self.var.unsqueeze(1)
+        if not self.rank:
+            out = x2 / var
+        else:
+            inner = torch.cholesky_solve(self.factor.T @ (x2 / var), self._capacitance_cholesky)
+            out = (x2 - self.factor @ inner) / var
+        return out.squeeze(1) if vector else out
 
     def precision_diag(self) -> Tensor:
-        """diag(Σ⁻¹), shape (d,)."""
-        diag = 1.0 / self.var
-        if self.rank:
-            scaled = self._scaled_factor
-            # Λ⁻¹ D C⁻¹ = (C⁻¹ (Λ⁻¹ D)ᵀ)ᵀ, C symmetric.
-            scaled_cinv = torch.cholesky_solve(scaled.T, self._capacitance_cholesky).T
-            diag = diag - (scaled_cinv * scaled).sum(dim=1)
-        return diag
+        """diag(Σ⁻¹), shape (d,): 1/vᵢ − ‖L⁻¹ Dᵢ‖² / vᵢ², Dᵢ the i-th row of D, C = L Lᵀ."""
+        if not self.rank:
+            return 1.0 / self.var
+        eye = torch.eye(self.rank, dtype=self.mean.dtype, device=self.mean.device)
+        chol_inv = torch.linalg.solve_triangular(self._capacitance_cholesky, eye, upper=False)
+        pieces = []
+        for f, v in self._factor_t_chunks():
+            inv_v = 1.0 / v
+            solved = chol_inv @ f
+            pieces.append(inv_v - solved.square().sum(dim=0) * inv_v.square())
+        return torch.cat(pieces)
 
     def logdet_cov(self) -> Tensor:
         """log |Σ| by the matrix determinant lemma."""
@@ -120,10 +139,13 @@ class LowRankGaussian:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n independent draws, shape (n, d)."""
+        # drawn on the generator's device (a seeded CPU generator gives the same draws whatever
+        # device the posterior is on), then moved
         dtype, device = self.mean.dtype, self.mean.device
-        z_diag = torch.randn(n, self.dim, generator=generator, dtype=dtype, device=device)
-        z_factor = torch.randn(n, self.rank, generator=generator, dtype=dtype, device=device)
-        return self.rsample_from_noise(z_diag, z_factor)
+        source = generator.device if generator is not None else device
+        z_diag = torch.randn(n, self.dim, generator=generator, dtype=dtype, device=source)
+        z_factor = torch.randn(n, self.rank, generator=generator, dtype=dtype, device=source)
+        return self.rsample_from_noise(z_diag.to(device), z_factor.to(device))
 
     def log_prob(self, w: Tensor) -> Tensor:
         """log N(w; μ, Σ) for w of shape (d,) or (n, d)."""

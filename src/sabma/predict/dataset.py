@@ -28,6 +28,7 @@ def predict_log_probs(
     The S weight samples are drawn once and used for every batch, so every input is averaged over
     the same posterior draws. ``point=True`` evaluates the posterior mean alone (a point estimate);
     ``weights`` (S, d) replaces the draws by a given set (ensemble members, SGLD samples).
+    Batches are moved to the posterior's device; the result is on ``x``'s device.
     """
     if point:
         weights = None
@@ -35,9 +36,10 @@ def predict_log_probs(
         weights = posterior.sample_weights(samples, generator).detach()
     out = []
     for start in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
-        batch = x[start : start + batch_size]
+        batch = x[start : start + batch_size].to(posterior.device)
         if weights is None:
-            out.append(torch.log_softmax(posterior.mean_forward(batch), dim=-1))
+            log_probs = torch.log_softmax(posterior.mean_forward(batch), dim=-1)
         else:
-            out.append(bma_log_probs(posterior, batch, weights=weights))
+            log_probs = bma_log_probs(posterior, batch, weights=weights)
+        out.append(log_probs.to(x.device))
     return torch.cat(out)

@@ -35,7 +35,7 @@ def _sample_probs(run: LoadedRun, weights: Tensor) -> Tensor:
     with torch.no_grad():
         for w in weights:
             parts = [
-                torch.softmax(posterior.forward_with(w, b), -1)
+                torch.softmax(posterior.forward_with(w, b.to(posterior.device)), -1).to(x.device)
                 for b in x.split(run.cfg.eval.batch_size)
             ]
             out.append(torch.cat(parts))

@@ -103,7 +103,7 @@ def top_eigenvalues(
         if calls > max_matvecs:
             raise _TooManyProducts
         t = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64).reshape(-1))
-        return hvp(t).detach().double().numpy()
+        return hvp(t).detach().double().cpu().numpy()
 
     operator = LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
     start = np.random.default_rng(seed).standard_normal(dim)

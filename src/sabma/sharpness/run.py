@@ -53,7 +53,8 @@ def training_batches(run: LoadedRun, options: SharpnessOptions) -> Batches:
     """The first ``options.images`` training images (all: 0), unaugmented, in fixed batches."""
     task = run.task
     n = options.images or len(task.y_train)
-    x, y = task.x_train[:n], task.y_train[:n]
+    device = run.posterior.device
+    x, y = task.x_train[:n].to(device), task.y_train[:n].to(device)
     return list(zip(x.split(options.batch_size), y.split(options.batch_size), strict=True))
 
 

@@ -33,13 +33,15 @@ def natural_direction(
     """F⁻¹ g for each block present in ``grads`` (keys among :data:`BLOCKS`), O(d K²)."""
     direction: dict[str, Tensor] = {}
     if "mean" in grads:
-        direction["mean"] = q.cov_matvec(grads["mean"])
-    if "log_std" in grads or "factor" in grads:
-        p_diag = q.precision_diag()
+        direction["mean"] = q.cov_matvec(grads["mean"]) if q.rank else q.var * grads["mean"]
     if "log_std" in grads:
-        fisher_s = 2.0 * (q.var * p_diag) ** 2
-        direction["log_std"] = grads["log_std"] / fisher_s
+        if q.rank:  # F_ss = 2 (σ² P_ii)²
+            scaled = q.var * q.precision_diag()
+            direction["log_std"] = grads["log_std"] / (2.0 * scaled.square_())
+        else:  # σ² P_ii = 1: F_ss = 2
+            direction["log_std"] = 0.5 * grads["log_std"]
     if "factor" in grads and q.rank:
+        p_diag = q.precision_diag()
         p_factor = q.precision_matvec(q.factor)  # columns P d_k, (d, K)
         quad = (q.factor * p_factor).sum(dim=0)  # d_kᵀ P d_k, (K,)
         fisher_d = p_diag.unsqueeze(1) * (quad.unsqueeze(0) + damping) + p_factor**2
@@ -49,7 +51,7 @@ def natural_direction(
 
 def dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
     """Σ_blocks ⟨a_b, b_b⟩ over the blocks of ``a``."""
-    return torch.stack([(a[k] * b[k]).sum() for k in a]).sum()
+    return torch.stack([torch.vdot(a[k].reshape(-1), b[k].reshape(-1)) for k in a]).sum()
 
 
 def shifted(

@@ -28,6 +28,8 @@ from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.fisher import BLOCKS, dot, exact_kl_step, natural_direction
 from sabma.step.two_step import TwoStepOptimizer
 
+LinAlgError: type[RuntimeError] = torch.linalg.LinAlgError  # type: ignore[attr-defined]
+
 
 class Metric(StrEnum):
     """How the perturbation ball is measured."""
@@ -60,6 +62,8 @@ class SABMA(TwoStepOptimizer):
             expectation is a second-order term, so D random-walks at the mean's learning rate;
             the gradient of log σ is O(σ²) and may want a larger one. Schedulers keep the ratios.
         resample: draw fresh posterior noise after each update, for the next step.
+        perturb_every: k > 1 forms ε from a fresh gradient every k-th :meth:`step` only and
+            reuses it in between (one pass instead of two; see :mod:`sabma.step.two_step`).
         **base_kwargs: passed to ``base_optimizer`` (``lr``, ``momentum``, ``weight_decay``, …).
     """
 
@@ -77,6 +81,7 @@ class SABMA(TwoStepOptimizer):
         decay_covariance: bool = False,
         block_lr_scale: Mapping[str, float] | None = None,
         resample: bool = True,
+        perturb_every: int = 1,
         **base_kwargs: Any,
     ) -> None:
         if not isinstance(posterior, GaussianPosterior):
@@ -117,7 +122,7 @@ class SABMA(TwoStepOptimizer):
             for group in groups:
                 if group["block"] == block:
                     group["lr"] = base_kwargs["lr"] * scale
-        super().__init__(groups, base_optimizer, rho, base_kwargs)
+        super().__init__(groups, base_optimizer, rho, base_kwargs, perturb_every)
         self.posterior = posterior
         self.metric = metric
         self.perturb = tuple(
@@ -127,6 +132,10 @@ class SABMA(TwoStepOptimizer):
         self.prior = prior
         self.kl_weight = kl_weight
         self.resample = resample
+        # The first pass of a two-pass step only forms ε: when D is not perturbed, that pass
+        # skips D's gradient (a (d, K) outer product); the posterior is told so between steps.
+        self._skip_factor_in_first_pass = bool(posterior.rank) and "factor" not in self.perturb
+        self._first_pass_mode()
 
     def _block_params(self) -> dict[str, nn.Parameter]:
         return {g["block"]: g["params"][0] for g in self.param_groups}
@@ -148,10 +157,10 @@ class SABMA(TwoStepOptimizer):
             q = LowRankGaussian(q.mean.detach(), q.var.detach(), q.factor.detach())
             try:
                 direction = natural_direction(q, grads, self.damping)
-            except RuntimeError:  # torch.linalg.LinAlgError: Σ's capacitance is not definite
+            except LinAlgError as err:  # Σ's capacitance is not definite
                 raise FloatingPointError(
-                    "SABMA: the posterior's covariance is not finite or not positive definite; "
-                    "training has diverged (lower the learning rate)"
+                    "SABMA: the posterior's covariance is not finite or not positive definite "
+                    f"({str(err).splitlines()[0]}); training has diverged (lower the learning rate)"
                 ) from None
         sq_norm = float(dot(grads, direction))
         if not sq_norm > 0 or rho == 0:
@@ -161,17 +170,27 @@ class SABMA(TwoStepOptimizer):
             t = exact_kl_step(q, self.posterior.log_std.detach(), direction, rho**2 / 2, t)
         return {b: t * v for b, v in direction.items()}
 
+    def _first_pass_mode(self) -> None:
+        self.posterior.factor_grad = not self._skip_factor_in_first_pass
+
     def _on_perturb(self) -> None:
         self.posterior.update_running_stats = False
+        self.posterior.factor_grad = True
 
     def _on_restore(self) -> None:
         self.posterior.update_running_stats = True
+
+    def _before_reused_pass(self) -> None:
+        self.posterior.factor_grad = True
+
+    def _before_update(self) -> None:
         if self.kl_weight > 0 and self.prior is not None:
             self._add_kl_gradient()
 
     def _after_update(self) -> None:
         if self.resample:
             self.posterior.resample()
+        self._first_pass_mode()
 
     def _add_kl_gradient(self) -> None:
         params = self._block_params()

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sabma.running_stats import running_stat_buffers
+from sabma.running_stats import running_stat_buffers, updates_running_stats
 from sabma.step.two_step import TwoStepOptimizer
 
 
@@ -27,6 +27,8 @@ class SAM(TwoStepOptimizer):
         base_optimizer: the optimiser class for the update.
         rho: radius ρ of the Euclidean ball.
         model: if given, its normalization running statistics are restored after the second pass.
+        perturb_every: k > 1 forms ε from a fresh gradient every k-th :meth:`step` only and
+            reuses it in between (see :mod:`sabma.step.two_step`).
         **base_kwargs: passed to ``base_optimizer``.
     """
 
@@ -37,12 +39,14 @@ class SAM(TwoStepOptimizer):
         rho: float = 0.05,
         *,
         model: nn.Module | None = None,
+        perturb_every: int = 1,
         **base_kwargs: Any,
     ) -> None:
         groups = list(params)
         if groups and not isinstance(groups[0], dict):
             groups = [{"params": groups}]
-        super().__init__(groups, base_optimizer, rho, base_kwargs)
+        super().__init__(groups, base_optimizer, rho, base_kwargs, perturb_every)
+        self._model = model
         self._stat_buffers = list(running_stat_buffers(model).values()) if model is not None else []
         self._saved_stats: list[Tensor] = []
 
@@ -55,9 +59,10 @@ class SAM(TwoStepOptimizer):
         return [(p, p.grad * scale) for p in params]
 
     def _on_perturb(self) -> None:
-        self._saved_stats = [b.detach().clone() for b in self._stat_buffers]
+        if self._model is not None and updates_running_stats(self._model):
+            self._saved_stats = [b.detach().clone() for b in self._stat_buffers]
 
     def _on_restore(self) -> None:
-        for buffer, value in zip(self._stat_buffers, self._saved_stats, strict=True):
+        for buffer, value in zip(self._stat_buffers, self._saved_stats, strict=False):
             buffer.copy_(value)
         self._saved_stats = []

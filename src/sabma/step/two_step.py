@@ -4,6 +4,13 @@ A subclass says *where* to go (:meth:`TwoStepOptimizer.perturbation`); this clas
 bookkeeping in one place: back up, perturb, restore, step the base optimiser (which shares
 ``param_groups`` and ``state``, so LR schedulers, gradient clipping and ``state_dict`` behave as
 with any optimiser), and the closure API.
+
+Lazy perturbation (``perturb_every=k``, in the manner of LookSAM): through :meth:`step`, ε is
+computed from a fresh gradient every k-th step only; the k − 1 steps in between reuse the last ε
+and cost one forward/backward pass (at θ + ε_last) instead of two, so a step costs on average
+(k + 1)/k passes. LookSAM reuses the sharpness component of the gradient at θ; reusing ε itself
+needs no extra hyper-parameter and keeps "the gradient at a perturbed point" as the update. ε is
+kept as a vector, so it stays the same displacement while θ moves.
 """
 
 from __future__ import annotations
@@ -25,14 +32,20 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         base_optimizer: type[torch.optim.Optimizer],
         rho: float,
         base_kwargs: dict[str, Any],
+        perturb_every: int = 1,
     ) -> None:
         if not isinstance(rho, int | float) or not rho >= 0 or not math.isfinite(rho):
             raise ValueError(f"rho must be a finite number >= 0, got {rho!r}")
+        if not isinstance(perturb_every, int) or perturb_every < 1:
+            raise ValueError(f"perturb_every must be an integer >= 1, got {perturb_every!r}")
         super().__init__(groups, {"rho": rho, **base_kwargs})
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self._link_base()
+        self.perturb_every = perturb_every
         self._backup: list[tuple[Tensor, Tensor]] = []
         self._perturbed = False
+        self._last_eps: list[tuple[Tensor, Tensor]] | None = None  # None: no ε formed yet
+        self._steps_since_fresh = 0
 
     def _link_base(self) -> None:
         self.param_groups = self.base_optimizer.param_groups
@@ -44,16 +57,28 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         """The radius ρ (one value for all groups: the ball is joint)."""
         return float(self.param_groups[0]["rho"])
 
+    @property
+    def reuse_due(self) -> bool:
+        """Whether the next :meth:`step` reuses the last ε (one pass) instead of forming a new
+        one (two passes)."""
+        return self._last_eps is not None and self._steps_since_fresh % self.perturb_every != 0
+
     # --- hooks for subclasses --------------------------------------------------------------------
     def perturbation(self) -> list[tuple[Tensor, Tensor]]:
         """``(parameter, ε)`` pairs of the ascent step, from the current gradients."""
         raise NotImplementedError
 
     def _on_perturb(self) -> None:
-        """Called after θ moved to θ + ε."""
+        """Called after θ moved to θ + ε, before the second pass of a two-pass step."""
 
     def _on_restore(self) -> None:
-        """Called after θ was restored, before the update."""
+        """Called after θ was restored in a two-pass step (the second pass is over)."""
+
+    def _before_reused_pass(self) -> None:
+        """Called before the single pass of a lazy step (θ is at θ + ε_last)."""
+
+    def _before_update(self) -> None:
+        """Called after θ was restored, just before the base optimiser steps."""
 
     def _after_update(self) -> None:
         """Called after the base optimiser stepped."""
@@ -64,10 +89,11 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         """Move to the perturbed point θ + ε (ε from the current gradients)."""
         if self._perturbed:
             raise RuntimeError("first_step called twice without second_step")
-        for param, eps in self.perturbation():
-            self._backup.append((param, param.detach().clone()))
-            param.add_(eps)
-        self._perturbed = True
+        eps = self.perturbation()
+        self._move(eps)
+        if self.perturb_every > 1:
+            self._last_eps = [(param, e.detach().clone()) for param, e in eps]
+            self._steps_since_fresh = 0
         self._on_perturb()
         if zero_grad:
             self.zero_grad()
@@ -77,25 +103,49 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         """Restore θ and step the base optimiser with the gradient taken at θ + ε."""
         if not self._perturbed:
             raise RuntimeError("second_step called without first_step")
-        for param, value in self._backup:
-            param.copy_(value)
-        self._backup, self._perturbed = [], False
+        self._restore()
         self._on_restore()
-        self.base_optimizer.step()
-        self._opt_called = True  # tells LR schedulers that the optimiser stepped
-        self._after_update()
+        self._update()
         if zero_grad:
             self.zero_grad()
 
+    def _move(self, eps: list[tuple[Tensor, Tensor]]) -> None:
+        for param, e in eps:
+            self._backup.append((param, param.detach().clone()))
+            param.add_(e)
+        self._perturbed = True
+
+    def _restore(self) -> None:
+        for param, value in self._backup:
+            param.copy_(value)
+        self._backup, self._perturbed = [], False
+
+    def _update(self) -> None:
+        self._before_update()
+        self.base_optimizer.step()
+        self._opt_called = True  # tells LR schedulers that the optimiser stepped
+        self._steps_since_fresh += 1
+        self._after_update()
+
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
         """One full step. ``closure`` runs forward and backward and returns the loss; it is called
-        twice (at θ and at θ + ε) and should not zero the gradients itself."""
+        twice (at θ and at θ + ε), or once (at θ + ε_last) on a lazy step, and should not zero
+        the gradients itself. Returns the loss of the first call."""
         if closure is None:
             raise ValueError(
                 f"{type(self).__name__}.step needs a closure that runs forward and "
                 "backward; or call first_step() and second_step() yourself"
             )
         closure = torch.enable_grad()(closure)
+        if self.reuse_due and self._last_eps is not None:
+            with torch.no_grad():
+                self._move(self._last_eps)
+            self._before_reused_pass()
+            loss = closure()
+            with torch.no_grad():
+                self._restore()
+                self._update()
+            return loss
         loss = closure()
         self.first_step(zero_grad=True)
         closure()

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from sabma.config import Config
 from sabma.data.preprocess import augment
+from sabma.device import amp_dtype
 from sabma.methods import Method, get_method
 from sabma.metrics import negative_log_likelihood
 from sabma.posterior.gaussian import GaussianPosterior
@@ -67,6 +68,11 @@ def fit(
         raise ValueError("optim.epochs and optim.batch_size must be >= 1 and optim.lr > 0")
     if cfg.method.frozen not in ("fixed", "prior"):
         raise ValueError(f"method.frozen must be 'fixed' or 'prior', got {cfg.method.frozen!r}")
+    if amp_dtype(opt_cfg.amp) is torch.float16 and not method.supports_loss_scaling:
+        raise ValueError(
+            f"optim.amp=fp16 needs loss scaling, which method {method.name!r} (its own update) "
+            "does not support; use optim.amp=bf16"
+        )
     members = method.members(cfg)
     history: list[dict[str, Any]] = []
     for member in range(members):
@@ -94,6 +100,9 @@ def _fit_once(
     optimizer = method.optimizer(posterior, prior, cfg, n)
     steps_per_epoch = math.ceil(n / opt_cfg.batch_size)
     schedule = method.schedule(optimizer, steps_per_epoch, cfg)
+    scaler = None
+    if amp_dtype(opt_cfg.amp) is torch.float16:
+        scaler = torch.amp.GradScaler(posterior.device.type)
     frozen = None
     if cfg.method.frozen == "prior":
         frozen = FrozenRest(posterior.model, posterior.names, cfg.method.frozen_std)
@@ -105,14 +114,23 @@ def _fit_once(
     )
     for epoch in bar:
         method.train_mode(posterior, cfg)
-        start, losses = time.perf_counter(), []
+        start, losses, skipped = time.perf_counter(), [], 0
         for idx in torch.randperm(n, generator=gen).split(opt_cfg.batch_size):
             xb, yb = data.x_train[idx], data.y_train[idx]
             if cfg.data.augment:
                 xb = augment(xb, gen)
+            xb, yb = xb.to(posterior.device), yb.to(posterior.device)
             if frozen is not None:
                 frozen.resample(gen)
-            losses.append(method.step(posterior, optimizer, xb, yb))
+            if scaler is not None:
+                loss = method.step_scaled(posterior, optimizer, xb, yb, scaler)
+                if math.isnan(loss):  # fp16 overflow: the step was skipped, the scale lowered
+                    skipped += 1
+                    schedule.step()
+                    continue
+                losses.append(loss)
+            else:
+                losses.append(method.step(posterior, optimizer, xb, yb))
             if not math.isfinite(losses[-1]):
                 raise ValueError(
                     f"training diverged at epoch {epoch + 1} (loss {losses[-1]}); "
@@ -122,6 +140,10 @@ def _fit_once(
         if frozen is not None:
             frozen.restore()
         method.on_epoch_end(posterior, epoch + 1, cfg)
+        if not losses:
+            raise ValueError(
+                f"every fp16 step of epoch {epoch + 1} overflowed; use optim.amp=bf16 or none"
+            )
         entry: dict[str, Any] = {
             "member": member,
             "epoch": epoch + 1,
@@ -129,6 +151,8 @@ def _fit_once(
             "lr": schedule.get_last_lr()[0],
             "epoch_s": time.perf_counter() - start,
         }
+        if scaler is not None:
+            entry["skipped_steps"] = skipped
         if (epoch + 1) % cfg.eval.eval_every == 0 or epoch + 1 == opt_cfg.epochs:
             entry["val_nll"] = _val_nll(posterior, data, cfg, method.trains_at_mean)
             if method.select_best and (best is None or entry["val_nll"] < best[0]):

@@ -24,7 +24,7 @@ class FrozenRest:
     @torch.no_grad()
     def resample(self, generator: torch.Generator | None = None) -> None:
         for p, w_pre in zip(self.params, self.saved, strict=True):
-            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
             p.copy_(w_pre + self.std * noise)
 
     @torch.no_grad()

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from sabma.config import Config, dump_config, load_config
 from sabma.data.tasks import Task, load_task
+from sabma.device import amp_dtype, resolve_device
 from sabma.methods import Method, get_method
 from sabma.metrics import classification_metrics
 from sabma.models import build_backbone
@@ -55,7 +56,9 @@ def build_posterior(cfg: Config, num_classes: int) -> tuple[GaussianPosterior, s
     rank = get_method(cfg.method.name).rank(cfg)
     if rank < 0:
         raise ValueError(f"method.rank must be >= 0, got {rank}")
+    backbone.model.to(resolve_device(cfg.device))
     posterior = GaussianPosterior(backbone.model, cfg.model.subset, rank=rank, head=backbone.head)
+    posterior.autocast_dtype = amp_dtype(cfg.optim.amp)
     return posterior, backbone.head
 
 

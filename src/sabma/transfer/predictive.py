@@ -57,7 +57,10 @@ class RunPredictive:
             return self.mean(x)
         if self.own is not None:
             self.posterior.eval()
-            return torch.cat([self.own(b) for b in x.split(self.cfg.eval.batch_size)])
+            device = self.posterior.device
+            return torch.cat(
+                [self.own(b.to(device)).to(x.device) for b in x.split(self.cfg.eval.batch_size)]
+            )
         self.method.predict_mode(self.posterior, self.cfg)
         try:
             return predict_log_probs(

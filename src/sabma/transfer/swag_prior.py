@@ -37,7 +37,8 @@ def swag_prior(posterior: GaussianPosterior, data: TrainData, cfg: Config) -> Lo
     for epoch in range(1, p.swag_epochs + 1):
         for idx in torch.randperm(len(data.x_train), generator=gen).split(cfg.optim.batch_size):
             optimizer.zero_grad()
-            cross_entropy(point.mean_forward(data.x_train[idx]), data.y_train[idx]).backward()
+            xb, yb = data.x_train[idx].to(point.device), data.y_train[idx].to(point.device)
+            cross_entropy(point.mean_forward(xb), yb).backward()
             optimizer.step()
         if epoch >= p.swag_start and (epoch - p.swag_start) % p.swag_every == 0:
             moments.collect(point.mean)

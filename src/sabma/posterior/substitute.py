@@ -1,0 +1,64 @@
+"""Running a network with some of its parameters replaced by given tensors, cheaply.
+
+``torch.func.functional_call`` does this in general (parametrizations, strict checks), at a
+cost of a few microseconds per tensor per call in Python: about 5 ms per pass for the 100
+tensors of EfficientNet-Lite0's norm+head subset, 7 % of its forward pass on 2 CPU cores. The
+posterior runs two passes per step, so it uses this lean version: the module slots are resolved
+once, and a call swaps the entries of the modules' parameter/buffer dicts and swaps them back.
+Tied parameters (one tensor under several names) are replaced under every name. Networks with
+``torch.nn.utils.parametrize`` parametrizations go through ``functional_call``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.utils import parametrize
+
+
+class ParameterSlots:
+    """Where each named parameter or buffer of ``model`` lives (all aliases of tied tensors)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.general = any(parametrize.is_parametrized(m) for m in model.modules())
+        owner: dict[int, str] = {}
+        self.slots: dict[str, list[tuple[dict[str, Any], str]]] = {}
+        for kind, items in (
+            ("_parameters", model.named_parameters(remove_duplicate=False)),
+            ("_buffers", model.named_buffers(remove_duplicate=False)),
+        ):
+            for name, tensor in items:
+                module_name, _, attr = name.rpartition(".")
+                module = model.get_submodule(module_name) if module_name else model
+                first = owner.setdefault(id(tensor), name)
+                self.slots.setdefault(first, []).append((getattr(module, kind), attr))
+
+    @contextmanager
+    def substituted(self, tensors: dict[str, Tensor]) -> Iterator[None]:
+        saved: list[tuple[dict[str, Any], str, Any]] = []
+        try:
+            for name, value in tensors.items():
+                for store, attr in self.slots[name]:
+                    saved.append((store, attr, store[attr]))
+                    store[attr] = value
+            yield
+        finally:
+            for store, attr, old in reversed(saved):
+                store[attr] = old
+
+    def call(
+        self,
+        tensors: dict[str, Tensor],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        """``model(*args, **kwargs)`` with ``tensors`` (name → tensor) in place of its own."""
+        if self.general:
+            return functional_call(self.model, tensors, args, kwargs or {})
+        with self.substituted(tensors):
+            return self.model(*args, **(kwargs or {}))

@@ -1,0 +1,101 @@
+"""Mixed precision for SAM-type steps: autocast forward passes and fp16 loss scaling.
+
+bf16 (CPU and CUDA) needs no loss scaling: run the closure's forward under ``torch.autocast``.
+fp16 needs a ``torch.amp.GradScaler``, and a two-pass step needs it handled with care:
+
+* the first pass's gradient is unscaled *before* ε is formed from it (ε is then the same as
+  without scaling, whatever the scale);
+* an overflow (inf/NaN) in either pass skips the whole step: θ is restored, nothing is
+  updated, the posterior keeps its noise, and the scaler backs off;
+* the scaler's own ``unscale_`` (which records overflows for ``update``) is used once per
+  step, on the gradient that updates θ; the first pass is unscaled by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from sabma.step.two_step import TwoStepOptimizer
+
+
+def _grads(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    return [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+
+
+def _all_finite(grads: list[Tensor]) -> bool:
+    return all(bool(torch.isfinite(g).all()) for g in grads)
+
+
+def scaled_step(
+    optimizer: TwoStepOptimizer,
+    scaler: torch.amp.GradScaler,
+    loss_fn: Callable[[], Tensor],
+) -> tuple[Tensor, bool]:
+    """One step of a SAM-type optimiser with fp16 loss scaling.
+
+    Args:
+        optimizer: SAM, SA-BMA, … (lazy ``perturb_every`` steps take one pass).
+        scaler: an enabled or disabled ``GradScaler``; disabled, this is ``optimizer.step``.
+        loss_fn: runs the forward pass (under the caller's autocast) and returns the loss,
+            without calling ``backward``. Called twice (once on a lazy step).
+
+    Returns:
+        ``(loss of the first pass, whether θ was updated)``. Gradients should be zero (or None)
+        on entry, as for ``optimizer.step``.
+    """
+    if not scaler.is_enabled():
+
+        def closure() -> Tensor:
+            loss = loss_fn()
+            loss.backward()
+            return loss
+
+        return optimizer.step(closure), True
+
+    if optimizer.reuse_due and optimizer._last_eps is not None:
+        with torch.no_grad():
+            optimizer._move(optimizer._last_eps)
+        optimizer._before_reused_pass()
+        with torch.enable_grad():
+            loss = loss_fn()
+            scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        finite = _all_finite(_grads(optimizer))
+        with torch.no_grad():
+            optimizer._restore()
+            if finite:
+                optimizer._update()
+        return _finish(optimizer, scaler, loss, finite)
+
+    with torch.enable_grad():
+        loss = loss_fn()
+        scaler.scale(loss).backward()
+    grads = _grads(optimizer)
+    if not _all_finite(grads):  # overflow in the first pass: let the scaler record it, skip
+        scaler.unscale_(optimizer)
+        return _finish(optimizer, scaler, loss, False)
+    with torch.no_grad():
+        torch._foreach_mul_(grads, 1.0 / scaler.get_scale())
+    optimizer.first_step(zero_grad=True)
+    with torch.enable_grad():
+        scaler.scale(loss_fn()).backward()
+    scaler.unscale_(optimizer)
+    finite = _all_finite(_grads(optimizer))
+    with torch.no_grad():
+        optimizer._restore()
+        optimizer._on_restore()
+        if finite:
+            optimizer._update()
+    return _finish(optimizer, scaler, loss, finite)
+
+
+def _finish(
+    optimizer: TwoStepOptimizer, scaler: torch.amp.GradScaler, loss: Tensor, updated: bool
+) -> tuple[Tensor, bool]:
+    if not updated:
+        optimizer.zero_grad()
+    scaler.update()
+    return loss.detach(), updated
