@@ -335,3 +335,15 @@ def test_block_learning_rate_scales_follow_the_schedule() -> None:
     assert lrs == pytest.approx({"mean": 0.05, "log_std": 0.15, "factor": 0.005})
     with pytest.raises(ValueError, match="block_lr_scale"):
         SABMA(posterior, lr=0.1, block_lr_scale={"sigma": 2.0})
+
+
+def test_a_diverged_covariance_is_a_clear_error() -> None:
+    posterior = GaussianPosterior(mlp(), "all", rank=2)
+    opt = SABMA(posterior, lr=0.1, rho=0.5)
+    x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
+    cross_entropy(posterior(x), y).backward()
+    with torch.no_grad():
+        posterior.log_std[3] = float("nan")
+        posterior.factor.fill_(0.1)
+    with pytest.raises(FloatingPointError, match="training has diverged"):
+        opt.first_step()
