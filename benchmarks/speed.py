@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -51,10 +52,15 @@ def synchronize(device: torch.device) -> None:
 def time_side_by_side(
     fns: dict[str, Callable[[], Any]], reps: int, warmup: int, device: torch.device
 ) -> dict[str, list[float]]:
-    """Seconds per call of each fn, the fns taking turns; warm-up calls dropped."""
+    """Seconds per call of each fn, the fns taking turns in a shuffled order; warm-up calls
+    dropped."""
     times: dict[str, list[float]] = {name: [] for name in fns}
+    order = random.Random(0)
+    names = list(fns)
     for rep in range(warmup + reps):
-        for name, fn in fns.items():
+        order.shuffle(names)  # no variant always runs right after another
+        for name in names:
+            fn = fns[name]
             synchronize(device)
             start = time.perf_counter()
             fn()
@@ -180,7 +186,8 @@ def step_section(args: argparse.Namespace, device: torch.device) -> list[dict[st
             (f"MLP 784-1024-1024-10 all, K={rank}", mlp(), "all", rank, torch.randn(64, 784))
         )
     teacher = torch.randn(784, 10)
-    for label, model, subset, rank, x in cases:
+    wanted = [c for c in cases if any(k in c[0] for k in args.cases.split(","))]
+    for label, model, subset, rank, x in wanted:
         torch.manual_seed(0)
         model = copy.deepcopy(model).to(device)
         # labels a network can fit: a fixed linear teacher on the first 784 input values
@@ -357,6 +364,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--bma-batch", type=int, default=64)
+    parser.add_argument(
+        "--cases", default="EfficientNet,MLP", help="step cases whose label contains one of these"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="3 repetitions, 1 warm-up (a smoke run)"
     )

@@ -99,6 +99,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     warmup_epochs: int = 2
     amp: str = "none"  # none | bf16 | fp16: autocast of the network (fp16 with loss scaling)
+    checkpoint_every: int = 50  # training steps between checkpoints (0: at the end only)
 
 
 @dataclass

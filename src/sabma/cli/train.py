@@ -27,6 +27,12 @@ def add_parser(sub: Any) -> None:
     )
     add_overrides(parser, "override a configuration value, e.g. --set method.rho=0.1 (repeatable)")
     parser.add_argument("--out", type=Path, required=True, help="the run directory to create")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --out from its last checkpoint (its config.yaml "
+        "is used when no --config/--set is given)",
+    )
     add_progress(parser)
     parser.set_defaults(run=run)
 
@@ -34,8 +40,14 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from sabma.transfer.pipeline import train_run
 
-    cfg = load_config(args.config, args.overrides)
-    metrics = train_run(cfg, args.out, progress=not args.no_progress)
+    if args.resume and args.config is None and not args.overrides:
+        saved = args.out / "config.yaml"
+        if not saved.is_file():
+            raise ValueError(f"{args.out} holds no run to resume (no config.yaml)")
+        cfg = load_config(saved, [])
+    else:
+        cfg = load_config(args.config, args.overrides)
+    metrics = train_run(cfg, args.out, progress=not args.no_progress, resume=args.resume)
     print(json.dumps(metrics["test"], indent=2))
     print(f"run written to {args.out}")
     return 0

@@ -11,7 +11,7 @@ schedule, budget and model-selection rule.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -133,6 +133,14 @@ class Method:
     def predict_mode(self, posterior: GaussianPosterior, cfg: Config) -> None:
         """Put the network in the mode of the method's BMA predictive (eval by default)."""
         posterior.eval()
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the method carries between steps beyond the posterior and the optimiser
+        (collected samples, counters), for checkpoints; tensors and plain values only."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (after :meth:`optimizer` and :meth:`schedule` ran)."""
 
     def members(self, cfg: Config) -> int:
         """How many times the whole training loop runs (ensembles: one run per member)."""

@@ -18,6 +18,7 @@ step leaves the new head untrained (seed 0: test NLL 1.93).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -115,6 +116,13 @@ class CSGLDMethod(Method):
             self.add_to_velocity(posterior.mean, buffer, noise, lr)
         self._step += 1
         return data_loss.item()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"samples": list(self._samples), "step": self._step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._samples = list(state["samples"])
+        self._step = int(state["step"])
 
     def kept(self, posterior: GaussianPosterior) -> Tensor:
         """The weights kept as a sample at the end of a sampling epoch."""

@@ -14,6 +14,8 @@ the flat-basin samples) or w (``"model"``). The coupling is stable only for lr <
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -70,6 +72,15 @@ class EMCMCMethod(CSGLDMethod):
                     self.add_to_velocity(w, buf, scale * torch.randn_like(w), lr)
         self._step += 1
         return data_loss.item()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "guide": self.guide, "guide_buffer": self.guide_buffer}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        assert self.guide is not None and self.guide_buffer is not None
+        self.guide.copy_(state["guide"])
+        self.guide_buffer.copy_(state["guide_buffer"])
 
     def kept(self, posterior: GaussianPosterior) -> Tensor:
         if self._cfg.method.emcmc_keep == "guide":

@@ -9,6 +9,7 @@ reported beside it is member 0 alone.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -50,6 +51,13 @@ class EnsembleMethod(SGDMethod):
             noise = torch.randn(posterior.dim, generator=gen).to(posterior.mean)
             head_draw = noise * cfg.prior.head_init_var**0.5
             posterior.mean.copy_(torch.where(self._head, head_draw, posterior.mean))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"members": list(self._members), "start": self._start}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._members = list(state["members"])
+        self._start = state["start"]
 
     def end_member(self, posterior: GaussianPosterior, member: int, cfg: Config) -> None:
         self._members.append(posterior.mean.detach().clone())

@@ -9,6 +9,8 @@ posterior is the average over its collection phase, so it takes no best-epoch se
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from sabma.config import Config
@@ -41,6 +43,17 @@ class SWAGCollection(Method):
                     posterior.dim, posterior.rank, posterior.mean.dtype, posterior.mean.device
                 )
             self.moments.collect(posterior.mean)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"moments": None if self.moments is None else self.moments.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["moments"] is None:
+            self.moments = None
+            return
+        mean = state["moments"]["mean"]
+        self.moments = SWAGMoments(mean.numel(), int(state["moments"]["rank"]), mean.dtype)
+        self.moments.load_state_dict(state["moments"])
 
     @torch.no_grad()
     def finish(self, posterior: GaussianPosterior, cfg: Config) -> None:

@@ -11,6 +11,7 @@ so σ² = v / 2 and D = D̂ / √(2 (K − 1)) (no low-rank part when K ≤ 1).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -62,6 +63,21 @@ class SWAGMoments:
         if self.rank:
             self._deviations.append(w - self.mean)
             self._deviations = self._deviations[-self.rank :]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "count": self.count,
+            "mean": self.mean,
+            "sq_mean": self.sq_mean,
+            "deviations": list(self._deviations),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count = int(state["count"])
+        self.mean = state["mean"].to(self.mean)
+        self.sq_mean = state["sq_mean"].to(self.sq_mean)
+        self._deviations = [t.to(self.mean) for t in state["deviations"]]
 
     @property
     def variance(self) -> Tensor:

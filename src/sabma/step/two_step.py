@@ -152,6 +152,29 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         self.second_step()
         return loss
 
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimiser's state, plus the lazy step's counter and last ε."""
+        state = self.base_optimizer.state_dict()
+        params = [p for g in self.param_groups for p in g["params"]]
+        index = {id(p): i for i, p in enumerate(params)}
+        state["two_step"] = {
+            "steps_since_fresh": self._steps_since_fresh,
+            "last_eps": None
+            if self._last_eps is None
+            else [[index[id(p)], e] for p, e in self._last_eps],
+        }
+        return state
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("two_step", None)
         self.base_optimizer.load_state_dict(state_dict)
         self._link_base()
+        if extra is not None:
+            params = [p for g in self.param_groups for p in g["params"]]
+            self._steps_since_fresh = int(extra["steps_since_fresh"])
+            self._last_eps = (
+                None
+                if extra["last_eps"] is None
+                else [(params[int(i)], e.to(params[int(i)])) for i, e in extra["last_eps"]]
+            )

@@ -3,6 +3,11 @@
 Every method gets the same data, batches, schedule (warm-up + cosine, stepped per batch), budget
 and model-selection rule: every ``eval_every`` epochs the validation NLL of the method's predictive
 (BMA with ``val_samples`` fixed draws, or the point estimate) is computed and the best state kept.
+
+With a :class:`Checkpointing`, the whole training state (posterior, model buffers, optimiser,
+schedule, loss scaler, method state, RNG states, the epoch's batch order and position, history,
+best state) is written atomically every ``every`` steps and when training ends; a run resumed
+from any checkpoint continues bit for bit (on a CPU) as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +33,27 @@ from sabma.metrics import negative_log_likelihood
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.predict.dataset import predict_log_probs
+from sabma.runs.checkpoint import rng_state, save_checkpoint, set_rng_state
 from sabma.transfer.frozen import FrozenRest
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Checkpointing:
+    """Where and how often :func:`fit` saves its state, and the state to resume from."""
+
+    path: Path
+    every: int = 50
+    """steps between checkpoints (0: only when training ends)"""
+    resume: dict[str, Any] | None = None
+    """a state read by :func:`sabma.runs.checkpoint.load_checkpoint`"""
+    started: float = field(default_factory=time.perf_counter)
+    elapsed_before: float = 0.0
+    """training seconds spent before this process (carried through checkpoints)"""
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
 
 
 @dataclass
@@ -45,6 +68,13 @@ def _model_buffers(posterior: GaussianPosterior) -> dict[str, Tensor]:
     return {n: b.detach().clone() for n, b in posterior.model.named_buffers()}
 
 
+@torch.no_grad()
+def _load_buffers(posterior: GaussianPosterior, values: dict[str, Tensor]) -> None:
+    buffers = dict(posterior.model.named_buffers())
+    for name, value in values.items():
+        buffers[name].copy_(value)
+
+
 def fit(
     posterior: GaussianPosterior,
     data: TrainData,
@@ -54,13 +84,15 @@ def fit(
     method: Method | None = None,
     log_path: Path | None = None,
     progress: bool = True,
+    checkpoint: Checkpointing | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``posterior`` in place with method ``cfg.method.name``; returns the per-epoch history.
 
     For methods that select (``Method.select_best``), the posterior (and the model's buffers) end
     in the state with the best validation NLL among the evaluated epochs; then the method's
     ``finish`` runs (SWAG forms its Gaussian there). Methods with several members (ensembles)
-    run the whole loop once per member, each with its own data order.
+    run the whole loop once per member, each with its own data order. With ``checkpoint``, the
+    state is saved as it goes and, if ``checkpoint.resume`` is set, training continues from it.
     """
     method = method or get_method(cfg.method.name)
     opt_cfg = cfg.optim
@@ -73,15 +105,69 @@ def fit(
             f"optim.amp=fp16 needs loss scaling, which method {method.name!r} (its own update) "
             "does not support; use optim.amp=bf16"
         )
+    if checkpoint is not None and checkpoint.every < 0:
+        raise ValueError(f"optim.checkpoint_every must be >= 0, got {checkpoint.every}")
+    resume = checkpoint.resume if checkpoint is not None else None
     members = method.members(cfg)
     history: list[dict[str, Any]] = []
-    for member in range(members):
-        if members > 1:
+    first = 0
+    if resume is not None:
+        history, first = list(resume["history"]), int(resume["member"])
+        if log_path is not None:  # the log as of the checkpoint (later lines were lost)
+            entries = history + list(resume.get("member_history", []))
+            log_path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+        if resume["done"]:
+            return _restore_finished(posterior, data, cfg, prior, method, resume)
+    for member in range(first, members):
+        state = resume if resume is not None and member == first else None
+        if members > 1 and state is None:
             method.start_member(posterior, member, cfg)
-        history += _fit_once(posterior, data, cfg, prior, method, member, log_path, progress)
+        history += _fit_once(
+            posterior,
+            data,
+            cfg,
+            prior,
+            method,
+            member,
+            log_path,
+            progress,
+            checkpoint,
+            state,
+            history,
+        )
         method.end_member(posterior, member, cfg)
     method.finish(posterior, cfg)
+    if checkpoint is not None:
+        save_checkpoint(
+            checkpoint.path,
+            {
+                "done": True,
+                "member": members,
+                "history": history,
+                "posterior": posterior.state_dict(),
+                "buffers": _model_buffers(posterior),
+                "method": method.state_dict(),
+                "elapsed": checkpoint.elapsed(),
+            },
+        )
     return history
+
+
+def _restore_finished(
+    posterior: GaussianPosterior,
+    data: TrainData,
+    cfg: Config,
+    prior: LowRankGaussian | None,
+    method: Method,
+    state: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The state of a run whose training ended (killed during evaluation)."""
+    optimizer = method.optimizer(posterior, prior, cfg, len(data.x_train))
+    method.schedule(optimizer, math.ceil(len(data.x_train) / cfg.optim.batch_size), cfg)
+    posterior.load_state_dict(state["posterior"])
+    _load_buffers(posterior, state["buffers"])
+    method.load_state_dict(state["method"])
+    return list(state["history"])
 
 
 def _fit_once(
@@ -93,6 +179,9 @@ def _fit_once(
     member: int,
     log_path: Path | None,
     progress: bool,
+    checkpoint: Checkpointing | None,
+    resume: dict[str, Any] | None,
+    earlier: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     opt_cfg = cfg.optim
     n = len(data.x_train)
@@ -109,13 +198,74 @@ def _fit_once(
 
     history: list[dict[str, Any]] = []
     best: tuple[float, dict[str, Tensor], dict[str, Tensor]] | None = None
+    first_epoch, position, steps = 0, 0, 0
+    order: Tensor | None = None
+    losses: list[float] = []
+    skipped = 0
+    if resume is not None:
+        posterior.load_state_dict(resume["posterior"])
+        _load_buffers(posterior, resume["buffers"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        if scaler is not None and resume["scaler"] is not None:
+            scaler.load_state_dict(resume["scaler"])
+        method.load_state_dict(resume["method"])
+        gen.set_state(resume["generator"])
+        set_rng_state(resume["rng"])
+        first_epoch, position, steps = resume["epoch"], resume["position"], resume["steps"]
+        order, losses, skipped = resume["order"], list(resume["losses"]), resume["skipped"]
+        history = list(resume["member_history"])
+        if resume["best"] is not None:
+            best = (
+                resume["best"]["val_nll"],
+                resume["best"]["posterior"],
+                resume["best"]["buffers"],
+            )
+
+    def save() -> None:
+        assert checkpoint is not None
+        save_checkpoint(
+            checkpoint.path,
+            {
+                "done": False,
+                "member": member,
+                "history": earlier,
+                "member_history": history,
+                "epoch": epoch,
+                "position": position,
+                "steps": steps,
+                "order": order,
+                "losses": losses,
+                "skipped": skipped,
+                "posterior": posterior.state_dict(),
+                "buffers": _model_buffers(posterior),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "scaler": None if scaler is None else scaler.state_dict(),
+                "method": method.state_dict(),
+                "generator": gen.get_state(),
+                "rng": rng_state(),
+                "best": None
+                if best is None
+                else {"val_nll": best[0], "posterior": best[1], "buffers": best[2]},
+                "elapsed": checkpoint.elapsed(),
+            },
+        )
+
     bar = tqdm(
-        range(opt_cfg.epochs), desc=f"train {method.name}", disable=not progress, leave=False
+        range(first_epoch, opt_cfg.epochs),
+        desc=f"train {method.name}",
+        disable=not progress,
+        leave=False,
     )
     for epoch in bar:
         method.train_mode(posterior, cfg)
-        start, losses, skipped = time.perf_counter(), [], 0
-        for idx in torch.randperm(n, generator=gen).split(opt_cfg.batch_size):
+        start = time.perf_counter()
+        if order is None:
+            order, position, losses, skipped = torch.randperm(n, generator=gen), 0, [], 0
+        batches = order.split(opt_cfg.batch_size)
+        while position < len(batches):
+            idx = batches[position]
             xb, yb = data.x_train[idx], data.y_train[idx]
             if cfg.data.augment:
                 xb = augment(xb, gen)
@@ -126,24 +276,26 @@ def _fit_once(
                 loss = method.step_scaled(posterior, optimizer, xb, yb, scaler)
                 if math.isnan(loss):  # fp16 overflow: the step was skipped, the scale lowered
                     skipped += 1
-                    schedule.step()
-                    continue
-                losses.append(loss)
+                else:
+                    losses.append(loss)
             else:
                 losses.append(method.step(posterior, optimizer, xb, yb))
-            if not math.isfinite(losses[-1]):
+            if losses and not math.isfinite(losses[-1]):
                 raise ValueError(
                     f"training diverged at epoch {epoch + 1} (loss {losses[-1]}); "
                     "lower optim.lr or method.rho"
                 )
             schedule.step()
+            position, steps = position + 1, steps + 1
+            if checkpoint is not None and checkpoint.every and steps % checkpoint.every == 0:
+                save()
         if frozen is not None:
             frozen.restore()
-        method.on_epoch_end(posterior, epoch + 1, cfg)
         if not losses:
             raise ValueError(
                 f"every fp16 step of epoch {epoch + 1} overflowed; use optim.amp=bf16 or none"
             )
+        method.on_epoch_end(posterior, epoch + 1, cfg)
         entry: dict[str, Any] = {
             "member": member,
             "epoch": epoch + 1,
@@ -162,6 +314,7 @@ def _fit_once(
                     _model_buffers(posterior),
                 )
         history.append(entry)
+        order = None
         shown = {"loss": f"{entry['loss']:.3f}"}
         if best is not None:
             shown["best_val_nll"] = f"{best[0]:.3f}"
@@ -171,10 +324,7 @@ def _fit_once(
                 handle.write(json.dumps(entry) + "\n")
     if best is not None:
         posterior.load_state_dict(best[1])
-        buffers = dict(posterior.model.named_buffers())
-        with torch.no_grad():
-            for name, value in best[2].items():
-                buffers[name].copy_(value)
+        _load_buffers(posterior, best[2])
         log.info("%s: best validation NLL %.4f", method.name, best[0])
     return history
 

@@ -27,10 +27,11 @@ from sabma.models import build_backbone
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.predict.temperature import apply_temperature, fit_temperature
+from sabma.runs.checkpoint import load_checkpoint
 from sabma.runs.files import atomic_write_json, atomic_write_text, load_posterior, save_posterior
 from sabma.runs.report import write_reliability_plot, write_report
 from sabma.shift.evaluate import ShiftOptions, shift_metrics
-from sabma.transfer.fit import TrainData, fit
+from sabma.transfer.fit import Checkpointing, TrainData, fit
 from sabma.transfer.predictive import RunPredictive
 from sabma.transfer.priors import (
     PRIOR_KINDS,
@@ -106,16 +107,51 @@ def _prepare_out_dir(out: Path) -> None:
         raise ValueError(f"output folder {out} is not writable ({err.strerror})") from None
 
 
-def train_run(cfg: Config, out: Path, progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate one (method, seed) run into ``out``; returns its metrics."""
-    _prepare_out_dir(out)
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def _resume_state(cfg: Config, out: Path) -> dict[str, Any] | None:
+    """The checkpoint to resume ``out`` from (None: start from scratch), after checks."""
+    if (out / "metrics.json").exists():
+        raise ValueError(f"{out} holds a finished run; there is nothing to resume")
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        raise ValueError(f"{out} holds no run to resume (no config.yaml)")
+    if saved.read_text() != dump_config(cfg):
+        raise ValueError(
+            f"the configuration differs from the one of the run in {out}; "
+            "resume with the same --config/--set, or with none"
+        )
+    path = out / CHECKPOINT
+    return load_checkpoint(path) if path.is_file() else None
+
+
+def train_run(
+    cfg: Config, out: Path, progress: bool = True, resume: bool = False
+) -> dict[str, Any]:
+    """Train and evaluate one (method, seed) run into ``out``; returns its metrics.
+
+    Training state is checkpointed to ``out/checkpoint.safetensors`` every
+    ``optim.checkpoint_every`` steps; ``resume=True`` continues an interrupted run there (the
+    same final metrics as an uninterrupted run, timings aside). The checkpoint is removed once
+    ``metrics.json`` is written.
+    """
+    state = _resume_state(cfg, out) if resume else None
+    if not resume:
+        _prepare_out_dir(out)
     torch.manual_seed(cfg.seed)
     task = load_task(cfg.data, cfg.seed)
     data = TrainData(task.x_train, task.y_train, task.x_val, task.y_val)
     posterior, head = build_posterior(cfg, task.num_classes)
-    atomic_write_text(out / "config.yaml", dump_config(cfg))
-    (out / "train_log.jsonl").write_text("")
-    start = time.perf_counter()
+    if not resume:
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
+        (out / "train_log.jsonl").write_text("")
+    checkpoint = Checkpointing(
+        out / CHECKPOINT,
+        cfg.optim.checkpoint_every,
+        state,
+        elapsed_before=float(state["elapsed"]) if state is not None else 0.0,
+    )
     prior = build_prior(cfg, posterior, head, data)
     method = get_method(cfg.method.name)  # one instance for the whole run (it may hold state)
     method.initialise(posterior, prior, head_mask(posterior, head), cfg)
@@ -127,8 +163,9 @@ def train_run(cfg: Config, out: Path, progress: bool = True) -> dict[str, Any]:
         method=method,
         log_path=out / "train_log.jsonl",
         progress=progress,
+        checkpoint=checkpoint,
     )
-    train_s = time.perf_counter() - start
+    train_s = checkpoint.elapsed()
     save_posterior(
         out / "posterior.safetensors",
         posterior,
@@ -141,7 +178,7 @@ def train_run(cfg: Config, out: Path, progress: bool = True) -> dict[str, Any]:
         samples=method.samples(),
     )
     own = method.predictive(posterior, task.x_train, task.y_train, prior, head, cfg)
-    return _evaluate_and_write(
+    metrics = _evaluate_and_write(
         cfg,
         posterior,
         task,
@@ -153,6 +190,8 @@ def train_run(cfg: Config, out: Path, progress: bool = True) -> dict[str, Any]:
         weight_set=method.samples(),
         own_predictive=own,
     )
+    (out / CHECKPOINT).unlink(missing_ok=True)  # metrics.json marks the run finished
+    return metrics
 
 
 def run_or_reuse(cfg: Config, out: Path, progress: bool) -> dict[str, Any]:
@@ -165,6 +204,9 @@ def run_or_reuse(cfg: Config, out: Path, progress: bool) -> dict[str, Any]:
             )
         log.info("reusing the finished run in %s", out)
         return json.loads(metrics_file.read_text())
+    if (out / CHECKPOINT).is_file() and (out / "config.yaml").is_file():
+        log.info("resuming the interrupted run in %s", out)
+        return train_run(cfg, out, progress=progress, resume=True)
     return train_run(cfg, out, progress=progress)
 
 
