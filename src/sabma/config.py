@@ -139,7 +139,11 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | None = None)
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            reason = " ".join(str(err).split())
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({reason})") from None
     return _build(Config, merged, "")
 
 
@@ -153,7 +157,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             loaded = yaml.safe_load(file.read_text())
         except yaml.YAMLError as err:
-            raise ValueError(f"config file {file} is not valid YAML: {err}") from None
+            reason = " ".join(str(err).split())
+            raise ValueError(f"config file {file} is not valid YAML: {reason}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"config file {file} must hold a mapping at the top level")
         values = loaded or {}

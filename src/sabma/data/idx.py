@@ -7,6 +7,7 @@ the data in row-major order. Type 0x08 (unsigned byte) is what the image and lab
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     try:
         with opener(path, "rb") as handle:
             raw = handle.read()
-    except (OSError, EOFError) as err:  # gzip's errors for corrupt or truncated archives
+    except (OSError, EOFError, zlib.error) as err:  # corrupt or truncated gzip archives
         if isinstance(err, FileNotFoundError):
             raise
         raise ValueError(f"{path}: cannot read ({err})") from None

@@ -17,6 +17,8 @@ def preprocess_images(images: np.ndarray | Tensor, resolution: int, chunk: int =
     if resolution < 8:
         raise ValueError(f"resolution must be at least 8 pixels, got {resolution}")
     x = torch.as_tensor(np.asarray(images))
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError("the images hold NaN or infinite values")
     if x.dim() == 3:
         x = x.unsqueeze(-1)
     if x.dim() != 4 or x.shape[-1] not in (1, 3):

@@ -26,6 +26,25 @@ from sabma.transfer.priors import init_from_prior
 from sabma.transfer.schedule import warmup_cosine
 
 
+class NonFiniteLoss(FloatingPointError):
+    """A training loss was NaN or infinite; raised before any update (θ unchanged)."""
+
+
+def finite(loss: Tensor) -> Tensor:
+    """``loss``, or :class:`NonFiniteLoss` when it is NaN or infinite (before ``backward``)."""
+    if not bool(torch.isfinite(loss).all()):
+        raise NonFiniteLoss(f"non-finite training loss ({float(loss.detach().sum())})")
+    return loss
+
+
+def abandon_step(optimizer: torch.optim.Optimizer) -> None:
+    """Undo a step interrupted by :class:`NonFiniteLoss`: θ back where the step began."""
+    abandon = getattr(optimizer, "abandon_step", None)
+    if callable(abandon):
+        abandon()
+    optimizer.zero_grad()
+
+
 def set_network_mode(posterior: GaussianPosterior, bn_mode: str) -> None:
     """Training mode of the network: ``"train"`` (batch statistics, dropout) or ``"eval"``."""
     if bn_mode not in ("train", "eval"):
@@ -86,12 +105,12 @@ class Method:
         if isinstance(optimizer, TwoStepOptimizer):
 
             def closure() -> Tensor:
-                value = cross_entropy(forward(x), y)
+                value = finite(cross_entropy(forward(x), y))
                 value.backward()
                 return value
 
             return optimizer.step(closure).item()
-        loss = cross_entropy(forward(x), y)
+        loss = finite(cross_entropy(forward(x), y))
         loss.backward()
         optimizer.step()
         return loss.item()

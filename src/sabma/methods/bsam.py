@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
-from sabma.methods.base import Method
+from sabma.methods.base import Method, finite
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.bsam import BSAM
@@ -62,7 +62,7 @@ class BSAMMethod(Method):
         assert isinstance(optimizer, BSAM)
 
         def closure() -> Tensor:
-            value = cross_entropy(posterior.mean_forward(x), y)
+            value = finite(cross_entropy(posterior.mean_forward(x), y))
             value.backward()
             return value
 

@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
-from sabma.methods.base import Method
+from sabma.methods.base import Method, finite
 from sabma.methods.sabma_method import check_kl_stability
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
@@ -106,7 +106,7 @@ class CSGLDMethod(Method):
     ) -> float:
         optimizer.zero_grad()
         potential, data_loss = self.potential(posterior, x, y)
-        potential.backward()
+        finite(potential).backward()
         optimizer.step()
         lr = optimizer.param_groups[0]["lr"]
         scale = self.langevin_scale(lr)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from sabma.config import Config
+from sabma.methods.base import finite
 from sabma.methods.csgld import CSGLDMethod
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
@@ -59,7 +60,7 @@ class EMCMCMethod(CSGLDMethod):
         optimizer.zero_grad()
         potential, data_loss = self.potential(posterior, x, y)
         gap = posterior.mean - self.guide  # w − w_a, before either moves
-        (potential + gap.pow(2).sum() / (2 * eta)).backward()
+        finite(potential + gap.pow(2).sum() / (2 * eta)).backward()
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         with torch.no_grad():

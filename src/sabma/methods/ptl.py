@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
+from sabma.methods.base import finite
 from sabma.methods.point import SGDMethod
 from sabma.methods.sabma_method import check_kl_stability
 from sabma.posterior.gaussian import GaussianPosterior
@@ -41,6 +42,6 @@ class PTLMethod(SGDMethod):
         assert self.prior is not None
         optimizer.zero_grad()
         data_loss = cross_entropy(posterior.mean_forward(x), y)
-        (data_loss - self.weight * self.prior.log_prob(posterior.mean)).backward()
+        finite(data_loss - self.weight * self.prior.log_prob(posterior.mean)).backward()
         optimizer.step()
         return data_loss.item()

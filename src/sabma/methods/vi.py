@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
-from sabma.methods.base import Method
+from sabma.methods.base import Method, finite
 from sabma.methods.sabma_method import check_kl_stability
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
@@ -65,6 +65,6 @@ class VIMethod(Method):
         loss = data_loss
         if self.kl_weight > 0 and self.prior is not None:
             loss = loss + self.kl_weight * posterior.kl_to(self.prior)
-        loss.backward()
+        finite(loss).backward()
         optimizer.step()
         return data_loss.item()

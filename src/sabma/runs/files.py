@@ -70,7 +70,12 @@ def load_posterior(path: Path, posterior: GaussianPosterior) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"posterior file {path} does not exist")
     meta = json.loads(path.with_suffix(".json").read_text())
-    if meta["names"] != posterior.names or meta["rank"] != posterior.rank:
+    shapes = [tuple(s) for s in meta.get("shapes", [])]
+    if (
+        meta["names"] != posterior.names
+        or meta["rank"] != posterior.rank
+        or shapes != posterior.shapes
+    ):
         raise ValueError(
             f"{path} holds a posterior over another subset or rank "
             f"({len(meta['names'])} tensors, rank {meta['rank']}) than this model's "

@@ -144,6 +144,17 @@ class BSAM(torch.optim.Optimizer):
             p.add_(noise * std)
         self._phase = "noisy"
 
+    @torch.no_grad()
+    def abandon_step(self) -> None:
+        """Give up the step in progress (a pass failed): μ and statistics restored."""
+        self._restore()
+        for buffer, value in zip(self._stat_buffers, self._saved_stats, strict=False):
+            buffer.copy_(value)
+        self._saved_stats = []
+        for _, p in self._params():
+            self.state[p].pop("noisy_grad", None)
+        self._phase = "idle"
+
     def _restore(self) -> None:
         for p, value in self._backup:
             p.copy_(value)

@@ -152,6 +152,13 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         self.second_step()
         return loss
 
+    @torch.no_grad()
+    def abandon_step(self) -> None:
+        """Give up the step in progress (a pass failed): θ restored, nothing updated."""
+        if self._perturbed:
+            self._restore()
+            self._on_restore()
+
     def state_dict(self) -> dict[str, Any]:
         """The base optimiser's state, plus the lazy step's counter and last ε."""
         state = self.base_optimizer.state_dict()

@@ -29,6 +29,7 @@ from sabma.config import Config
 from sabma.data.preprocess import augment
 from sabma.device import amp_dtype
 from sabma.methods import Method, get_method
+from sabma.methods.base import NonFiniteLoss, abandon_step
 from sabma.metrics import negative_log_likelihood
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
@@ -37,6 +38,9 @@ from sabma.runs.checkpoint import rng_state, save_checkpoint, set_rng_state
 from sabma.transfer.frozen import FrozenRest
 
 log = logging.getLogger(__name__)
+
+#: Non-finite losses in a row after which training stops (each one's step is skipped).
+MAX_NONFINITE_IN_A_ROW = 5
 
 
 @dataclass
@@ -142,6 +146,7 @@ def fit(
             checkpoint.path,
             {
                 "done": True,
+                "names": posterior.names,
                 "member": members,
                 "history": history,
                 "posterior": posterior.state_dict(),
@@ -201,7 +206,7 @@ def _fit_once(
     first_epoch, position, steps = 0, 0, 0
     order: Tensor | None = None
     losses: list[float] = []
-    skipped = 0
+    skipped, bad_in_a_row = 0, 0
     if resume is not None:
         posterior.load_state_dict(resume["posterior"])
         _load_buffers(posterior, resume["buffers"])
@@ -228,6 +233,7 @@ def _fit_once(
             checkpoint.path,
             {
                 "done": False,
+                "names": posterior.names,
                 "member": member,
                 "history": earlier,
                 "member_history": history,
@@ -272,19 +278,31 @@ def _fit_once(
             xb, yb = xb.to(posterior.device), yb.to(posterior.device)
             if frozen is not None:
                 frozen.resample(gen)
-            if scaler is not None:
-                loss = method.step_scaled(posterior, optimizer, xb, yb, scaler)
-                if math.isnan(loss):  # fp16 overflow: the step was skipped, the scale lowered
-                    skipped += 1
+            try:
+                if scaler is not None:
+                    loss = method.step_scaled(posterior, optimizer, xb, yb, scaler)
+                    if math.isnan(loss):  # fp16 overflow: step skipped, the scale lowered
+                        skipped += 1
+                    else:
+                        losses.append(loss)
                 else:
-                    losses.append(loss)
-            else:
-                losses.append(method.step(posterior, optimizer, xb, yb))
-            if losses and not math.isfinite(losses[-1]):
-                raise ValueError(
-                    f"training diverged at epoch {epoch + 1} (loss {losses[-1]}); "
-                    "lower optim.lr or method.rho"
+                    losses.append(method.step(posterior, optimizer, xb, yb))
+                bad_in_a_row = 0
+            except NonFiniteLoss:
+                abandon_step(optimizer)
+                skipped, bad_in_a_row = skipped + 1, bad_in_a_row + 1
+                log.warning(
+                    "%s: non-finite loss at epoch %d, step %d: step skipped",
+                    method.name,
+                    epoch + 1,
+                    position + 1,
                 )
+                if bad_in_a_row >= MAX_NONFINITE_IN_A_ROW:
+                    where = f"; the last good checkpoint is {checkpoint.path}" if checkpoint else ""
+                    raise FloatingPointError(
+                        f"training diverged: {bad_in_a_row} non-finite losses in a row at epoch "
+                        f"{epoch + 1}{where} (lower optim.lr or method.rho, then --resume)"
+                    ) from None
             schedule.step()
             position, steps = position + 1, steps + 1
             if checkpoint is not None and checkpoint.every and steps % checkpoint.every == 0:
@@ -292,8 +310,9 @@ def _fit_once(
         if frozen is not None:
             frozen.restore()
         if not losses:
-            raise ValueError(
-                f"every fp16 step of epoch {epoch + 1} overflowed; use optim.amp=bf16 or none"
+            raise FloatingPointError(
+                f"every step of epoch {epoch + 1} was skipped (non-finite loss or fp16 "
+                "overflow); lower optim.lr, or use optim.amp=bf16 or none"
             )
         method.on_epoch_end(posterior, epoch + 1, cfg)
         entry: dict[str, Any] = {
@@ -303,7 +322,7 @@ def _fit_once(
             "lr": schedule.get_last_lr()[0],
             "epoch_s": time.perf_counter() - start,
         }
-        if scaler is not None:
+        if scaler is not None or skipped:
             entry["skipped_steps"] = skipped
         if (epoch + 1) % cfg.eval.eval_every == 0 or epoch + 1 == opt_cfg.epochs:
             entry["val_nll"] = _val_nll(posterior, data, cfg, method.trains_at_mean)

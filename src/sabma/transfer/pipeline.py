@@ -40,6 +40,7 @@ from sabma.transfer.priors import (
     isotropic_prior,
 )
 from sabma.transfer.swag_prior import swag_prior
+from sabma.transfer.validate import check_config, check_out_dir
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,18 @@ def _resume_state(cfg: Config, out: Path) -> dict[str, Any] | None:
     return load_checkpoint(path) if path.is_file() else None
 
 
+def check_checkpoint(state: dict[str, Any], posterior: GaussianPosterior, path: Path) -> None:
+    """Refuse a checkpoint written for another model, subset or rank."""
+    saved = state["posterior"]
+    if state.get("names") != posterior.names or any(
+        tuple(saved[k].shape) != tuple(v.shape) for k, v in posterior.state_dict().items()
+    ):
+        raise ValueError(
+            f"{path} was written for another model, subset or rank than this run's "
+            f"({len(posterior.names)} tensors, d = {posterior.dim}, K = {posterior.rank})"
+        )
+
+
 def train_run(
     cfg: Config, out: Path, progress: bool = True, resume: bool = False
 ) -> dict[str, Any]:
@@ -136,14 +149,18 @@ def train_run(
     same final metrics as an uninterrupted run, timings aside). The checkpoint is removed once
     ``metrics.json`` is written.
     """
+    check_config(cfg)
     state = _resume_state(cfg, out) if resume else None
     if not resume:
-        _prepare_out_dir(out)
+        check_out_dir(out)
     torch.manual_seed(cfg.seed)
     task = load_task(cfg.data, cfg.seed)
     data = TrainData(task.x_train, task.y_train, task.x_val, task.y_val)
     posterior, head = build_posterior(cfg, task.num_classes)
-    if not resume:
+    if state is not None:
+        check_checkpoint(state, posterior, out / CHECKPOINT)
+    if not resume:  # every input checked: only now is anything written
+        _prepare_out_dir(out)
         atomic_write_text(out / "config.yaml", dump_config(cfg))
         (out / "train_log.jsonl").write_text("")
     checkpoint = Checkpointing(

@@ -1,0 +1,109 @@
+"""Checking a configuration before anything is built, trained or written.
+
+Every bad value is one clear line (a ValueError) that names the key, the value and what is
+allowed. Checks that need data or a model (a subset that matches no parameter, more shots than a
+class has) happen when those are loaded, still before the run directory is created.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from sabma.config import Config
+from sabma.data.tasks import DATASETS
+from sabma.device import amp_dtype, resolve_device
+from sabma.methods import METHODS
+from sabma.models.registry import BACKBONES
+from sabma.transfer.priors import PRIOR_KINDS
+
+
+def _finite_numbers(node: Any, prefix: str = "") -> None:
+    for f in fields(node):
+        value = getattr(node, f.name)
+        key = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            _finite_numbers(value, f"{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key} must be a finite number, got {value}")
+
+
+def _at_least(key: str, value: float, low: float, strict: bool = False) -> None:
+    if strict and not value > low:
+        raise ValueError(f"{key} must be > {low}, got {value}")
+    if not strict and not value >= low:
+        raise ValueError(f"{key} must be >= {low}, got {value}")
+
+
+def check_config(cfg: Config) -> None:
+    """Raise a one-line ValueError for the first invalid value of ``cfg``."""
+    _finite_numbers(cfg)
+    if cfg.method.name not in METHODS:
+        raise ValueError(f"unknown method {cfg.method.name!r}; choose one of {sorted(METHODS)}")
+    backbone = cfg.model.backbone
+    if backbone not in BACKBONES and not backbone.startswith("torchvision:"):
+        raise ValueError(
+            f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)} "
+            "or 'torchvision:<name>'"
+        )
+    if cfg.data.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {cfg.data.dataset!r}; choose one of {DATASETS}")
+    if cfg.prior.kind not in PRIOR_KINDS:
+        raise ValueError(f"unknown prior kind {cfg.prior.kind!r}; choose one of {PRIOR_KINDS}")
+    if cfg.model.bn_mode not in ("train", "eval"):
+        raise ValueError(f"model.bn_mode must be 'train' or 'eval', got {cfg.model.bn_mode!r}")
+    amp_dtype(cfg.optim.amp)
+    resolve_device(cfg.device)
+    for key, value, low, strict in (
+        ("data.shots", cfg.data.shots, 1, False),
+        ("data.val_shots", cfg.data.val_shots, 1, False),
+        ("data.test_size", cfg.data.test_size, 0, False),
+        ("data.resolution", cfg.data.resolution, 8, False),
+        ("method.rank", cfg.method.rank, 0, False),
+        ("method.rho", cfg.method.rho, 0, False),
+        ("method.sam_rho", cfg.method.sam_rho, 0, False),
+        ("method.bsam_rho", cfg.method.bsam_rho, 0, False),
+        ("method.beta", cfg.method.beta, 0, False),
+        ("method.perturb_every", cfg.method.perturb_every, 1, False),
+        ("method.ensemble_size", cfg.method.ensemble_size, 1, False),
+        ("optim.lr", cfg.optim.lr, 0, True),
+        ("optim.epochs", cfg.optim.epochs, 1, False),
+        ("optim.batch_size", cfg.optim.batch_size, 1, False),
+        ("optim.momentum", cfg.optim.momentum, 0, False),
+        ("optim.weight_decay", cfg.optim.weight_decay, 0, False),
+        ("optim.warmup_epochs", cfg.optim.warmup_epochs, 0, False),
+        ("optim.checkpoint_every", cfg.optim.checkpoint_every, 0, False),
+        ("eval.samples", cfg.eval.samples, 1, False),
+        ("eval.val_samples", cfg.eval.val_samples, 1, False),
+        ("eval.eval_every", cfg.eval.eval_every, 1, False),
+        ("eval.batch_size", cfg.eval.batch_size, 1, False),
+        ("prior.norm_std", cfg.prior.norm_std, 0, True),
+        ("prior.head_var", cfg.prior.head_var, 0, True),
+        ("prior.head_init_var", cfg.prior.head_init_var, 0, True),
+    ):
+        _at_least(key, value, low, strict)
+    if not cfg.optim.momentum < 1:
+        raise ValueError(f"optim.momentum must be < 1, got {cfg.optim.momentum}")
+    blocks = cfg.method.perturb
+    if not blocks or not set(blocks) <= {"mean", "log_std", "factor"}:
+        raise ValueError(
+            f"method.perturb must list blocks of ['mean', 'log_std', 'factor'], got {blocks!r}"
+        )
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse a folder that holds a finished run or cannot be written, without creating it."""
+    if (out / "metrics.json").exists():
+        raise ValueError(f"{out} already holds a finished run; choose another --out")
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"output folder {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output folder {out} is not writable ({existing}: permission denied)")
