@@ -38,6 +38,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sabma import distributed
     from sabma.transfer.pipeline import train_run
 
     if args.resume and args.config is None and not args.overrides:
@@ -48,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
     metrics = train_run(cfg, args.out, progress=not args.no_progress, resume=args.resume)
+    if distributed.launched():
+        distributed.shutdown()
+        if not metrics:  # not rank 0: rank 0 prints
+            return 0
     print(json.dumps(metrics["test"], indent=2))
     print(f"run written to {args.out}")
     return 0

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.nn.functional import cross_entropy
 
+from sabma import distributed
 from sabma.config import Config
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
@@ -107,13 +108,26 @@ class Method:
             def closure() -> Tensor:
                 value = finite(cross_entropy(forward(x), y))
                 value.backward()
+                self.sync_gradients(optimizer)
                 return value
 
             return optimizer.step(closure).item()
         loss = finite(cross_entropy(forward(x), y))
         loss.backward()
+        self.sync_gradients(optimizer)
         optimizer.step()
         return loss.item()
+
+    #: this process's share n_r / n of the global batch (multi-process training)
+    batch_weight: float = 1.0
+
+    def sync_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        """After every backward pass: sum the processes' gradients, weighted by their share of
+        the global batch (nothing in a single process). Methods with their own :meth:`step` call
+        it between ``backward`` and the update."""
+        if distributed.world_size() > 1:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            distributed.sum_gradients(params, self.batch_weight)
 
     #: whether :meth:`step_scaled` (fp16 loss scaling) is supported: methods that override
     #: :meth:`step` with their own update set False

@@ -64,6 +64,7 @@ class BSAMMethod(Method):
         def closure() -> Tensor:
             value = finite(cross_entropy(posterior.mean_forward(x), y))
             value.backward()
+            self.sync_gradients(optimizer)
             return value
 
         loss = optimizer.step(closure).item()

@@ -107,6 +107,7 @@ class CSGLDMethod(Method):
         optimizer.zero_grad()
         potential, data_loss = self.potential(posterior, x, y)
         finite(potential).backward()
+        self.sync_gradients(optimizer)
         optimizer.step()
         lr = optimizer.param_groups[0]["lr"]
         scale = self.langevin_scale(lr)

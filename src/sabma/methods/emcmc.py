@@ -61,6 +61,7 @@ class EMCMCMethod(CSGLDMethod):
         potential, data_loss = self.potential(posterior, x, y)
         gap = posterior.mean - self.guide  # w − w_a, before either moves
         finite(potential + gap.pow(2).sum() / (2 * eta)).backward()
+        self.sync_gradients(optimizer)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         with torch.no_grad():

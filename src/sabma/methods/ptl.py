@@ -43,5 +43,6 @@ class PTLMethod(SGDMethod):
         optimizer.zero_grad()
         data_loss = cross_entropy(posterior.mean_forward(x), y)
         finite(data_loss - self.weight * self.prior.log_prob(posterior.mean)).backward()
+        self.sync_gradients(optimizer)
         optimizer.step()
         return data_loss.item()

@@ -66,5 +66,6 @@ class VIMethod(Method):
         if self.kl_weight > 0 and self.prior is not None:
             loss = loss + self.kl_weight * posterior.kl_to(self.prior)
         finite(loss).backward()
+        self.sync_gradients(optimizer)
         optimizer.step()
         return data_loss.item()

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from sabma import distributed
 from sabma.config import Config
 from sabma.data.preprocess import augment
 from sabma.device import amp_dtype
@@ -55,6 +56,8 @@ class Checkpointing:
     started: float = field(default_factory=time.perf_counter)
     elapsed_before: float = 0.0
     """training seconds spent before this process (carried through checkpoints)"""
+    write: bool = True
+    """False in the processes other than rank 0 of a multi-process run (they only resume)"""
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
@@ -109,6 +112,8 @@ def fit(
             f"optim.amp=fp16 needs loss scaling, which method {method.name!r} (its own update) "
             "does not support; use optim.amp=bf16"
         )
+    if distributed.world_size() > 1 and amp_dtype(opt_cfg.amp) is torch.float16:
+        raise ValueError("optim.amp=fp16 is not supported with several processes; use bf16")
     if checkpoint is not None and checkpoint.every < 0:
         raise ValueError(f"optim.checkpoint_every must be >= 0, got {checkpoint.every}")
     resume = checkpoint.resume if checkpoint is not None else None
@@ -141,7 +146,7 @@ def fit(
         )
         method.end_member(posterior, member, cfg)
     method.finish(posterior, cfg)
-    if checkpoint is not None:
+    if checkpoint is not None and checkpoint.write:
         save_checkpoint(
             checkpoint.path,
             {
@@ -274,8 +279,9 @@ def _fit_once(
             idx = batches[position]
             xb, yb = data.x_train[idx], data.y_train[idx]
             if cfg.data.augment:
-                xb = augment(xb, gen)
-            xb, yb = xb.to(posterior.device), yb.to(posterior.device)
+                xb = augment(xb, gen)  # on the global batch: the same draws in every process
+            mine, method.batch_weight = distributed.shard(torch.arange(len(idx)))
+            xb, yb = xb[mine].to(posterior.device), yb[mine].to(posterior.device)
             if frozen is not None:
                 frozen.resample(gen)
             try:
@@ -303,9 +309,12 @@ def _fit_once(
                         f"training diverged: {bad_in_a_row} non-finite losses in a row at epoch "
                         f"{epoch + 1}{where} (lower optim.lr or method.rho, then --resume)"
                     ) from None
+            if posterior.model.training:
+                distributed.broadcast_buffers(posterior.model)
             schedule.step()
             position, steps = position + 1, steps + 1
-            if checkpoint is not None and checkpoint.every and steps % checkpoint.every == 0:
+            every = checkpoint.every if checkpoint is not None and checkpoint.write else 0
+            if every and steps % every == 0:
                 save()
         if frozen is not None:
             frozen.restore()

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sabma import distributed
 from sabma.config import Config, dump_config, load_config
 from sabma.data.tasks import Task, load_task
 from sabma.device import amp_dtype, resolve_device
@@ -58,7 +59,7 @@ def build_posterior(cfg: Config, num_classes: int) -> tuple[GaussianPosterior, s
     rank = get_method(cfg.method.name).rank(cfg)
     if rank < 0:
         raise ValueError(f"method.rank must be >= 0, got {rank}")
-    backbone.model.to(resolve_device(cfg.device))
+    backbone.model.to(distributed.local_device(resolve_device(cfg.device)))
     posterior = GaussianPosterior(backbone.model, cfg.model.subset, rank=rank, head=backbone.head)
     posterior.autocast_dtype = amp_dtype(cfg.optim.amp)
     return posterior, backbone.head
@@ -150,6 +151,8 @@ def train_run(
     ``metrics.json`` is written.
     """
     check_config(cfg)
+    distributed.init(distributed.local_device(resolve_device(cfg.device)))
+    main = distributed.is_main()
     state = _resume_state(cfg, out) if resume else None
     if not resume:
         check_out_dir(out)
@@ -159,7 +162,7 @@ def train_run(
     posterior, head = build_posterior(cfg, task.num_classes)
     if state is not None:
         check_checkpoint(state, posterior, out / CHECKPOINT)
-    if not resume:  # every input checked: only now is anything written
+    if not resume and main:  # every input checked: only now is anything written
         _prepare_out_dir(out)
         atomic_write_text(out / "config.yaml", dump_config(cfg))
         (out / "train_log.jsonl").write_text("")
@@ -168,6 +171,7 @@ def train_run(
         cfg.optim.checkpoint_every,
         state,
         elapsed_before=float(state["elapsed"]) if state is not None else 0.0,
+        write=main,
     )
     prior = build_prior(cfg, posterior, head, data)
     method = get_method(cfg.method.name)  # one instance for the whole run (it may hold state)
@@ -178,11 +182,14 @@ def train_run(
         cfg,
         prior,
         method=method,
-        log_path=out / "train_log.jsonl",
-        progress=progress,
+        log_path=out / "train_log.jsonl" if main else None,
+        progress=progress and main,
         checkpoint=checkpoint,
     )
     train_s = checkpoint.elapsed()
+    if not main:  # rank 0 evaluates and writes; the others are done
+        distributed.barrier()
+        return {}
     save_posterior(
         out / "posterior.safetensors",
         posterior,
@@ -208,6 +215,7 @@ def train_run(
         own_predictive=own,
     )
     (out / CHECKPOINT).unlink(missing_ok=True)  # metrics.json marks the run finished
+    distributed.barrier()
     return metrics
 
 

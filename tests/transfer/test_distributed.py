@@ -1,0 +1,68 @@
+"""Two processes (torchrun, gloo) reach the posterior of one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.transfer.test_pipeline import TINY, data_root  # noqa: F401 (fixture)
+
+#: two processes sum weighted gradients where one process averages: float rounding only
+TOLERANCE = 1e-5
+
+
+@pytest.mark.parametrize("method", ["sabma", "vi"])
+def test_two_processes_match_one(tmp_path: Path, data_root: Path, method: str) -> None:  # noqa: F811
+    overrides = [
+        *TINY,
+        f"data.root={data_root}",
+        "device=cpu",
+        "model.subset=all",
+        f"method.name={method}",
+        "optim.lr=0.5",
+        "optim.epochs=8",
+        "optim.batch_size=9",  # uneven slices (5 + 4) and an uneven last batch (5 → 3 + 2)
+    ]
+    args = [arg for o in overrides for arg in ("--set", o)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = [sys.executable, "-m", "sabma", "train", "--no-progress"]
+    two = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "sabma",
+        "train",
+        "--no-progress",
+    ]
+    for command, out in ((one, "one"), (two, "two")):
+        done = subprocess.run(
+            [*command, "--out", str(tmp_path / out), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    a = load_file(str(tmp_path / "one" / "posterior.safetensors"))
+    b = load_file(str(tmp_path / "two" / "posterior.safetensors"))
+    assert set(a) == set(b)
+    for key in a:
+        diff = float((a[key] - b[key]).abs().max()) if a[key].numel() else 0.0
+        assert diff < TOLERANCE, (key, diff)
+    ma = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    for split in ("bma", "mean"):
+        for metric, value in ma["test"][split].items():
+            assert abs(value - mb["test"][split][metric]) < 1e-4, (split, metric)
+    logs = [(tmp_path / r / "train_log.jsonl").read_text().count("\n") for r in ("one", "two")]
+    assert logs == [8, 8]  # one writer
