@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -310,3 +311,19 @@ def test_valid_overrides_round_trip(seed: int, lr: float, name: str) -> None:
     cfg = config_from_dict({}, [f"seed={seed}", f"optim.lr={lr!r}", f"method.name={name}"])
     assert (cfg.seed, cfg.optim.lr, cfg.method.name) == (seed, lr, name)
     assert torch.tensor(cfg.optim.lr).item() == pytest.approx(lr)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
+def test_an_unwritable_output_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert main(["train", "--no-progress", "--out", str(locked / "run")]) == 2
+    finally:
+        locked.chmod(0o700)
+    err = capsys.readouterr().err
+    assert "is not writable (" in err and err.count("\n") == 1
+    assert not (locked / "run").exists()

@@ -97,3 +97,7 @@ def test_released_c_files_are_read_by_severity(tmp_path: Path) -> None:
     assert np.array_equal(x, images[4:6]) and np.array_equal(y, [1, 2])
     with pytest.raises(FileNotFoundError, match=r"snow\.npy not found"):
         load_released(tmp_path, "snow", 1)
+    data = (tmp_path / "fog.npy").read_bytes()
+    (tmp_path / "fog.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="a released -C file is truncated or corrupt"):
+        load_released(tmp_path, "fog", 1)

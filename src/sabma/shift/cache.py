@@ -69,8 +69,14 @@ def load_released(folder: Path, name: str, severity: int) -> tuple[np.ndarray, n
     for path in (images_path, labels_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (expected the released -C layout)")
-    images = np.load(images_path, mmap_mode="r", allow_pickle=False)
-    labels = np.load(labels_path, allow_pickle=False)
+    try:
+        images = np.load(images_path, mmap_mode="r", allow_pickle=False)
+        labels = np.load(labels_path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        reason = " ".join(str(err).split())
+        raise ValueError(
+            f"{folder}: a released -C file is truncated or corrupt ({reason})"
+        ) from None
     if images.ndim != 4 or len(images) != len(labels) or len(images) % 5:
         raise ValueError(
             f"{images_path}: expected (5·n, H, W, 3) images matching labels.npy, "
