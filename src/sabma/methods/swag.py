@@ -17,6 +17,7 @@ from sabma.config import Config
 from sabma.methods.base import Method
 from sabma.methods.point import SAMMethod, SGDMethod
 from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.lowrank import LowRankGaussian
 from sabma.posterior.swag import SWAGMoments
 
 
@@ -28,6 +29,13 @@ class SWAGCollection(Method):
 
     def __init__(self) -> None:
         self.moments: SWAGMoments | None = None
+        self._device = torch.device("cpu")
+
+    def optimizer(
+        self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
+    ) -> torch.optim.Optimizer:
+        self._device = posterior.device  # where restored moments go (as collected ones)
+        return super().optimizer(posterior, prior, cfg, n)  # type: ignore[safe-super]
 
     def rank(self, cfg: Config) -> int:
         return cfg.method.rank
@@ -52,7 +60,9 @@ class SWAGCollection(Method):
             self.moments = None
             return
         mean = state["moments"]["mean"]
-        self.moments = SWAGMoments(mean.numel(), int(state["moments"]["rank"]), mean.dtype)
+        self.moments = SWAGMoments(
+            mean.numel(), int(state["moments"]["rank"]), mean.dtype, self._device
+        )
         self.moments.load_state_dict(state["moments"])
 
     @torch.no_grad()
