@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -48,3 +51,13 @@ def mlp(width: int = 8, classes: int = 3, inputs: int = 2) -> nn.Sequential:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+class PicklePayload:
+    """Unpickling this runs code: it creates the file ``marker`` (for safe-loading tests)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, ...]]:
+        return (os.system, (f"touch {self.marker}",))

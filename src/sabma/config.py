@@ -20,8 +20,8 @@ import yaml
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion_mnist"
-    root: str | None = None  # a folder with the idx files; default: the Debian package's
+    dataset: str = "fashion_mnist"  # fashion_mnist | npz | image_folder | cifar10 | cifar100
+    root: str | None = None  # the data (idx folder, .npz file, image tree, CIFAR folder)
     shots: int = 10  # training examples per class
     val_shots: int = 10  # validation examples per class, disjoint from training
     test_size: int = 2000  # a fixed random subset of the test set; 0 = all of it

@@ -57,6 +57,19 @@ def _labels_out_of_range(tmp: Path) -> list[str]:
     return _tiny(root)
 
 
+def _bad_npz(tmp: Path, kind: str) -> list[str]:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (40, 8, 8), dtype=np.uint8)
+    y = np.arange(40) % 4
+    path = tmp / "user.npz"
+    if kind == "float":
+        np.savez(path, x_train=x / 255.0, y_train=y, x_test=x, y_test=y)
+    else:
+        np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y)
+        path.write_bytes(path.read_bytes()[:300])
+    return [arg for o in [*TINY, "data.dataset=npz", f"data.root={path}"] for arg in ("--set", o)]
+
+
 def _killed_run(tmp: Path, name: str, *extra: str) -> Path:
     """A run killed after a few steps (config.yaml and a checkpoint, no metrics.json)."""
     root = tmp / "data"
@@ -110,6 +123,13 @@ CASES: list[tuple[str, str, Setup, str]] = [
     ("truncated idx", "train", _truncated, "the file is truncated or corrupt"),
     ("corrupt gzip", "train", _corrupt_gzip, "cannot read"),
     ("labels out of range", "train", _labels_out_of_range, "labels in"),
+    ("corrupt .npz", "train", lambda t: _bad_npz(t, "corrupt"), "not a readable .npz file"),
+    (
+        "float (or NaN) .npz images",
+        "train",
+        lambda t: _bad_npz(t, "float"),
+        "train images must be uint8 (0–255), got float64",
+    ),
     (
         "more shots than a class has",
         "train",

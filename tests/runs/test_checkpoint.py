@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import pickle
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import yaml
 from sabma.config import load_config
 from sabma.models.registry import build_backbone
 from sabma.runs.checkpoint import load_checkpoint, pack, save_checkpoint, unpack
+from tests.conftest import PicklePayload
 
 
 def test_nested_state_round_trips_exactly(tmp_path: Path) -> None:
@@ -47,20 +47,10 @@ def test_nested_state_round_trips_exactly(tmp_path: Path) -> None:
     assert unpack(structure, tensors)["a"][0] == 1
 
 
-class _Payload:
-    """Unpickling this runs code: it creates a marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str, ...]]:
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_crafted_pickles_and_yaml_never_run(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     crafted = tmp_path / "crafted.pt"
-    crafted.write_bytes(pickle.dumps(_Payload(marker)))
+    crafted.write_bytes(pickle.dumps(PicklePayload(marker)))
     # a checkpoint is safetensors: a pickle is refused as unreadable
     with pytest.raises(ValueError, match="is not a readable checkpoint"):
         load_checkpoint(crafted)

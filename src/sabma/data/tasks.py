@@ -12,8 +12,9 @@ from sabma.config import DataConfig
 from sabma.data.fashion_mnist import CLASSES, load_fashion_mnist
 from sabma.data.preprocess import preprocess_images
 from sabma.data.splits import few_shot_split
+from sabma.data.user import RawImages, load_cifar, load_image_folder, load_npz
 
-DATASETS = ("fashion_mnist",)
+DATASETS = ("fashion_mnist", "npz", "image_folder", "cifar10", "cifar100")
 
 
 @dataclass
@@ -33,12 +34,24 @@ class Task:
         return len(self.classes)
 
 
+def load_raw_images(cfg: DataConfig) -> RawImages:
+    """The train and test images of ``cfg.dataset`` (see :mod:`sabma.data.user`)."""
+    if cfg.dataset == "fashion_mnist":
+        fmnist = load_fashion_mnist(cfg.root)
+        return RawImages(fmnist["train"], fmnist["test"], CLASSES)
+    if cfg.dataset == "npz":
+        return load_npz(cfg.root)
+    if cfg.dataset == "image_folder":
+        return load_image_folder(cfg.root, seed=0)  # one held-out test split for every seed
+    if cfg.dataset in ("cifar10", "cifar100"):
+        return load_cifar(cfg.root, fine=cfg.dataset == "cifar100")
+    raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {DATASETS}")
+
+
 def load_task(cfg: DataConfig, seed: int) -> Task:
     """Load ``cfg.dataset``, split it (seeded, class-balanced, disjoint validation), preprocess."""
-    if cfg.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {DATASETS}")
-    raw = load_fashion_mnist(cfg.root)
-    (train_x, train_y), (test_x, test_y) = raw["train"], raw["test"]
+    raw = load_raw_images(cfg)
+    (train_x, train_y), (test_x, test_y) = raw.train, raw.test
     split = few_shot_split(train_y, cfg.test_size, cfg.shots, cfg.val_shots, seed, len(test_y))
 
     def prep(images: object, idx: object) -> Tensor:
@@ -51,6 +64,6 @@ def load_task(cfg: DataConfig, seed: int) -> Task:
         y_val=torch.as_tensor(train_y[split.val]),
         x_test=prep(test_x, split.test),
         y_test=torch.as_tensor(test_y[split.test]),
-        classes=CLASSES,
+        classes=raw.classes,
         x_test_raw=np.asarray(test_x[split.test]),
     )

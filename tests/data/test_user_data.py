@@ -1,0 +1,173 @@
+"""The user's own images: .npz, image folders, CIFAR-10/100 — read, checked, split, trained on."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sabma.config import config_from_dict
+from sabma.data.tasks import load_task
+from sabma.data.user import load_cifar, load_image_folder, load_npz
+from sabma.transfer.pipeline import train_run
+from tests.conftest import PicklePayload
+
+
+def _images(
+    n: int, classes: int, shape: tuple[int, ...], seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class is a bright square at a class-specific place (learnable)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    x = rng.integers(0, 60, (n, *shape), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        x[i, 2 * c : 2 * c + 3, 1:4] = 250
+    return x, labels
+
+
+def _npz(path: Path, shape: tuple[int, ...] = (12, 12), **extra: np.ndarray) -> Path:
+    x_train, y_train = _images(60, 3, shape)
+    x_test, y_test = _images(30, 3, shape, seed=1)
+    arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, **extra}
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("shape", [(12, 12), (12, 12, 3), (12, 12, 1)])
+def test_npz_images_become_a_few_shot_task(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    path = _npz(tmp_path / "d.npz", shape, classes=np.array(["cat", "dog", "eel"]))
+    cfg = config_from_dict(
+        {},
+        [
+            "data.dataset=npz",
+            f"data.root={path}",
+            "data.shots=4",
+            "data.val_shots=2",
+            "data.test_size=0",
+            "data.resolution=16",
+        ],
+    ).data
+    task = load_task(cfg, seed=0)
+    assert task.classes == ("cat", "dog", "eel")
+    assert task.x_train.shape == (12, 3, 16, 16) and task.x_val.shape == (6, 3, 16, 16)
+    assert task.x_test.shape == (30, 3, 16, 16) and task.x_test_raw.dtype == np.uint8
+    assert sorted(np.bincount(task.y_train.numpy())) == [4, 4, 4]
+
+
+def test_npz_problems_are_one_line(tmp_path: Path) -> None:
+    path = _npz(tmp_path / "d.npz")
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"not a readable \.npz file"):
+        load_npz(str(path))
+    x, y = _images(10, 2, (8, 8))
+    np.savez(tmp_path / "m.npz", x_train=x, y_train=y)
+    with pytest.raises(ValueError, match=r"missing arrays \['x_test', 'y_test'\]"):
+        load_npz(str(tmp_path / "m.npz"))
+    np.savez(tmp_path / "f.npz", x_train=x / 255.0, y_train=y, x_test=x, y_test=y)
+    with pytest.raises(ValueError, match="train images must be uint8"):
+        load_npz(str(tmp_path / "f.npz"))
+    np.savez(
+        tmp_path / "l.npz",
+        x_train=x,
+        y_train=y + 5,
+        x_test=x,
+        y_test=y,
+        classes=np.array(["a", "b"]),
+    )
+    with pytest.raises(
+        ValueError, match=r"train labels must lie in 0\.\.1 \(2 classes\), found 5\.\.6"
+    ):
+        load_npz(str(tmp_path / "l.npz"))
+
+
+def _png_tree(root: Path, per_class: int = 6, grey: bool = False) -> None:
+    x, y = _images(3 * per_class, 3, (10, 10) if grey else (10, 10, 3))
+    for i, (image, label) in enumerate(zip(x, y, strict=True)):
+        folder = root / f"class_{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray(image)
+        if i == 0:
+            picture = picture.resize((14, 14))  # a different size: resized to the first's
+        picture.save(folder / f"{i}.png")
+
+
+def test_image_folder_with_and_without_train_test(tmp_path: Path) -> None:
+    _png_tree(tmp_path / "flat")
+    raw = load_image_folder(str(tmp_path / "flat"), seed=0)
+    assert raw.classes == ("class_0", "class_1", "class_2")
+    assert len(raw.train[0]) + len(raw.test[0]) == 18 and len(raw.test[0]) == 3  # 20 % per class
+    assert raw.train[0].shape[1:] == (14, 14, 3)  # the first image's size
+    assert np.array_equal(load_image_folder(str(tmp_path / "flat"), seed=0).test[1], raw.test[1])
+    _png_tree(tmp_path / "split" / "train", grey=True)
+    _png_tree(tmp_path / "split" / "test", per_class=2, grey=True)
+    raw = load_image_folder(str(tmp_path / "split"), seed=0)
+    assert raw.train[0].ndim == 3 and len(raw.test[0]) == 6  # grey kept grey
+    (tmp_path / "split" / "train" / "class_0" / "0.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"0\.png: not a readable image"):
+        load_image_folder(str(tmp_path / "split"), seed=0)
+
+
+def _cifar(root: Path, fine: bool) -> Path:
+    x, y = _images(50, 10 if not fine else 20, (3, 32, 32))
+    data = x.reshape(50, 3072)
+    if fine:
+        folder = root / "cifar-100-python"
+        folder.mkdir(parents=True)
+        for name in ("train", "test"):
+            (folder / name).write_bytes(pickle.dumps({"data": data, "fine_labels": list(y)}))
+        (folder / "meta").write_bytes(
+            pickle.dumps({"fine_label_names": [f"c{i}" for i in range(20)]})
+        )
+    else:
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            (folder / name).write_bytes(pickle.dumps({"data": data, "labels": list(y)}))
+        (folder / "batches.meta").write_bytes(
+            pickle.dumps({"label_names": [f"k{i}" for i in range(10)]})
+        )
+    return folder
+
+
+@pytest.mark.parametrize("fine", [False, True])
+def test_cifar_python_layout(tmp_path: Path, fine: bool) -> None:
+    folder = _cifar(tmp_path, fine)
+    raw = load_cifar(str(tmp_path), fine)  # the parent folder works too
+    assert raw.train[0].shape == ((50 if fine else 250), 32, 32, 3)
+    assert len(raw.classes) == (20 if fine else 10)
+    raw2 = load_cifar(str(folder), fine)
+    assert np.array_equal(raw2.test[1], raw.test[1])
+
+
+def test_a_crafted_cifar_pickle_does_not_run(tmp_path: Path) -> None:
+    folder = _cifar(tmp_path, fine=False)
+    marker = tmp_path / "pwned"
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": PicklePayload(marker)}))
+    with pytest.raises(ValueError, match="refused to load"):
+        load_cifar(str(folder), fine=False)
+    assert not marker.exists()
+
+
+def test_a_run_on_npz_data(tmp_path: Path) -> None:
+    path = _npz(tmp_path / "d.npz")
+    cfg = config_from_dict(
+        {},
+        [
+            "data.dataset=npz",
+            f"data.root={path}",
+            "model.backbone=tiny_cnn",
+            "data.shots=5",
+            "data.val_shots=2",
+            "data.resolution=16",
+            "optim.epochs=3",
+            "optim.batch_size=5",
+            "eval.samples=4",
+            "eval.val_samples=2",
+            "method.rank=1",
+        ],
+    )
+    metrics = train_run(cfg, tmp_path / "run", progress=False)
+    assert metrics["dataset"] == "npz" and set(metrics["test"]["bma"]) >= {"acc", "nll"}
