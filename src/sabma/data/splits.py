@@ -50,3 +50,13 @@ def few_shot_split(
     else:
         test = np.arange(n_test)
     return FewShotSplit(np.sort(np.concatenate(train)), np.sort(np.concatenate(val)), test)
+
+
+def held_out_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded, class-balanced test split: ``fraction`` of every class (at least one)."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        test[members[: max(1, round(fraction * len(members)))]] = True
+    return test

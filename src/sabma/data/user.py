@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from sabma.data.splits import held_out_mask
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -125,11 +127,7 @@ def load_image_folder(root: str | None, seed: int, test_fraction: float = 0.2) -
     else:
         classes = _class_names(path)
         files, labels = _read_tree(path, classes)
-        rng = np.random.default_rng(seed)
-        is_test = np.zeros(len(labels), dtype=bool)
-        for c in range(len(classes)):
-            members = rng.permutation(np.flatnonzero(labels == c))
-            is_test[members[: max(1, round(test_fraction * len(members)))]] = True
+        is_test = held_out_mask(labels, test_fraction, seed)
         train, test = (files[~is_test], labels[~is_test]), (files[is_test], labels[is_test])
     images = _decode([*train[0], *test[0]], path)
     n = len(train[0])
