@@ -1,0 +1,74 @@
+"""A transformer text classifier under the posterior: LayerNorms + head, dict inputs, SA-BMA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn.functional import cross_entropy
+
+from sabma import SABMA, GaussianPosterior
+from sabma.models.text import TextClassifier, build_text_classifier
+
+transformers = pytest.importorskip("transformers")
+
+
+def _tiny_encoder() -> torch.nn.Module:
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
+    torch.manual_seed(0)
+    return transformers.BertModel(config)
+
+
+def _batch(n: int = 12, length: int = 7) -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    ids = torch.randint(5, 50, (n, length))
+    mask = torch.ones(n, length, dtype=torch.long)
+    mask[::2, 5:] = 0  # padding
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_norm_and_head_subset_of_a_transformer() -> None:
+    model = TextClassifier(_tiny_encoder(), 16, 3)
+    posterior = GaussianPosterior(model, "norm+head", rank=2)
+    layer_norms = [n for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(layer_norms) == 5  # embeddings + 2 per layer
+    expected = {f"{n}.{p}" for n in layer_norms for p in ("weight", "bias")}
+    assert set(posterior.names) == expected | {"classifier.weight", "classifier.bias"}
+
+
+def test_padding_does_not_change_the_pooled_output() -> None:
+    model = TextClassifier(_tiny_encoder(), 16, 3).eval()
+    batch = _batch()
+    longer = {k: torch.cat([v, torch.zeros_like(v[:, :3])], dim=1) for k, v in batch.items()}
+    torch.testing.assert_close(model(**longer), model(**batch), atol=1e-5, rtol=0)
+
+
+def test_sabma_trains_a_text_posterior_with_dict_inputs() -> None:
+    model = TextClassifier(_tiny_encoder(), 16, 3).eval()
+    posterior = GaussianPosterior(model, "norm+head", rank=2, init_std=1e-3)
+    opt = SABMA(posterior, lr=0.05, momentum=0.9, rho=0.05, block_lr_scale={"factor": 0.01})
+    batch, y = _batch(), torch.arange(12) % 3
+
+    def closure() -> torch.Tensor:
+        loss = cross_entropy(posterior(**batch), y)
+        loss.backward()
+        return loss
+
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        losses.append(float(opt.step(closure)))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_a_folder_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="is not a Hugging Face model directory"):
+        build_text_classifier(str(tmp_path), 2)
