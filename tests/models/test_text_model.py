@@ -72,3 +72,32 @@ def test_sabma_trains_a_text_posterior_with_dict_inputs() -> None:
 def test_a_folder_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is not a Hugging Face model directory"):
         build_text_classifier(str(tmp_path), 2)
+
+
+@pytest.mark.parametrize("method", ["sabma", "sgd", "vi"])
+def test_the_training_loop_and_predictive_take_dict_inputs(method: str) -> None:
+    from sabma.config import config_from_dict
+    from sabma.predict.dataset import predict_log_probs
+    from sabma.transfer.fit import TrainData, fit
+
+    model = TextClassifier(_tiny_encoder(), 16, 3).eval()
+    posterior = GaussianPosterior(model, "norm+head", rank=1, init_std=1e-3)
+    batch, y = _batch(24), torch.arange(24) % 3
+    data = TrainData(batch, y, {k: v[:6] for k, v in batch.items()}, y[:6])
+    cfg = config_from_dict(
+        {},
+        [
+            f"method.name={method}",
+            "optim.epochs=3",
+            "optim.batch_size=8",
+            "optim.lr=0.05",
+            "eval.val_samples=2",
+            "eval.eval_every=1",
+        ],
+    )
+    history = fit(posterior, data, cfg, None, progress=False)
+    assert len(history) == 3 and all("val_nll" in e for e in history)
+    log_probs = predict_log_probs(posterior, data.x_val, samples=3, batch_size=4)
+    assert log_probs.shape == (6, 3) and bool(torch.isfinite(log_probs).all())
+    point = predict_log_probs(posterior, data.x_val, point=True, batch_size=4)
+    torch.testing.assert_close(point.exp().sum(-1), torch.ones(6))

@@ -19,6 +19,8 @@ from torch.nn.functional import cross_entropy
 
 from sabma import distributed
 from sabma.config import Config
+from sabma.data import inputs
+from sabma.data.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.amp import scaled_step
@@ -98,7 +100,7 @@ class Method:
         raise NotImplementedError
 
     def step(
-        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor
+        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
     ) -> float:
         """One update on the batch (x, y); returns the loss before it."""
         forward = posterior.mean_forward if self.trains_at_mean else posterior
@@ -106,13 +108,13 @@ class Method:
         if isinstance(optimizer, TwoStepOptimizer):
 
             def closure() -> Tensor:
-                value = finite(cross_entropy(forward(x), y))
+                value = finite(cross_entropy(inputs.call(forward, x), y))
                 value.backward()
                 self.sync_gradients(optimizer)
                 return value
 
             return optimizer.step(closure).item()
-        loss = finite(cross_entropy(forward(x), y))
+        loss = finite(cross_entropy(inputs.call(forward, x), y))
         loss.backward()
         self.sync_gradients(optimizer)
         optimizer.step()
@@ -137,7 +139,7 @@ class Method:
         self,
         posterior: GaussianPosterior,
         optimizer: torch.optim.Optimizer,
-        x: Tensor,
+        x: Inputs,
         y: Tensor,
         scaler: torch.amp.GradScaler,
     ) -> float:
@@ -147,7 +149,7 @@ class Method:
         optimizer.zero_grad()
 
         def loss_fn() -> Tensor:
-            return cross_entropy(forward(x), y)
+            return cross_entropy(inputs.call(forward, x), y)
 
         if isinstance(optimizer, TwoStepOptimizer):
             loss, updated = scaled_step(optimizer, scaler, loss_fn)

@@ -19,6 +19,8 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
+from sabma.data import inputs
+from sabma.data.inputs import Inputs
 from sabma.methods.base import Method, finite
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
@@ -57,12 +59,12 @@ class BSAMMethod(Method):
         posterior.log_std.copy_(0.5 * optimizer.variance(posterior.mean).log())
 
     def step(
-        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor
+        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
     ) -> float:
         assert isinstance(optimizer, BSAM)
 
         def closure() -> Tensor:
-            value = finite(cross_entropy(posterior.mean_forward(x), y))
+            value = finite(cross_entropy(inputs.call(posterior.mean_forward, x), y))
             value.backward()
             self.sync_gradients(optimizer)
             return value

@@ -25,6 +25,8 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
+from sabma.data import inputs
+from sabma.data.inputs import Inputs
 from sabma.methods.base import Method, finite
 from sabma.methods.sabma_method import check_kl_stability
 from sabma.posterior.gaussian import GaussianPosterior
@@ -78,10 +80,10 @@ class CSGLDMethod(Method):
         )
 
     def potential(
-        self, posterior: GaussianPosterior, x: Tensor, y: Tensor
+        self, posterior: GaussianPosterior, x: Inputs, y: Tensor
     ) -> tuple[Tensor, Tensor]:
         """(U(w), L̂(w)) at the current subset weights."""
-        data_loss = cross_entropy(posterior.mean_forward(x), y)
+        data_loss = cross_entropy(inputs.call(posterior.mean_forward, x), y)
         if self._prior is None:
             return data_loss, data_loss
         return data_loss - self._prior.log_prob(posterior.mean) / self._n, data_loss
@@ -102,7 +104,7 @@ class CSGLDMethod(Method):
             buffer.sub_(noise / lr)
 
     def step(
-        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor
+        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
     ) -> float:
         optimizer.zero_grad()
         potential, data_loss = self.potential(posterior, x, y)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from sabma.config import Config
+from sabma.data.inputs import Inputs
 from sabma.methods.base import finite
 from sabma.methods.csgld import CSGLDMethod
 from sabma.posterior.gaussian import GaussianPosterior
@@ -53,7 +54,7 @@ class EMCMCMethod(CSGLDMethod):
         return super().optimizer(posterior, prior, cfg, n)
 
     def step(
-        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor
+        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
     ) -> float:
         assert self.guide is not None and self.guide_buffer is not None
         eta, momentum = self._cfg.method.emcmc_eta, self._cfg.optim.momentum

@@ -11,6 +11,8 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
+from sabma.data import inputs
+from sabma.data.inputs import Inputs
 from sabma.methods.base import finite
 from sabma.methods.point import SGDMethod
 from sabma.methods.sabma_method import check_kl_stability
@@ -37,11 +39,11 @@ class PTLMethod(SGDMethod):
         return super().optimizer(posterior, prior, cfg, n)
 
     def step(
-        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor
+        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
     ) -> float:
         assert self.prior is not None
         optimizer.zero_grad()
-        data_loss = cross_entropy(posterior.mean_forward(x), y)
+        data_loss = cross_entropy(inputs.call(posterior.mean_forward, x), y)
         finite(data_loss - self.weight * self.prior.log_prob(posterior.mean)).backward()
         self.sync_gradients(optimizer)
         optimizer.step()

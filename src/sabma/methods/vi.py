@@ -14,6 +14,8 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
+from sabma.data import inputs
+from sabma.data.inputs import Inputs
 from sabma.methods.base import Method, finite
 from sabma.methods.sabma_method import check_kl_stability
 from sabma.posterior.gaussian import GaussianPosterior
@@ -57,11 +59,11 @@ class VIMethod(Method):
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
     def step(
-        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor
+        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
     ) -> float:
         posterior.resample()
         optimizer.zero_grad()
-        data_loss = cross_entropy(posterior(x), y)
+        data_loss = cross_entropy(inputs.call(posterior, x), y)
         loss = data_loss
         if self.kl_weight > 0 and self.prior is not None:
             loss = loss + self.kl_weight * posterior.kl_to(self.prior)

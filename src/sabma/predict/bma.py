@@ -13,6 +13,7 @@ slower on 2 CPU cores).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -31,6 +32,9 @@ def sample_log_probs(
     vectorize: bool | None = None,
 ) -> Tensor:
     """log softmax of the network at each row of ``weights`` (S, d): shape (S, batch, classes)."""
+    if len(inputs) == 1 and isinstance(inputs[0], Mapping):  # keyword inputs (text): a loop
+        outs = [posterior.forward_with(w, **inputs[0]) for w in weights]
+        return torch.stack([torch.log_softmax(o, dim=-1) for o in outs])
     split = cached_split(posterior.model, posterior.names) if cache_prefix else None
     if vectorize is None:
         vectorize = posterior.device.type == "cuda"

@@ -6,6 +6,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from sabma.data import inputs
+from sabma.data.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.predict.bma import bma_log_probs
 
@@ -13,7 +15,7 @@ from sabma.predict.bma import bma_log_probs
 @torch.no_grad()
 def predict_log_probs(
     posterior: GaussianPosterior,
-    x: Tensor,
+    x: Inputs,
     samples: int = 30,
     *,
     point: bool = False,
@@ -35,11 +37,11 @@ def predict_log_probs(
     elif weights is None:
         weights = posterior.sample_weights(samples, generator).detach()
     out = []
-    for start in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
-        batch = x[start : start + batch_size].to(posterior.device)
+    for part in tqdm(inputs.batches(x, batch_size), desc=desc, disable=not progress, leave=False):
+        batch = inputs.to_device(part, posterior.device)
         if weights is None:
-            log_probs = torch.log_softmax(posterior.mean_forward(batch), dim=-1)
+            log_probs = torch.log_softmax(inputs.call(posterior.mean_forward, batch), dim=-1)
         else:
             log_probs = bma_log_probs(posterior, batch, weights=weights)
-        out.append(log_probs.to(x.device))
+        out.append(log_probs.to(inputs.device_of(x)))
     return torch.cat(out)

@@ -27,6 +27,8 @@ from tqdm.auto import tqdm
 
 from sabma import distributed
 from sabma.config import Config
+from sabma.data import inputs
+from sabma.data.inputs import Inputs
 from sabma.data.preprocess import augment
 from sabma.device import amp_dtype
 from sabma.methods import Method, get_method
@@ -65,9 +67,9 @@ class Checkpointing:
 
 @dataclass
 class TrainData:
-    x_train: Tensor
+    x_train: Inputs
     y_train: Tensor
-    x_val: Tensor
+    x_val: Inputs
     y_val: Tensor
 
 
@@ -172,8 +174,8 @@ def _restore_finished(
     state: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """The state of a run whose training ended (killed during evaluation)."""
-    optimizer = method.optimizer(posterior, prior, cfg, len(data.x_train))
-    method.schedule(optimizer, math.ceil(len(data.x_train) / cfg.optim.batch_size), cfg)
+    optimizer = method.optimizer(posterior, prior, cfg, inputs.count(data.x_train))
+    method.schedule(optimizer, math.ceil(inputs.count(data.x_train) / cfg.optim.batch_size), cfg)
     posterior.load_state_dict(state["posterior"])
     _load_buffers(posterior, state["buffers"])
     method.load_state_dict(state["method"])
@@ -194,7 +196,7 @@ def _fit_once(
     earlier: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     opt_cfg = cfg.optim
-    n = len(data.x_train)
+    n = inputs.count(data.x_train)
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * member)
     optimizer = method.optimizer(posterior, prior, cfg, n)
     steps_per_epoch = math.ceil(n / opt_cfg.batch_size)
@@ -277,11 +279,12 @@ def _fit_once(
         batches = order.split(opt_cfg.batch_size)
         while position < len(batches):
             idx = batches[position]
-            xb, yb = data.x_train[idx], data.y_train[idx]
-            if cfg.data.augment:
+            xb, yb = inputs.take(data.x_train, idx), data.y_train[idx]
+            if cfg.data.augment and isinstance(xb, Tensor):
                 xb = augment(xb, gen)  # on the global batch: the same draws in every process
             mine, method.batch_weight = distributed.shard(torch.arange(len(idx)))
-            xb, yb = xb[mine].to(posterior.device), yb[mine].to(posterior.device)
+            xb = inputs.to_device(inputs.take(xb, mine), posterior.device)
+            yb = yb[mine].to(posterior.device)
             if frozen is not None:
                 frozen.resample(gen)
             try:
