@@ -32,18 +32,18 @@ def sample_log_probs(
     vectorize: bool | None = None,
 ) -> Tensor:
     """log softmax of the network at each row of ``weights`` (S, d): shape (S, batch, classes)."""
-    if len(inputs) == 1 and isinstance(inputs[0], Mapping):  # keyword inputs (text): a loop
-        outs = [posterior.forward_with(w, **inputs[0]) for w in weights]
-        return torch.stack([torch.log_softmax(o, dim=-1) for o in outs])
-    split = cached_split(posterior.model, posterior.names) if cache_prefix else None
+    keyword = len(inputs) == 1 and isinstance(inputs[0], Mapping)  # text: a plain loop
+    split = cached_split(posterior.model, posterior.names) if cache_prefix and not keyword else None
     if vectorize is None:
-        vectorize = posterior.device.type == "cuda"
+        vectorize = posterior.device.type == "cuda" and not keyword
     if vectorize:
         out = vectorised_outputs(
             split, posterior.forward_with, posterior.unflatten, weights, *inputs
         )
         return torch.log_softmax(out, dim=-1)
-    if split is None:
+    if keyword:
+        outs = [posterior.forward_with(w, **inputs[0]) for w in weights]
+    elif split is None:
         outs = [posterior.forward_with(w, *inputs) for w in weights]
     else:
         outs = sample_outputs(split, posterior.unflatten, weights, *inputs)

@@ -55,19 +55,14 @@ def scaled_step(
 
         return optimizer.step(closure), True
 
-    if optimizer.reuse_due and optimizer._last_eps is not None:
-        with torch.no_grad():
-            optimizer._move(optimizer._last_eps)
-        optimizer._before_reused_pass()
+    if optimizer.reuse_due:
+        optimizer.reuse_first_step()
         with torch.enable_grad():
             loss = loss_fn()
             scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         finite = _all_finite(_grads(optimizer))
-        with torch.no_grad():
-            optimizer._restore()
-            if finite:
-                optimizer._update()
+        optimizer.second_step(update=finite)
         return _finish(optimizer, scaler, loss, finite)
 
     with torch.enable_grad():
@@ -84,11 +79,7 @@ def scaled_step(
         scaler.scale(loss_fn()).backward()
     scaler.unscale_(optimizer)
     finite = _all_finite(_grads(optimizer))
-    with torch.no_grad():
-        optimizer._restore()
-        optimizer._on_restore()
-        if finite:
-            optimizer._update()
+    optimizer.second_step(update=finite)
     return _finish(optimizer, scaler, loss, finite)
 
 

@@ -72,7 +72,7 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         """Called after θ moved to θ + ε, before the second pass of a two-pass step."""
 
     def _on_restore(self) -> None:
-        """Called after θ was restored in a two-pass step (the second pass is over)."""
+        """Called after θ was restored (the step's last pass is over)."""
 
     def _before_reused_pass(self) -> None:
         """Called before the single pass of a lazy step (θ is at θ + ε_last)."""
@@ -99,13 +99,25 @@ class TwoStepOptimizer(torch.optim.Optimizer):
             self.zero_grad()
 
     @torch.no_grad()
-    def second_step(self, zero_grad: bool = False) -> None:
-        """Restore θ and step the base optimiser with the gradient taken at θ + ε."""
+    def reuse_first_step(self) -> None:
+        """Move to θ + ε_last, the ε of the last fresh step (a lazy step: see :attr:`reuse_due`)."""
+        if self._perturbed:
+            raise RuntimeError("reuse_first_step called twice without second_step")
+        if self._last_eps is None:
+            raise RuntimeError("no ε to reuse yet: the first step must be a fresh one")
+        self._move(self._last_eps)
+        self._before_reused_pass()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False, update: bool = True) -> None:
+        """Restore θ and step the base optimiser with the gradient taken at θ + ε
+        (``update=False``: restore only, e.g. when that gradient overflowed)."""
         if not self._perturbed:
             raise RuntimeError("second_step called without first_step")
         self._restore()
         self._on_restore()
-        self._update()
+        if update:
+            self._update()
         if zero_grad:
             self.zero_grad()
 
@@ -137,14 +149,10 @@ class TwoStepOptimizer(torch.optim.Optimizer):
                 "backward; or call first_step() and second_step() yourself"
             )
         closure = torch.enable_grad()(closure)
-        if self.reuse_due and self._last_eps is not None:
-            with torch.no_grad():
-                self._move(self._last_eps)
-            self._before_reused_pass()
+        if self.reuse_due:
+            self.reuse_first_step()
             loss = closure()
-            with torch.no_grad():
-                self._restore()
-                self._update()
+            self.second_step()
             return loss
         loss = closure()
         self.first_step(zero_grad=True)
@@ -156,8 +164,7 @@ class TwoStepOptimizer(torch.optim.Optimizer):
     def abandon_step(self) -> None:
         """Give up the step in progress (a pass failed): θ restored, nothing updated."""
         if self._perturbed:
-            self._restore()
-            self._on_restore()
+            self.second_step(update=False)
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimiser's state, plus the lazy step's counter and last ε."""
