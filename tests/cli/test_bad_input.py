@@ -146,7 +146,7 @@ CASES: list[tuple[str, str, Setup, str]] = [
         "unknown backbone",
         "train",
         lambda t: _tiny(_data(t), "model.backbone=vgg"),
-        "unknown backbone 'vgg'; choose one of ['efficientnet_lite0', 'tiny_cnn']",
+        "unknown backbone 'vgg'; choose one of ['efficientnet_lite0', 'minilm', 'tiny_cnn']",
     ),
     (
         "subset matching nothing",
@@ -231,7 +231,7 @@ CASES: list[tuple[str, str, Setup, str]] = [
         "unknown corruption",
         "evaluate",
         lambda t: ["--shift", "--corruptions", "nope"],
-        "unknown corruption(s) ['nope']; choose from ['gaussian_noise',",
+        "unknown corruption(s) ['nope']; images: ['gaussian_noise',",
     ),
 ]
 

@@ -49,7 +49,7 @@ def test_npz_images_become_a_few_shot_task(tmp_path: Path, shape: tuple[int, ...
             "data.test_size=0",
             "data.resolution=16",
         ],
-    ).data
+    )
     task = load_task(cfg, seed=0)
     assert task.classes == ("cat", "dog", "eel")
     assert task.x_train.shape == (12, 3, 16, 16) and task.x_val.shape == (6, 3, 16, 16)

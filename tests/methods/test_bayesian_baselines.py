@@ -162,7 +162,7 @@ def test_laplace_predictive_is_less_confident_than_the_map(
 def _confidence(run: Path, laplace: bool) -> float:
     """Mean max-probability of the Laplace predictive or of the MAP on the run's test set."""
     cfg = load_config(run / "config.yaml")
-    task = load_task(cfg.data, cfg.seed)
+    task = load_task(cfg, cfg.seed)
     posterior, head = build_posterior(cfg, task.num_classes)
     prior = build_prior(
         cfg, posterior, head, TrainData(task.x_train, task.y_train, task.x_val, task.y_val)

@@ -101,3 +101,32 @@ def test_the_training_loop_and_predictive_take_dict_inputs(method: str) -> None:
     assert log_probs.shape == (6, 3) and bool(torch.isfinite(log_probs).all())
     point = predict_log_probs(posterior, data.x_val, point=True, batch_size=4)
     torch.testing.assert_close(point.exp().sum(-1), torch.ones(6))
+
+
+def test_token_batches_are_trimmed_and_predictions_come_back_in_order() -> None:
+    from sabma.data.inputs import take
+    from sabma.predict.dataset import predict_log_probs
+
+    model = TextClassifier(_tiny_encoder(), 16, 3).eval()
+    posterior = GaussianPosterior(model, "norm+head", rank=1, init_std=0.1)
+    torch.manual_seed(2)
+    n, width = 11, 9
+    lengths = torch.randint(2, width + 1, (n,))
+    ids = torch.randint(5, 50, (n, width))
+    mask = (torch.arange(width) < lengths.unsqueeze(1)).long()
+    x = {"input_ids": ids * mask, "attention_mask": mask}
+    short = take(x, torch.nonzero(lengths <= 4).flatten())
+    assert short["input_ids"].shape[1] == int(lengths[lengths <= 4].max())
+    weights = posterior.sample_weights(3, torch.Generator().manual_seed(0))
+    one_by_one = torch.stack(
+        [
+            predict_log_probs(posterior, take(x, torch.tensor([i])), weights=weights)[0]
+            for i in range(n)
+        ]
+    )
+    batched = predict_log_probs(posterior, x, weights=weights, batch_size=4)
+    torch.testing.assert_close(batched, one_by_one, atol=1e-5, rtol=0)
+    point = predict_log_probs(posterior, x, point=True, batch_size=3)
+    torch.testing.assert_close(
+        point, torch.log_softmax(posterior.mean_forward(**x), -1), atol=1e-5, rtol=0
+    )

@@ -159,7 +159,7 @@ def test_model_selection_keeps_the_state_with_the_best_validation_nll(data_root:
         "eval.eval_every=1",
         "model.bn_mode=train",
     )
-    task = load_task(cfg.data, cfg.seed)
+    task = load_task(cfg, cfg.seed)
     data = TrainData(task.x_train, task.y_train, task.x_val, task.y_val)
     posterior, _ = build_posterior(cfg, 10)
     history = fit(posterior, data, cfg, prior=None, progress=False)

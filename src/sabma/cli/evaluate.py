@@ -52,8 +52,8 @@ def add_parser(sub: Any) -> None:
         "--corruptions",
         type=_name_list,
         default=None,
-        help="comma-separated corruption names, or 'all' (default: the families whose levels "
-        "are monotone at small sizes; see docs/method.md)",
+        help="comma-separated corruption names, or 'all' (default for images: the families "
+        "whose levels are monotone at small sizes, see docs/method.md; for texts: all five)",
     )
     shift.add_argument(
         "--severities", type=_int_list, default=(1, 2, 3, 4, 5), help="default: 1,2,3,4,5"
@@ -83,16 +83,12 @@ def add_parser(sub: Any) -> None:
 
 
 def shift_options(args: argparse.Namespace) -> Any:
-    from sabma.shift.corruptions import ALL_CORRUPTIONS, DEFAULT_CORRUPTIONS
     from sabma.shift.evaluate import ShiftOptions
 
     if not args.shift:
         return None
-    names = args.corruptions or DEFAULT_CORRUPTIONS
-    if names == ("all",):
-        names = ALL_CORRUPTIONS
     return ShiftOptions(
-        corruptions=tuple(names),
+        corruptions=tuple(args.corruptions) if args.corruptions else None,
         severities=tuple(args.severities),
         size=args.shift_size,
         samples=args.shift_samples,

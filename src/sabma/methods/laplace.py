@@ -17,7 +17,7 @@ deterministic), so nothing beyond the MAP is stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from sabma.config import Config
+from sabma.data.inputs import Inputs
 from sabma.methods.point import SGDMethod
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
@@ -58,6 +59,22 @@ def _only_subset_trainable(posterior: GaussianPosterior) -> Iterator[None]:
             p.requires_grad_(before[name])
 
 
+class _LabelledDataset(torch.utils.data.Dataset[Any]):
+    """(x, y) pairs for image tensors; for keyword inputs (texts) one mapping per example with
+    the label under ``labels``, as laplace-torch reads Hugging Face style batches."""
+
+    def __init__(self, x: Inputs, y: Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> Any:
+        if isinstance(self.x, Mapping):
+            return {**{k: v[i] for k, v in self.x.items()}, "labels": self.y[i]}
+        return self.x[i], self.y[i]
+
+
 class LaplaceMethod(SGDMethod):
     name = "laplace"
     summary = "Laplace (laplace-torch) at the SGD MAP: last-layer KFAC or subset, GLM probit"
@@ -86,12 +103,12 @@ class LaplaceMethod(SGDMethod):
     def predictive(
         self,
         posterior: GaussianPosterior,
-        x_train: Tensor,
+        x_train: Inputs,
         y_train: Tensor,
         prior: LowRankGaussian | None,
         head: str,
         cfg: Config,
-    ) -> Callable[[Tensor], Tensor] | None:
+    ) -> Callable[[Inputs], Tensor] | None:
         self.check(cfg)
         laplace_cls = _laplace_factory()
         with torch.no_grad():
@@ -99,7 +116,7 @@ class LaplaceMethod(SGDMethod):
         model = posterior.model
         model.eval()
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(x_train, y_train), batch_size=cfg.eval.batch_size
+            _LabelledDataset(x_train, y_train), batch_size=cfg.eval.batch_size
         )
         m = cfg.method
         with _only_subset_trainable(posterior):
@@ -130,7 +147,7 @@ class LaplaceMethod(SGDMethod):
                 la.fit(loader, progress_bar=False)
 
         @torch.no_grad()
-        def log_probs(x: Tensor) -> Tensor:
+        def log_probs(x: Inputs) -> Tensor:
             probs = la(x, pred_type="glm", link_approx="probit")
             return torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))
 

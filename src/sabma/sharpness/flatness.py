@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from sabma.data import inputs
 from sabma.metrics import classification_metrics
 from sabma.runs.figures import pyplot, save_figure
 from sabma.runs.files import atomic_write_json
@@ -35,8 +36,11 @@ def _sample_probs(run: LoadedRun, weights: Tensor) -> Tensor:
     with torch.no_grad():
         for w in weights:
             parts = [
-                torch.softmax(posterior.forward_with(w, b.to(posterior.device)), -1).to(x.device)
-                for b in x.split(run.cfg.eval.batch_size)
+                torch.softmax(
+                    inputs.call(posterior.forward_with, inputs.to_device(b, posterior.device), w),
+                    -1,
+                ).cpu()
+                for b in inputs.batches(x, run.cfg.eval.batch_size)
             ]
             out.append(torch.cat(parts))
     return torch.stack(out)

@@ -21,11 +21,13 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.functional import cross_entropy
 
+from sabma.data.inputs import Inputs, call
 from sabma.posterior.gaussian import GaussianPosterior
 
-Batches = Sequence[tuple[Tensor, Tensor]]
+Batches = Sequence[tuple[Inputs, Tensor]]
 
 
 def loss_at(posterior: GaussianPosterior, batches: Batches) -> Callable[[Tensor], Tensor]:
@@ -36,7 +38,8 @@ def loss_at(posterior: GaussianPosterior, batches: Batches) -> Callable[[Tensor]
 
     def loss(w: Tensor) -> Tensor:
         parts = [
-            cross_entropy(posterior.forward_with(w, x), y, reduction="sum") for x, y in batches
+            cross_entropy(call(posterior.forward_with, x, w), y, reduction="sum")
+            for x, y in batches
         ]
         return torch.stack(parts).sum() / total
 
@@ -48,9 +51,9 @@ def hvp_fn(posterior: GaussianPosterior, batches: Batches, w: Tensor) -> Callabl
     total = sum(len(y) for _, y in batches)
     w = w.detach()
 
-    def per_batch(x: Tensor, y: Tensor) -> Callable[[Tensor], Tensor]:
+    def per_batch(x: Inputs, y: Tensor) -> Callable[[Tensor], Tensor]:
         def batch_loss(u: Tensor) -> Tensor:
-            return cross_entropy(posterior.forward_with(u, x), y, reduction="sum") / total
+            return cross_entropy(call(posterior.forward_with, x, u), y, reduction="sum") / total
 
         return torch.func.grad(batch_loss)
 
@@ -59,8 +62,10 @@ def hvp_fn(posterior: GaussianPosterior, batches: Batches, w: Tensor) -> Callabl
     def hvp(v: Tensor) -> Tensor:
         v = v.to(w)
         out = torch.zeros_like(w)
-        for grad in grads:
-            out += torch.func.jvp(grad, (w,), (v,))[1]
+        # fused attention kernels have no forward-mode derivative; the composite one has
+        with sdpa_kernel(SDPBackend.MATH):
+            for grad in grads:
+                out += torch.func.jvp(grad, (w,), (v,))[1]
         return out
 
     return hvp

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from sabma.data import inputs
 from sabma.runs.files import atomic_write_json
 from sabma.runs.report import refresh_report
 from sabma.sharpness.hessian import Batches, hutchinson_trace, hvp_fn, top_eigenvalues
@@ -54,8 +55,11 @@ def training_batches(run: LoadedRun, options: SharpnessOptions) -> Batches:
     task = run.task
     n = options.images or len(task.y_train)
     device = run.posterior.device
-    x, y = task.x_train[:n].to(device), task.y_train[:n].to(device)
-    return list(zip(x.split(options.batch_size), y.split(options.batch_size), strict=True))
+    x = inputs.to_device(inputs.take(task.x_train, slice(0, n)), device)
+    y = task.y_train[:n].to(device)
+    return list(
+        zip(inputs.batches(x, options.batch_size), y.split(options.batch_size), strict=True)
+    )
 
 
 def posterior_samples(run: LoadedRun, count: int, seed: int) -> Tensor:

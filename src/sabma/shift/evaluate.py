@@ -1,4 +1,9 @@
-"""Metrics of a predictive on corrupted versions of a task's test split."""
+"""Metrics of a predictive on corrupted versions of a task's test split.
+
+Images get the ImageNet-C families (:mod:`sabma.shift.corruptions`, cached on disk), texts the
+character and word corruptions (:mod:`sabma.shift.text`); either way the corrupted raw test
+items are prepared by the task's own ``prepare`` (resizing, tokenizing) like the clean ones.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +17,48 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sabma.config import Config
-from sabma.data.preprocess import preprocess_images
+from sabma.data.inputs import Inputs
 from sabma.data.tasks import Task
 from sabma.metrics import classification_metrics
 from sabma.shift.cache import corrupted_test_set
 from sabma.shift.corruptions import (
+    ALL_CORRUPTIONS,
     DEFAULT_CORRUPTIONS,
     SEVERITIES,
-    check_corruptions,
     check_severities,
 )
+from sabma.shift.text import TEXT_CORRUPTIONS, corrupt_texts
 
 METRIC_KEYS = ("acc", "nll", "ece", "brier")
 
 
+#: per kind of data: (every corruption, the default ones)
+CORRUPTIONS = {
+    "image": (ALL_CORRUPTIONS, DEFAULT_CORRUPTIONS),
+    "text": (tuple(TEXT_CORRUPTIONS), tuple(TEXT_CORRUPTIONS)),
+}
+
+
+def corruptions_for(kind: str, names: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The corruptions to run on ``kind`` data: ``names`` (checked), ``("all",)`` or the
+    defaults (None)."""
+    every, default = CORRUPTIONS[kind]
+    if names is None:
+        return default
+    if names == ("all",):
+        return every
+    unknown = [n for n in names if n not in every]
+    if unknown:
+        raise ValueError(
+            f"unknown {kind} corruption(s) {unknown}; choose from {list(every)} or 'all'"
+        )
+    return names
+
+
 @dataclass
 class ShiftOptions:
-    corruptions: tuple[str, ...] = DEFAULT_CORRUPTIONS
+    #: corruption names, ("all",), or None: the defaults for the run's kind of data
+    corruptions: tuple[str, ...] | None = None
     severities: tuple[int, ...] = SEVERITIES
     size: int = 0  # the first `size` test images (0: the whole test split)
     samples: int | None = None  # BMA samples S on the corrupted sets (None: the run's)
@@ -36,7 +66,13 @@ class ShiftOptions:
     cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        check_corruptions(self.corruptions)
+        known = {n for every, _ in CORRUPTIONS.values() for n in every} | {"all"}
+        unknown = [n for n in self.corruptions or () if n not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown corruption(s) {unknown}; images: {list(ALL_CORRUPTIONS)}; "
+                f"texts: {list(TEXT_CORRUPTIONS)}; or 'all'"
+            )
         check_severities(self.severities)
         if self.size < 0:
             raise ValueError(f"the shift test size must be >= 0, got {self.size}")
@@ -55,38 +91,42 @@ def shift_metrics(
     metrics}}, "mean": {severity: metrics averaged over the corruptions}}.
 
     ``predictive(x, generator)`` returns log-probabilities; its draws are seeded the same way for
-    every corrupted set, so the sets differ only by their images."""
+    every corrupted set, so the sets differ only by their inputs."""
+    corruptions = corruptions_for(task.kind, options.corruptions)
     n = options.size or len(task.y_test)
     clean, labels = task.x_test_raw[:n], task.y_test[:n]
 
-    def evaluate(x: Tensor) -> dict[str, float]:
+    def evaluate(x: Inputs) -> dict[str, float]:
         generator = torch.Generator().manual_seed(cfg.seed + 5)
         return classification_metrics(predictive(x, generator).exp(), labels)
 
-    result: dict[str, Any] = {
-        "corruptions": list(options.corruptions),
-        "severities": list(options.severities),
-        "size": n,
-        "clean": evaluate(task.x_test[:n]),
-        "per_corruption": {},
-    }
-    pairs = [(c, s) for c in options.corruptions for s in options.severities]
-    for name, severity in tqdm(pairs, desc="shift", disable=not progress, leave=False):
-        images = corrupted_test_set(
+    def corrupted(name: str, severity: int) -> Any:
+        if task.kind == "text":
+            return corrupt_texts(list(clean), name, severity, options.seed)
+        return corrupted_test_set(
             cfg.data.dataset,
-            clean,
+            clean,  # type: ignore[arg-type]
             name,
             severity,
             options.seed,
             cfg.data.resolution,
             options.cache_dir,
         )
-        x = preprocess_images(images, cfg.data.resolution)
+
+    result: dict[str, Any] = {
+        "corruptions": list(corruptions),
+        "severities": list(options.severities),
+        "size": n,
+        "clean": evaluate(task.prepare(clean)),
+        "per_corruption": {},
+    }
+    pairs = [(c, s) for c in corruptions for s in options.severities]
+    for name, severity in tqdm(pairs, desc="shift", disable=not progress, leave=False):
+        x = task.prepare(corrupted(name, severity))
         result["per_corruption"].setdefault(name, {})[str(severity)] = evaluate(x)
     result["mean"] = {
         str(s): {
-            k: sum(result["per_corruption"][c][str(s)][k] for c in options.corruptions)
-            / len(options.corruptions)
+            k: sum(result["per_corruption"][c][str(s)][k] for c in corruptions) / len(corruptions)
             for k in METRIC_KEYS
         }
         for s in options.severities

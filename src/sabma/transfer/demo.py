@@ -45,7 +45,7 @@ def run_demo(
                 if row_method == method:
                     rows[label].append(metrics["test"][predictive])
         cfg = demo_config("sgd", seed, quick, overrides)
-        task = load_task(cfg.data, seed)
+        task = load_task(cfg, seed)
         backbone = build_backbone(cfg.model.backbone, task.num_classes, cfg.model.weights)
         probe = linear_probe(
             backbone.model,

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from sabma import distributed
 from sabma.config import Config, dump_config, load_config
+from sabma.data.inputs import Inputs
 from sabma.data.tasks import Task, load_task
 from sabma.device import amp_dtype, resolve_device
 from sabma.methods import Method, get_method
@@ -157,7 +158,7 @@ def train_run(
     if not resume:
         check_out_dir(out)
     torch.manual_seed(cfg.seed)
-    task = load_task(cfg.data, cfg.seed)
+    task = load_task(cfg, cfg.seed)
     data = TrainData(task.x_train, task.y_train, task.x_val, task.y_val)
     posterior, head = build_posterior(cfg, task.num_classes)
     if state is not None:
@@ -253,7 +254,7 @@ def load_run(run_dir: Path) -> LoadedRun:
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = load_config(run_dir / "config.yaml")
-    task = load_task(cfg.data, cfg.seed)
+    task = load_task(cfg, cfg.seed)
     posterior, head = build_posterior(cfg, task.num_classes)
     method = get_method(cfg.method.name)
     prior = None
@@ -311,7 +312,7 @@ def _evaluate_and_write(
     temperature_scaling: bool,
     progress: bool,
     weight_set: Tensor | None = None,
-    own_predictive: Callable[[Tensor], Tensor] | None = None,
+    own_predictive: Callable[[Inputs], Tensor] | None = None,
     shift: ShiftOptions | None = None,
     carried: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -323,7 +324,7 @@ def _evaluate_and_write(
     predictive = RunPredictive(cfg, posterior, method, samples, weight_set, own_predictive)
     generator = torch.Generator().manual_seed(cfg.seed + 3)
 
-    def predictives(x: Tensor, name: str) -> dict[str, Tensor]:
+    def predictives(x: Inputs, name: str) -> dict[str, Tensor]:
         mean = predictive.mean(x)
         if method.point:
             return {"bma": mean, "mean": mean}

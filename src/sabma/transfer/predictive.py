@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 
 from sabma.config import Config
+from sabma.data import inputs
+from sabma.data.inputs import Inputs
 from sabma.methods import Method
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.predict.dataset import predict_log_probs
@@ -25,7 +27,7 @@ class RunPredictive:
     method: Method
     samples: int
     weight_set: Tensor | None = None
-    own: Callable[[Tensor], Tensor] | None = None
+    own: Callable[[Inputs], Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -40,14 +42,14 @@ class RunPredictive:
             return 0
         return len(self.weight_set) if self.weight_set is not None else self.samples
 
-    def mean(self, x: Tensor) -> Tensor:
+    def mean(self, x: Inputs) -> Tensor:
         """log p(y | x) at the posterior mean, shape (n, classes)."""
         self.posterior.eval()
         return predict_log_probs(self.posterior, x, point=True, batch_size=self.cfg.eval.batch_size)
 
     def __call__(
         self,
-        x: Tensor,
+        x: Inputs,
         generator: torch.Generator | None = None,
         progress: bool = False,
         desc: str = "BMA",
@@ -59,7 +61,10 @@ class RunPredictive:
             self.posterior.eval()
             device = self.posterior.device
             return torch.cat(
-                [self.own(b.to(device)).to(x.device) for b in x.split(self.cfg.eval.batch_size)]
+                [
+                    self.own(inputs.to_device(b, device)).to(inputs.device_of(x))
+                    for b in inputs.batches(x, self.cfg.eval.batch_size)
+                ]
             )
         self.method.predict_mode(self.posterior, self.cfg)
         try:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.functional import cross_entropy
 
+from sabma.data.inputs import Inputs
 from sabma.metrics import classification_metrics, negative_log_likelihood
 from sabma.models.registry import head_features
 
@@ -46,11 +47,11 @@ def _probs(linear: nn.Linear, features: Tensor) -> Tensor:
 def linear_probe(
     model: nn.Module,
     head: str,
-    x_train: Tensor,
+    x_train: Inputs,
     y_train: Tensor,
-    x_val: Tensor,
+    x_val: Inputs,
     y_val: Tensor,
-    x_test: Tensor,
+    x_test: Inputs,
     y_test: Tensor,
     classes: int,
 ) -> dict[str, object]:

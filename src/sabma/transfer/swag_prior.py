@@ -8,6 +8,7 @@ import torch
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
+from sabma.data import inputs
 from sabma.methods.base import set_network_mode
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
@@ -35,10 +36,12 @@ def swag_prior(posterior: GaussianPosterior, data: TrainData, cfg: Config) -> Lo
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     set_network_mode(point, cfg.model.bn_mode)
     for epoch in range(1, p.swag_epochs + 1):
-        for idx in torch.randperm(len(data.x_train), generator=gen).split(cfg.optim.batch_size):
+        n = inputs.count(data.x_train)
+        for idx in torch.randperm(n, generator=gen).split(cfg.optim.batch_size):
             optimizer.zero_grad()
-            xb, yb = data.x_train[idx].to(point.device), data.y_train[idx].to(point.device)
-            cross_entropy(point.mean_forward(xb), yb).backward()
+            xb = inputs.to_device(inputs.take(data.x_train, idx), point.device)
+            yb = data.y_train[idx].to(point.device)
+            cross_entropy(inputs.call(point.mean_forward, xb), yb).backward()
             optimizer.step()
         if epoch >= p.swag_start and (epoch - p.swag_start) % p.swag_every == 0:
             moments.collect(point.mean)

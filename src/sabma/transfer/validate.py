@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from sabma.config import Config
-from sabma.data.tasks import DATASETS
+from sabma.data.tasks import dataset_kind
 from sabma.device import amp_dtype, resolve_device
 from sabma.methods import METHODS
-from sabma.models.registry import BACKBONES
+from sabma.models.registry import check_backbone_name
+from sabma.models.text import is_text_backbone
 from sabma.transfer.priors import PRIOR_KINDS
 
 
@@ -43,14 +44,8 @@ def check_config(cfg: Config) -> None:
     _finite_numbers(cfg)
     if cfg.method.name not in METHODS:
         raise ValueError(f"unknown method {cfg.method.name!r}; choose one of {sorted(METHODS)}")
-    backbone = cfg.model.backbone
-    if backbone not in BACKBONES and not backbone.startswith("torchvision:"):
-        raise ValueError(
-            f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)} "
-            "or 'torchvision:<name>'"
-        )
-    if cfg.data.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {cfg.data.dataset!r}; choose one of {DATASETS}")
+    check_backbone_name(cfg.model.backbone)
+    _data_matches_backbone(cfg)
     if cfg.prior.kind not in PRIOR_KINDS:
         raise ValueError(f"unknown prior kind {cfg.prior.kind!r}; choose one of {PRIOR_KINDS}")
     if cfg.model.bn_mode not in ("train", "eval"):
@@ -62,6 +57,7 @@ def check_config(cfg: Config) -> None:
         ("data.val_shots", cfg.data.val_shots, 1, False),
         ("data.test_size", cfg.data.test_size, 0, False),
         ("data.resolution", cfg.data.resolution, 8, False),
+        ("data.max_tokens", cfg.data.max_tokens, 2, False),
         ("method.rank", cfg.method.rank, 0, False),
         ("method.rho", cfg.method.rho, 0, False),
         ("method.sam_rho", cfg.method.sam_rho, 0, False),
@@ -92,6 +88,25 @@ def check_config(cfg: Config) -> None:
         raise ValueError(
             f"method.perturb must list blocks of ['mean', 'log_std', 'factor'], got {blocks!r}"
         )
+
+
+def _data_matches_backbone(cfg: Config) -> None:
+    data, backbone = cfg.data, cfg.model.backbone
+    kind = dataset_kind(data.dataset)
+    if kind == "text" and not is_text_backbone(backbone):
+        raise ValueError(
+            f"dataset {data.dataset!r} holds texts: model.backbone must be a text encoder "
+            f"('minilm' or 'hf:<dir>'), got {backbone!r}"
+        )
+    if kind == "image" and is_text_backbone(backbone):
+        raise ValueError(
+            f"backbone {backbone!r} reads texts: data.dataset must be one of the text datasets "
+            f"(rotten_tomatoes, csv), got {data.dataset!r}"
+        )
+    if kind == "text" and data.augment:
+        raise ValueError("data.augment applies to images only; set it to false for texts")
+    if not 0 < data.test_fraction < 1:
+        raise ValueError(f"data.test_fraction must be in (0, 1), got {data.test_fraction}")
 
 
 def check_out_dir(out: Path) -> None:
