@@ -130,3 +130,19 @@ def test_token_batches_are_trimmed_and_predictions_come_back_in_order() -> None:
     torch.testing.assert_close(
         point, torch.log_softmax(posterior.mean_forward(**x), -1), atol=1e-5, rtol=0
     )
+
+
+def test_minilm_loads_offline_with_its_tokenizer() -> None:
+    from sabma.models import build_backbone
+    from sabma.models.text import load_tokenizer, tokenize
+
+    backbone = build_backbone("minilm", 2)
+    model = backbone.model.eval()
+    layer_norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert backbone.head == "classifier" and len(layer_norms) == 13
+    posterior = GaussianPosterior(model, "norm+head", rank=0, head=backbone.head)
+    assert posterior.dim == 13 * 2 * 384 + 384 * 2 + 2
+    x = tokenize(load_tokenizer("minilm"), ["a fresh, funny film", "dull"], max_tokens=64)
+    assert x["input_ids"].shape == (2, 7) and int(x["attention_mask"][1].sum()) == 3
+    with torch.no_grad():
+        assert model(**x).shape == (2, 2)

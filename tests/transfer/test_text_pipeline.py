@@ -150,3 +150,18 @@ def test_an_image_dataset_with_a_text_backbone_is_refused(
 ) -> None:
     assert main(["train", "--out", "/tmp/never", "--set", "model.backbone=minilm"]) == 2
     assert "reads texts: data.dataset must be one of the text datasets" in capsys.readouterr().err
+
+
+def test_the_text_demo_runs_sabma_sgd_and_the_probe(
+    tmp_path: Path, text_files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    demo = ["demo", "--task", "text", "--quick", "--out", str(tmp_path), "--no-progress"]
+    extra = text_overrides(text_files, "data.text_column=review", "optim.epochs=4")
+    assert main([*demo, *extra]) == 0
+    table = capsys.readouterr().out
+    assert f"10-shot csv (≤ 64 tokens) from hf:{text_files['encoder']}" in table
+    for row in ("SA-BMA (BMA)", "SGD", "linear probe (frozen features)"):
+        assert f"| {row} |" in table
+    rows = json.loads((tmp_path / "demo.json").read_text())
+    assert len(rows["linear probe (frozen features)"]) == 1
+    assert {p.name for p in tmp_path.iterdir()} == {"sabma-seed0", "sgd-seed0", "demo.json"}

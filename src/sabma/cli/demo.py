@@ -1,4 +1,5 @@
-"""``sabma demo``: the embedded default end to end (or the two-moons toy with --task moons)."""
+"""``sabma demo``: the embedded default end to end; ``--task text`` the Rotten Tomatoes text
+task from all-MiniLM-L6-v2; ``--task moons`` the two-moons toy."""
 
 from __future__ import annotations
 
@@ -21,15 +22,19 @@ def add_parser(sub: Any) -> None:
         "dataset-fashion-mnist) from ImageNet-pre-trained EfficientNet-Lite0, "
         "SA-BMA against SGD fine-tuning of the same norm+head subset, with a "
         "frozen-feature linear probe for reference; prints test ACC / NLL / ECE / "
-        "Brier as mean ± std over seeds. --task moons runs the two-moons toy instead.",
+        "Brier as mean ± std over seeds. --task text runs 10-shot fresh-vs-rotten "
+        "sentiment (Rotten Tomatoes snippets) from all-MiniLM-L6-v2 with every LayerNorm + "
+        "the head Bayesian; --task moons the two-moons toy.",
     )
-    parser.add_argument("--task", choices=("fashion_mnist", "moons"), default="fashion_mnist")
+    parser.add_argument(
+        "--task", choices=("fashion_mnist", "text", "moons"), default="fashion_mnist"
+    )
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path("runs/demo"),
-        help="folder for the run directories (default runs/demo); finished runs "
-        "with the same configuration are reused",
+        default=None,
+        help="folder for the run directories (default runs/demo, runs/demo-text for "
+        "--task text); finished runs with the same configuration are reused",
     )
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     parser.add_argument(
@@ -58,13 +63,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         from sabma.transfer.demo import demo_config, run_demo
 
-        rows = run_demo(args.out, seeds, args.quick, args.overrides, progress=not args.no_progress)
-        cfg0 = demo_config("sabma", 0, args.quick, args.overrides)
+        out = args.out or Path("runs/demo" if args.task == "fashion_mnist" else "runs/demo-text")
+        rows = run_demo(
+            out, seeds, args.quick, args.overrides, not args.no_progress, task=args.task
+        )
+        cfg0 = demo_config("sabma", 0, args.quick, args.overrides, args.task)
+        data = (
+            f"Fashion-MNIST at {cfg0.data.resolution} px"
+            if args.task == "fashion_mnist"
+            else f"{cfg0.data.dataset} (≤ {cfg0.data.max_tokens} tokens)"
+        )
         title = (
-            f"{cfg0.data.shots}-shot Fashion-MNIST at {cfg0.data.resolution} px from "
-            f"{cfg0.model.backbone}, subset {cfg0.model.subset}, "
-            f"{cfg0.data.test_size or 'all'} test images, BMA S = {cfg0.eval.samples}; "
-            f"runs in {args.out}"
+            f"{cfg0.data.shots}-shot {data} from {cfg0.model.backbone}, subset "
+            f"{cfg0.model.subset}, {cfg0.data.test_size or 'all'} test examples, BMA S = "
+            f"{cfg0.eval.samples}; runs in {out}"
         )
     print(f"{title}; {seeds} seed(s), test metrics, mean ± std over seeds:\n")
     print(mean_std_table(rows))

@@ -8,8 +8,9 @@ corruption benchmark then work the same as for Fashion-MNIST.
   1 or 3; integer labels 0..K−1) and optionally ``classes`` (K names). Read with
   ``allow_pickle=False``.
 * ``image_folder``: ``root/train/<class>/*`` and ``root/test/<class>/*`` (PNG, JPEG, BMP, …); or
-  only ``root/<class>/*``, of which a seeded 20 % of every class becomes the test split. Images
-  are converted to RGB (grey when every image is grey) and resized to the first image's size.
+  only ``root/<class>/*``, of which a seeded ``data.test_fraction`` (20 %) of every class becomes
+  the test split. Images are converted to RGB (grey when every image is grey) and resized to the
+  first image's size.
 * ``cifar10`` / ``cifar100``: the folders ``cifar-10-batches-py`` (``data_batch_1..5``,
   ``test_batch``, ``batches.meta``) and ``cifar-100-python`` (``train``, ``test``, ``meta``) as
   released. They are pickles: they are read by an unpickler that can build plain containers and

@@ -93,6 +93,7 @@ def _transformers() -> Any:
             "text backbones need the transformers package (pip install 'sabma[text]')"
         ) from None
     transformers.logging.set_verbosity_error()  # no load reports or advisory warnings
+    transformers.logging.disable_progress_bar()  # our own bars say what runs
     return transformers
 
 

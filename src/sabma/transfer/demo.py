@@ -1,5 +1,8 @@
-"""The embedded default: 10-shot Fashion-MNIST from EfficientNet-Lite0, SA-BMA against SGD
-fine-tuning of the same subset, with a frozen-feature linear probe for reference."""
+"""The demos: SA-BMA against SGD fine-tuning of the same subset, with a frozen-feature linear
+probe for reference, on the embedded default (10-shot Fashion-MNIST from EfficientNet-Lite0) or
+the text task (32-shot fresh-vs-rotten Rotten Tomatoes snippets from all-MiniLM-L6-v2, subset
+every LayerNorm + the head: at 10 shots a frozen-feature probe is at 0.60 accuracy and fine-tuning
+overfits 20 texts within a few epochs, see docs/results.md)."""
 
 from __future__ import annotations
 
@@ -22,41 +25,67 @@ ROWS = (
     ("SGD", "sgd", "bma"),
     ("linear probe (frozen features)", "probe", "test"),
 )
-QUICK = ["optim.epochs=20", "data.test_size=1000"]
+#: per demo task: the settings that differ from the defaults, and what --quick adds
+TASKS: dict[str, list[str]] = {
+    "fashion_mnist": [],
+    "text": [
+        "data.dataset=rotten_tomatoes",
+        "model.backbone=minilm",
+        "data.shots=32",
+        "data.val_shots=32",
+        "data.test_size=400",
+        "optim.epochs=12",
+        "optim.batch_size=16",
+        "optim.lr=0.01",
+        "eval.samples=8",
+    ],
+}
+QUICK: dict[str, list[str]] = {
+    "fashion_mnist": ["optim.epochs=20", "data.test_size=1000"],
+    "text": ["optim.epochs=8", "data.test_size=200"],
+}
 
 
-def demo_config(method: str, seed: int, quick: bool, overrides: list[str]) -> Config:
-    return config_from_dict(
-        {}, [f"method.name={method}", f"seed={seed}", *(QUICK if quick else []), *overrides]
-    )
+def demo_config(
+    method: str, seed: int, quick: bool, overrides: list[str], task: str = "fashion_mnist"
+) -> Config:
+    if task not in TASKS:
+        raise ValueError(f"unknown demo task {task!r}; choose one of {sorted(TASKS)}")
+    settings = [*TASKS[task], *(QUICK[task] if quick else [])]
+    return config_from_dict({}, [f"method.name={method}", f"seed={seed}", *settings, *overrides])
 
 
 def run_demo(
-    out: Path, seeds: int, quick: bool, overrides: list[str], progress: bool = True
+    out: Path,
+    seeds: int,
+    quick: bool,
+    overrides: list[str],
+    progress: bool = True,
+    task: str = "fashion_mnist",
 ) -> dict[str, list[dict[str, float]]]:
-    """Run every (method, seed) into ``out/<method>-seed<k>`` and the probe; returns, per table
-    row, the test metrics of each seed. Also writes ``out/demo.json``."""
+    """Run every (method, seed) of demo ``task`` into ``out/<method>-seed<k>`` and the probe;
+    returns, per table row, the test metrics of each seed. Also writes ``out/demo.json``."""
     rows: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in ROWS}
     for seed in range(seeds):
         for method in ("sabma", "sgd"):
-            cfg = demo_config(method, seed, quick, overrides)
+            cfg = demo_config(method, seed, quick, overrides, task)
             metrics = run_or_reuse(cfg, out / f"{method}-seed{seed}", progress)
             for label, row_method, predictive in ROWS:
                 if row_method == method:
                     rows[label].append(metrics["test"][predictive])
-        cfg = demo_config("sgd", seed, quick, overrides)
-        task = load_task(cfg, seed)
-        backbone = build_backbone(cfg.model.backbone, task.num_classes, cfg.model.weights)
+        cfg = demo_config("sgd", seed, quick, overrides, task)
+        data = load_task(cfg, seed)
+        backbone = build_backbone(cfg.model.backbone, data.num_classes, cfg.model.weights)
         probe = linear_probe(
             backbone.model,
             backbone.head,
-            task.x_train,
-            task.y_train,
-            task.x_val,
-            task.y_val,
-            task.x_test,
-            task.y_test,
-            task.num_classes,
+            data.x_train,
+            data.y_train,
+            data.x_val,
+            data.y_val,
+            data.x_test,
+            data.y_test,
+            data.num_classes,
         )
         rows["linear probe (frozen features)"].append(probe["test"])  # type: ignore[arg-type]
     atomic_write_json(out / "demo.json", rows)
