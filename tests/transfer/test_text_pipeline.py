@@ -86,9 +86,8 @@ def test_train_evaluate_shift_and_curvature_of_a_text_run(
     assert main(["evaluate", str(run), "--shift", "--severities", "1,5", "--no-progress"]) == 0
     shift = json.loads((run / "metrics.json").read_text())["shift"]
     assert shift["corruptions"] == list(TEXT_CORRUPTIONS) and shift["size"] == 60
-    assert shift["clean"] == metrics["test"]["bma"] or shift["clean"]["acc"] == pytest.approx(
-        metrics["test"]["bma"]["acc"], abs=0.1
-    )
+    # the clean set is the whole test split again, with its own posterior draws
+    assert shift["clean"]["acc"] == pytest.approx(metrics["test"]["bma"]["acc"], abs=0.1)
     dropped = shift["per_corruption"]["word_drop"]
     assert dropped["5"]["nll"] != dropped["1"]["nll"]  # the inputs really changed
     code = main(["evaluate", str(run), "--shift", "--corruptions", "fog", "--no-progress"])
