@@ -99,6 +99,8 @@ def test_train_evaluate_shift_and_curvature_of_a_text_run(
     assert sharpness["lambda_max"] > 0
     assert main(["analyze", "flatness", str(run), "--samples", "3", "--no-progress"]) == 0
     assert (run / "flatness.json").is_file()
+    landscape = ["analyze", "landscape", str(run), "--points", "3", "--grid", "3"]
+    assert main([*landscape, "--no-progress"]) == 0 and (run / "landscape.json").is_file()
 
 
 @pytest.mark.parametrize("method", ["laplace", "mcdropout", "swag"])
