@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
         "dataset-fashion-mnist) from ImageNet-pre-trained EfficientNet-Lite0, "
         "SA-BMA against SGD fine-tuning of the same norm+head subset, with a "
         "frozen-feature linear probe for reference; prints test ACC / NLL / ECE / "
-        "Brier as mean ± std over seeds. --task text runs 10-shot fresh-vs-rotten "
+        "Brier as mean ± std over seeds. --task text runs 32-shot fresh-vs-rotten "
         "sentiment (Rotten Tomatoes snippets) from all-MiniLM-L6-v2 with every LayerNorm + "
         "the head Bayesian; --task moons the two-moons toy.",
     )
