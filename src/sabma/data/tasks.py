@@ -89,14 +89,29 @@ def load_raw_texts(cfg: DataConfig) -> RawTexts:
     raise ValueError(f"unknown text dataset {cfg.dataset!r}; choose one of {TEXT_DATASETS}")
 
 
-def _text_preparation(cfg: Config) -> Callable[[Any], Inputs]:
-    from sabma.models.text import is_text_backbone, load_tokenizer, tokenize
+def check_backbone_kind(cfg: Config) -> str:
+    """The kind of ``cfg.data.dataset`` ("image" or "text"); a backbone of the other kind is
+    refused."""
+    from sabma.models.text import is_text_backbone
 
-    if not is_text_backbone(cfg.model.backbone):
+    dataset, backbone = cfg.data.dataset, cfg.model.backbone
+    kind = dataset_kind(dataset)
+    if kind == "text" and not is_text_backbone(backbone):
         raise ValueError(
-            f"dataset {cfg.data.dataset!r} holds texts: model.backbone must be a text encoder "
-            f"('minilm' or 'hf:<dir>'), got {cfg.model.backbone!r}"
+            f"dataset {dataset!r} holds texts: model.backbone must be a text encoder "
+            f"('minilm' or 'hf:<dir>'), got {backbone!r}"
         )
+    if kind == "image" and is_text_backbone(backbone):
+        raise ValueError(
+            f"backbone {backbone!r} reads texts: data.dataset must be one of the text datasets "
+            f"({', '.join(TEXT_DATASETS)}), got {dataset!r}"
+        )
+    return kind
+
+
+def _text_preparation(cfg: Config) -> Callable[[Any], Inputs]:
+    from sabma.models.text import load_tokenizer, tokenize
+
     return partial(tokenize, load_tokenizer(cfg.model.backbone), max_tokens=cfg.data.max_tokens)
 
 
@@ -104,7 +119,7 @@ def load_task(cfg: Config, seed: int) -> Task:
     """Load ``cfg.data.dataset``, split it (seeded, class-balanced, disjoint validation) and
     prepare it for ``cfg.model.backbone``."""
     data = cfg.data
-    kind = dataset_kind(data.dataset)
+    kind = check_backbone_kind(cfg)
     raw: RawImages | RawTexts
     if kind == "text":
         raw = load_raw_texts(data)

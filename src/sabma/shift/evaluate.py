@@ -17,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sabma.config import Config
+from sabma.data import inputs
 from sabma.data.inputs import Inputs
 from sabma.data.tasks import Task
 from sabma.metrics import classification_metrics
@@ -117,7 +118,7 @@ def shift_metrics(
         "corruptions": list(corruptions),
         "severities": list(options.severities),
         "size": n,
-        "clean": evaluate(task.prepare(clean)),
+        "clean": evaluate(inputs.take(task.x_test, slice(0, n))),
         "per_corruption": {},
     }
     pairs = [(c, s) for c in corruptions for s in options.severities]

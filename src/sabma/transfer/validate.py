@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from sabma.config import Config
-from sabma.data.tasks import dataset_kind
+from sabma.data.tasks import check_backbone_kind
 from sabma.device import amp_dtype, resolve_device
 from sabma.methods import METHODS
 from sabma.models.registry import check_backbone_name
-from sabma.models.text import is_text_backbone
 from sabma.transfer.priors import PRIOR_KINDS
 
 
@@ -91,18 +90,8 @@ def check_config(cfg: Config) -> None:
 
 
 def _data_matches_backbone(cfg: Config) -> None:
-    data, backbone = cfg.data, cfg.model.backbone
-    kind = dataset_kind(data.dataset)
-    if kind == "text" and not is_text_backbone(backbone):
-        raise ValueError(
-            f"dataset {data.dataset!r} holds texts: model.backbone must be a text encoder "
-            f"('minilm' or 'hf:<dir>'), got {backbone!r}"
-        )
-    if kind == "image" and is_text_backbone(backbone):
-        raise ValueError(
-            f"backbone {backbone!r} reads texts: data.dataset must be one of the text datasets "
-            f"(rotten_tomatoes, csv), got {data.dataset!r}"
-        )
+    data = cfg.data
+    kind = check_backbone_kind(cfg)
     if kind == "text" and data.augment:
         raise ValueError("data.augment applies to images only; set it to false for texts")
     if not 0 < data.test_fraction < 1:
