@@ -31,7 +31,7 @@ def ratio(rank: int, factor_std: float, perturb: tuple[str, ...], rho: float, se
         if factor_std:
             posterior.factor.normal_(0.0, factor_std)
     x, y = torch.randn(64, 4, dtype=torch.float64), torch.randint(0, 3, (64,))
-    opt = SABMA(posterior, lr=0.1, rho=rho, perturb=perturb)
+    opt = SABMA(posterior, variance="gradient", lr=0.1, rho=rho, perturb=perturb)
     cross_entropy(posterior(x), y).backward()
     q = posterior.gaussian()
     before = LowRankGaussian(

@@ -2,6 +2,7 @@
 
 from sabma.posterior import GaussianPosterior, LowRankGaussian, kl_divergence, select_parameters
 from sabma.step import SABMA, SAM
+from sabma.variance import NaturalVariance
 
 __version__ = "0.1.0"
 
@@ -10,6 +11,7 @@ __all__ = [
     "SAM",
     "GaussianPosterior",
     "LowRankGaussian",
+    "NaturalVariance",
     "__version__",
     "kl_divergence",
     "select_parameters",

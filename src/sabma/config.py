@@ -25,9 +25,9 @@ class DataConfig:
     root: str | None = None  # the data (idx folder, .npz file, image tree, CIFAR folder, CSV file)
     shots: int = 10  # training examples per class
     val_shots: int = 10  # validation examples per class, disjoint from training
-    test_size: int = 2000  # a fixed random subset of the test set; 0 = all of it
+    test_size: int = 1000  # a fixed random subset of the test set; 0 = all of it
     test_fraction: float = 0.2  # held out as the test set where the data have no test split
-    resolution: int = 32  # images: side in pixels the backbone sees
+    resolution: int = 64  # images: side in pixels the backbone sees
     augment: bool = False  # images: light augmentation (shifts, flips), training only
     test_file: str | None = None  # csv: a separate test CSV (None: test_fraction held out)
     text_column: str = "text"  # csv: the column holding the text
@@ -48,12 +48,14 @@ class ModelConfig:
 @dataclass
 class PriorConfig:
     kind: str = "isotropic"  # isotropic | swag | file
-    norm_std: float = 0.01  # τ: N(w_pre, τ² I) on the normalization parameters (isotropic)
-    head_var: float = 1.0  # α: the prior N(0, α I) on the new head (every kind)
-    head_init_var: float = 1e-4  # the posterior's initial variance on the head
+    norm_std: float = 0.1  # τ: N(w_pre, τ² I) on the normalization parameters (isotropic)
+    # α: the prior N(0, α I) on the new head (every kind); 0: automatic, 50 / E‖φ(x)‖² for the
+    # features φ entering the head (a logit's prior std ≈ 7 whatever the features' scale)
+    head_var: float = 0.0
     scale: float = 1.0  # multiplies the covariance of a swag / file prior
     var_floor: float = 1e-6  # lower bound on SWAG / file variances (before scaling)
-    swag_epochs: int = 20  # swag: SGD epochs from w_pre on the training split (constant LR)
+    # the SWAG run behind prior.kind=swag and init.kind=swag:
+    swag_epochs: int = 20  # SGD epochs from w_pre on the training split (constant LR)
     swag_lr: float = 0.01
     swag_start: int = 10  # first epoch whose end is snapshotted
     swag_every: int = 1  # snapshot every c epochs
@@ -63,21 +65,47 @@ class PriorConfig:
 
 
 @dataclass
+class InitConfig:
+    """The posterior before training (independent of the prior; the mean always starts at w_pre
+    off the head and at 0 on the new head)."""
+
+    kind: str = "fixed"  # fixed | prior | swag | file: where the initial σ and D come from
+    norm_std: float = 0.01  # fixed: σ of the normalization parameters
+    head_std: float = 0.01  # fixed, prior, file: σ of the new head
+    scale: float = 1.0  # prior, swag, file: multiplies the covariance taken over
+
+
+@dataclass
 class MethodConfig:
     name: str = "sabma"  # see `sabma methods`
     rank: int = 5  # K of the posterior's low-rank factor
     rho: float = 1.0  # KL radius: KL(q_θ+ε ‖ q_θ) ≤ ρ²/2; ρ = 1 moves μ by about one σ
     metric: str = "fisher"
     perturb: list[str] = field(default_factory=lambda: ["mean", "log_std"])
-    beta: float = 0.0  # weight of KL(q‖p)/N in the loss (0: expected NLL; 1: the ELBO)
-    log_std_lr_scale: float = 1.0  # learning-rate multiplier of log σ
-    factor_lr_scale: float = 0.01  # learning-rate multiplier of the low-rank factor D
+    # sabma / vi: how σ and D are learned: natural (σ² = T/(λ(h+δ)) from a curvature h, D from
+    # the Fisher; a tempered posterior) | gradient (SGD on log σ and D, the research code's path)
+    variance: str = "natural"
+    temperature: float = 0.01  # natural: T (1: the posterior, < 1: a cold posterior)
+    ess: float = 0.0  # natural: λ, the effective sample size (0: the number of training examples)
+    curvature: str = "fisher"  # natural: fisher (sampled-label Fisher, training set) | reparam
+    curvature_source: str = "perturbed"  # reparam: the pass that feeds h: clean | perturbed
+    curvature_beta2: float = 0.99  # reparam: h averaged at rate 1 − β₂ per step
+    refresh_epochs: int = 1  # fisher: epochs between refreshes of h and D
+    fisher_samples: int = 1  # fisher: label draws per training example
+    fisher_examples: int = 256  # fisher: at most this many examples per refresh (seeded subset)
+    beta: float = 0.0  # gradient: weight of KL(q‖p)/N in the loss (0: expected NLL; 1: the ELBO)
+    log_std_lr_scale: float = 1.0  # gradient: learning-rate multiplier of log σ
+    factor_lr_scale: float = 0.01  # gradient: learning-rate multiplier of the low-rank factor D
     sam_rho: float = 0.05  # Euclidean radius of sam / fswag / fsam
     fsam_eta: float = 1.0  # fsam: η of the Fisher preconditioner 1 + η·g²
     bsam_rho: float = 0.05  # bsam: ρ of the adversarial step ρ·g/s
     bsam_beta2: float = 0.999  # bsam: β₂ of the precision s
     bsam_gamma: float = 100.0  # bsam: damping γ (variance floor 1/(N·γ)); chosen on validation
     moped_delta: float = 0.01  # vi: initial σ = δ·|w_pre| (MOPED)
+    ivon_ess: float = 0.0  # ivon: λ (0: the number of training examples)
+    ivon_hess_init: float = 1.0  # ivon: h₀, the initial curvature (σ₀ = 1/√(λ(h₀ + δ)))
+    ivon_beta2: float = 0.99999  # ivon: the curvature average's memory (the package's default)
+    ivon_weight_decay: float = 1e-4  # ivon: δ, the package's prior precision per example
     ptl_weight: float = 0.01  # ptl: λ of −(λ/N)·log p(w); chosen on validation
     ensemble_size: int = 5  # ensemble: number of members M
     csgld_cycles: int = 1  # csgld / emcmc: number of cosine cycles; chosen on validation
@@ -88,7 +116,7 @@ class MethodConfig:
     laplace_subset: str = "last_layer"  # laplace: last_layer | subset
     laplace_hessian: str = "kron"  # laplace: kron | diag | full (subset: diag | full)
     dropout_p: float | None = None  # mcdropout: rate of every dropout layer (None: the model's)
-    swag_start: int = 15  # swag / fswag: first epoch whose end is snapshotted
+    swag_start: int = 0  # swag / fswag: first epoch whose end is snapshotted (0: half the budget)
     swag_every: int = 1  # swag / fswag: snapshot every c epochs
     swag_lr_ratio: float = 0.5  # swag / fswag: the cosine schedule stops at this fraction of lr
     frozen: str = "fixed"  # fixed | prior: the rest at w_pre, or re-sampled N(w_pre, frozen_std²)
@@ -100,10 +128,12 @@ class MethodConfig:
 class OptimConfig:
     epochs: int = 30
     batch_size: int = 25
-    lr: float = 0.003
+    lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.0
     warmup_epochs: int = 2
+    # learning rates to choose from on the validation split (one full run each; empty: optim.lr)
+    lr_grid: list[float] = field(default_factory=list)
     amp: str = "none"  # none | bf16 | fp16: autocast of the network (fp16 with loss scaling)
     checkpoint_every: int = 50  # training steps between checkpoints (0: at the end only)
 
@@ -112,8 +142,9 @@ class OptimConfig:
 class EvalConfig:
     samples: int = 30  # S for the BMA predictive
     val_samples: int = 10  # S for model selection on validation BMA NLL
-    eval_every: int = 5  # epochs between validation evaluations
-    temperature_scaling: bool = False
+    eval_every: int = 2  # epochs between validation evaluations
+    patience: int = 4  # stop after this many evaluations without a better validation NLL (0: off)
+    temperature_scaling: bool = True  # also report test metrics after temperature scaling
     batch_size: int = 250
 
 
@@ -124,6 +155,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

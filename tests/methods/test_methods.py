@@ -88,9 +88,8 @@ def test_every_method_trains_end_to_end(tmp_path: Path, name: str) -> None:
         [
             *TINY,
             f"data.root={root}",
-            f"method.name={name}",
-            "method.swag_start=2",
-            "method.ptl_weight=0.01",
+            f"method.name={name}",  # every method at its defaults on a 4-epoch budget (SWAG
+            "method.ptl_weight=0.01",  # collects from half the budget, whatever its length)
             "method.emcmc_eta=0.5",
             "prior.norm_std=0.1",  # a prior that plain SGLD at lr 0.05 descends stably
         ],
@@ -105,30 +104,56 @@ def test_every_method_trains_end_to_end(tmp_path: Path, name: str) -> None:
     assert math.isfinite(metrics["test"]["bma"]["nll"])
 
 
-def test_vi_starts_at_moped_and_draws_fresh_noise_every_step() -> None:
+@pytest.mark.parametrize("variance", ["natural", "gradient"])
+def test_vi_starts_at_moped_and_draws_fresh_noise_every_step(variance: str) -> None:
+    """Both VI variants: MOPED start, one fresh draw per step; natural VI is the SA-BMA optimiser
+    at ρ = 0 (one pass a step), BBB adds the β/N-weighted KL."""
     from sabma.posterior.lowrank import LowRankGaussian
+    from sabma.step.sabma import SABMA
     from sabma.transfer.priors import head_mask, isotropic_prior
 
     cfg = config_from_dict(
-        {}, ["method.name=vi", "method.moped_delta=0.1", "method.beta=1", "optim.lr=0.01"]
+        {},
+        [
+            "method.name=vi",
+            "method.moped_delta=0.1",
+            "method.beta=1",
+            "optim.lr=0.01",
+            f"method.variance={variance}",
+            "method.curvature=reparam",
+        ],
     )
     posterior = GaussianPosterior(mlp(), "all")
     is_head = head_mask(posterior, "3")
     w_pre = posterior.mean.detach().clone()
     prior = isotropic_prior(w_pre, is_head, norm_std=1.0, head_var=1.0)
+    start = LowRankGaussian(
+        torch.where(is_head, 0.0, w_pre),
+        torch.full_like(w_pre, cfg.init.head_std**2),
+        w_pre.new_zeros(w_pre.numel(), 0),
+    )
     method = get_method("vi")
-    method.initialise(posterior, prior, is_head, cfg)
+    method.initialise(posterior, start, is_head, cfg)
     torch.testing.assert_close(posterior.std.detach()[~is_head], 0.1 * w_pre[~is_head].abs())
-    head_std = torch.full((int(is_head.sum()),), cfg.prior.head_init_var**0.5)
+    head_std = torch.full((int(is_head.sum()),), cfg.init.head_std)
     torch.testing.assert_close(posterior.std.detach()[is_head], head_std)
     opt = method.optimizer(posterior, prior, cfg, n=20)
     x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
+    calls = []
+    model = posterior.model
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
     noises = []
     for _ in range(2):
         method.step(posterior, opt, x, y)
         noises.append(posterior.noise_diag.clone())
+    hook.remove()
     assert not torch.equal(noises[0], noises[1])
-    assert isinstance(prior, LowRankGaussian) and method.kl_weight == pytest.approx(1 / 20)
+    assert len(calls) == 2  # one forward pass per step
+    if variance == "natural":
+        assert isinstance(opt, SABMA) and opt.rho == 0 and opt.natural is not None
+        assert "curvature" in opt.state_dict()["natural_variance"]
+    else:
+        assert isinstance(prior, LowRankGaussian) and method.kl_weight == pytest.approx(1 / 20)
 
 
 def test_ptl_gradient_is_the_nll_plus_the_prior_pull() -> None:
@@ -168,7 +193,7 @@ def test_ensemble_members_differ_and_the_predictive_averages_them(tmp_path: Path
             f"data.root={root}",
             "method.name=ensemble",
             "method.ensemble_size=3",
-            "prior.head_init_var=0.01",
+            "init.head_std=0.1",
         ],
     )
     out = tmp_path / "run"

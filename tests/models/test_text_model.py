@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn.functional import cross_entropy
 
-from sabma import SABMA, GaussianPosterior
+from sabma import SABMA, GaussianPosterior, LowRankGaussian
 from sabma.models.text import TextClassifier, build_text_classifier
 
 transformers = pytest.importorskip("transformers")
@@ -54,7 +54,14 @@ def test_padding_does_not_change_the_pooled_output() -> None:
 def test_sabma_trains_a_text_posterior_with_dict_inputs() -> None:
     model = TextClassifier(_tiny_encoder(), 16, 3).eval()
     posterior = GaussianPosterior(model, "norm+head", rank=2, init_std=1e-3)
-    opt = SABMA(posterior, lr=0.05, momentum=0.9, rho=0.05, block_lr_scale={"factor": 0.01})
+    opt = SABMA(
+        posterior,
+        variance="gradient",
+        lr=0.05,
+        momentum=0.9,
+        rho=0.05,
+        block_lr_scale={"factor": 0.01},
+    )
     batch, y = _batch(), torch.arange(12) % 3
 
     def closure() -> torch.Tensor:
@@ -95,7 +102,9 @@ def test_the_training_loop_and_predictive_take_dict_inputs(method: str) -> None:
             "eval.eval_every=1",
         ],
     )
-    history = fit(posterior, data, cfg, None, progress=False)
+    d = posterior.dim
+    prior = LowRankGaussian(posterior.mean.detach().clone(), torch.ones(d), torch.zeros(d, 0))
+    history = fit(posterior, data, cfg, prior, progress=False)
     assert len(history) == 3 and all("val_nll" in e for e in history)
     log_probs = predict_log_probs(posterior, data.x_val, samples=3, batch_size=4)
     assert log_probs.shape == (6, 3) and bool(torch.isfinite(log_probs).all())

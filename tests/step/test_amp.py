@@ -73,7 +73,7 @@ def test_overflow_in_either_pass_skips_the_step_and_backs_off() -> None:
         torch.manual_seed(3)
         model = mlp()
         posterior = GaussianPosterior(model, "all", rank=2, init_std=0.01)
-        opt = SABMA(posterior, lr=0.1, momentum=0.9, rho=0.5)
+        opt = SABMA(posterior, variance="gradient", lr=0.1, momentum=0.9, rho=0.5)
         before = copy.deepcopy(posterior.state_dict())
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
         loss_fn = _overflow_on(call, posterior, x, y)

@@ -72,7 +72,15 @@ def test_lazy_sabma_step_updates_running_stats_once_and_keeps_the_prior_term() -
     posterior = GaussianPosterior(model, "norm+head", rank=2, init_std=0.01)
     mean = posterior.mean.detach()
     prior = LowRankGaussian(mean + 0.1, torch.ones_like(mean), mean.new_zeros(posterior.dim, 1))
-    opt = SABMA(posterior, lr=0.05, rho=0.5, perturb_every=2, prior=prior, kl_weight=0.1)
+    opt = SABMA(
+        posterior,
+        variance="gradient",
+        lr=0.05,
+        rho=0.5,
+        perturb_every=2,
+        prior=prior,
+        kl_weight=0.1,
+    )
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
     tracked = next(b for n, b in model.named_buffers() if n.endswith("num_batches_tracked"))
     seen: list[tuple[bool, bool]] = []
@@ -124,7 +132,14 @@ def test_sabma_first_pass_skips_the_factor_gradient_without_changing_the_step() 
         posterior = GaussianPosterior(copy.deepcopy(base), "all", rank=3, init_std=0.05)
         with torch.no_grad():
             posterior.factor.copy_(factor)
-        opt = SABMA(posterior, lr=0.05, momentum=0.9, rho=0.3, block_lr_scale={"factor": 1.0})
+        opt = SABMA(
+            posterior,
+            variance="gradient",
+            lr=0.05,
+            momentum=0.9,
+            rho=0.3,
+            block_lr_scale={"factor": 1.0},
+        )
         opt._skip_factor_in_first_pass = skip
         opt._first_pass_mode()
         posteriors.append(posterior)

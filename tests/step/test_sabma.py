@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.functional import cross_entropy
 
-from sabma import SABMA, GaussianPosterior, LowRankGaussian, kl_divergence
+from sabma import SABMA, GaussianPosterior, LowRankGaussian, NaturalVariance, kl_divergence
 from tests.conftest import TinyResNet, mlp
 from tests.step.reference import manual_sam
 
@@ -45,7 +45,7 @@ def closure_for(posterior: GaussianPosterior, x: torch.Tensor = X, y: torch.Tens
 
 
 def kl_ratio_after_first_step(posterior: GaussianPosterior, rho: float, **kwargs) -> float:
-    opt = SABMA(posterior, lr=0.1, rho=rho, **kwargs)
+    opt = SABMA(posterior, variance="gradient", lr=0.1, rho=rho, **kwargs)
     closure_for(posterior)()
     before = frozen(posterior)
     opt.first_step()
@@ -75,7 +75,12 @@ def test_kl_ball_with_the_factor_perturbed(factor_scale: float, rho: float) -> N
 def test_euclidean_ball_has_radius_rho() -> None:
     posterior = posterior64(rank=2, factor_scale=0.05)
     opt = SABMA(
-        posterior, lr=0.1, rho=0.07, metric="euclidean", perturb=("mean", "log_std", "factor")
+        posterior,
+        variance="gradient",
+        lr=0.1,
+        rho=0.07,
+        metric="euclidean",
+        perturb=("mean", "log_std", "factor"),
     )
     closure_for(posterior)()
     before = [p.detach().clone() for p in posterior.parameters()]
@@ -93,7 +98,15 @@ def test_reduces_to_sam_with_vanishing_variance_euclidean_mean_only() -> None:
     sam_model = copy.deepcopy(model)
     posterior = GaussianPosterior(model, "all", init_std=1e-30)
     lr, momentum, rho = 0.1, 0.9, 0.05
-    opt = SABMA(posterior, lr=lr, momentum=momentum, rho=rho, metric="euclidean", perturb=("mean",))
+    opt = SABMA(
+        posterior,
+        variance="gradient",
+        lr=lr,
+        momentum=momentum,
+        rho=rho,
+        metric="euclidean",
+        perturb=("mean",),
+    )
     for _ in range(4):
         opt.zero_grad()
         opt.step(closure_for(posterior))
@@ -104,7 +117,7 @@ def test_reduces_to_sam_with_vanishing_variance_euclidean_mean_only() -> None:
 def test_diagonal_fisher_mean_only_is_variance_scaled_ascent() -> None:
     """bSAM's case: ε_μ = ρ σ² ⊙ g / √(gᵀ diag(σ²) g)."""
     posterior = posterior64(rank=0)
-    opt = SABMA(posterior, lr=0.1, rho=0.05, perturb=("mean",))
+    opt = SABMA(posterior, variance="gradient", lr=0.1, rho=0.05, perturb=("mean",))
     closure_for(posterior)()
     g = posterior.mean.grad.clone()
     mean_before = posterior.mean.detach().clone()
@@ -117,7 +130,7 @@ def test_diagonal_fisher_mean_only_is_variance_scaled_ascent() -> None:
 def test_low_rank_ascent_is_preconditioned_by_sigma_with_one_global_norm() -> None:
     """ε = ρ F⁻¹g / √(gᵀF⁻¹g) jointly over the mean and log-std blocks."""
     posterior = posterior64(rank=2, factor_scale=0.1)
-    opt = SABMA(posterior, lr=0.1, rho=0.05)
+    opt = SABMA(posterior, variance="gradient", lr=0.1, rho=0.05)
     closure_for(posterior)()
     g_mean, g_s = posterior.mean.grad.clone(), posterior.log_std.grad.clone()
     q = frozen(posterior)
@@ -140,7 +153,7 @@ def test_batchnorm_statistics_are_updated_once_per_step() -> None:
     model = TinyResNet().train()
     reference = copy.deepcopy(model)
     posterior = GaussianPosterior(model, "norm+head", rank=1)
-    opt = SABMA(posterior, lr=0.1, rho=0.1)
+    opt = SABMA(posterior, variance="gradient", lr=0.1, rho=0.1)
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
     with torch.no_grad():  # one plain forward at the same sample, on a copy
         posterior.factor.normal_(0, 0.01)
@@ -154,7 +167,7 @@ def test_batchnorm_statistics_are_updated_once_per_step() -> None:
 
 def test_the_perturbed_pass_reuses_the_noise_and_the_next_step_draws_new() -> None:
     posterior = posterior64(rank=2)
-    opt = SABMA(posterior, lr=0.1, rho=0.1)
+    opt = SABMA(posterior, variance="gradient", lr=0.1, rho=0.1)
     closure_for(posterior)()
     noise = posterior.noise_diag.clone(), posterior.noise_factor.clone()
     opt.first_step(zero_grad=True)
@@ -166,7 +179,7 @@ def test_the_perturbed_pass_reuses_the_noise_and_the_next_step_draws_new() -> No
     opt.second_step()
     assert posterior.update_running_stats
     assert not torch.equal(posterior.noise_diag, noise[0])
-    frozen_noise = SABMA(posterior, lr=0.1, resample=False)
+    frozen_noise = SABMA(posterior, variance="gradient", lr=0.1, resample=False)
     before = posterior.noise_diag.clone()
     frozen_noise.step(closure_for(posterior))
     assert torch.equal(posterior.noise_diag, before)
@@ -175,7 +188,9 @@ def test_the_perturbed_pass_reuses_the_noise_and_the_next_step_draws_new() -> No
 @pytest.mark.parametrize("decay_covariance", [False, True])
 def test_weight_decay_applies_to_the_mean_only_by_default(decay_covariance: bool) -> None:
     posterior = posterior64(rank=2, factor_scale=0.1)
-    opt = SABMA(posterior, lr=0.5, weight_decay=0.1, decay_covariance=decay_covariance)
+    opt = SABMA(
+        posterior, variance="gradient", lr=0.5, weight_decay=0.1, decay_covariance=decay_covariance
+    )
     before = {n: p.detach().clone() for n, p in posterior.named_parameters()}
 
     def no_data_gradient() -> torch.Tensor:
@@ -203,7 +218,9 @@ def test_kl_to_prior_term_is_added_at_the_unperturbed_point() -> None:
     for kl_weight in (0.0, 0.3):
         posterior = posterior64(rank=1, factor_scale=0.1)
         expected = torch.autograd.grad(0.3 * posterior.kl_to(prior), list(posterior.parameters()))
-        opt = SABMA(posterior, lr=0.5, rho=0.5, prior=prior, kl_weight=kl_weight)
+        opt = SABMA(
+            posterior, variance="gradient", lr=0.5, rho=0.5, prior=prior, kl_weight=kl_weight
+        )
         opt.step(closure_for(posterior))
         results.append([p.detach().clone() for p in posterior.parameters()])
     assert expected[0].abs().sum() > 0  # the KL pulls on the mean
@@ -220,14 +237,40 @@ def train(posterior: GaussianPosterior, opt: SABMA, steps: int, seed: int) -> No
         opt.step(closure_for(posterior, X[idx], Y[idx]))
 
 
+def variance_options(kind: str) -> dict:
+    """SABMA keyword arguments for each way of learning the variance."""
+    d = GaussianPosterior(mlp(), "all").dim
+    prior = LowRankGaussian(
+        torch.zeros(d, dtype=torch.float64),
+        torch.ones(d, dtype=torch.float64),
+        torch.zeros(d, 0, dtype=torch.float64),
+    )
+    if kind == "gradient":
+        return {"variance": "gradient"}
+    if kind == "reparam":
+        return {"prior": prior, "variance": NaturalVariance(ess=len(X), source="clean")}
+    return {
+        "prior": prior,
+        "variance": NaturalVariance(
+            ess=len(X), curvature="fisher", inputs=X.double(), refresh_every=2
+        ),
+    }
+
+
+@pytest.mark.parametrize("variance", ["gradient", "reparam", "fisher"])
 @pytest.mark.parametrize(
     ("base", "kwargs"), [(torch.optim.SGD, {"momentum": 0.9}), (torch.optim.Adam, {})]
 )
-def test_state_dict_round_trip_continues_identically(base, kwargs) -> None:
+def test_state_dict_round_trip_continues_identically(base, kwargs, variance: str) -> None:
+    """Mid-training state dicts (posterior + optimiser, the curvature h included) continue the
+    run bit for bit."""
+    kwargs = {**kwargs, **variance_options(variance)}
     posterior = posterior64(rank=2, factor_scale=0.05)
     opt = SABMA(posterior, base, lr=0.01, rho=0.1, weight_decay=1e-3, **kwargs)
     train(posterior, opt, 3, seed=0)
     saved = copy.deepcopy(posterior.state_dict()), copy.deepcopy(opt.state_dict())
+    if variance != "gradient":
+        assert "curvature" in saved[1]["natural_variance"]  # h travels with the optimiser
     rng = torch.get_rng_state()
     train(posterior, opt, 3, seed=1)
 
@@ -246,7 +289,7 @@ def test_state_dict_round_trip_continues_identically(base, kwargs) -> None:
 
 def test_cosine_schedule_drives_the_base_optimizer_without_warnings() -> None:
     posterior = posterior64()
-    opt = SABMA(posterior, lr=0.1, momentum=0.9)
+    opt = SABMA(posterior, variance="gradient", lr=0.1, momentum=0.9)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -261,7 +304,7 @@ def test_cosine_schedule_drives_the_base_optimizer_without_warnings() -> None:
 
 def test_gradient_clipping_between_the_passes_bounds_the_update() -> None:
     posterior = posterior64(rank=1, factor_scale=0.1)
-    opt = SABMA(posterior, lr=1.0, rho=0.1)
+    opt = SABMA(posterior, variance="gradient", lr=1.0, rho=0.1)
     before = torch.cat([p.detach().reshape(-1).clone() for p in posterior.parameters()])
     closure_for(posterior)()
     opt.first_step(zero_grad=True)
@@ -273,12 +316,19 @@ def test_gradient_clipping_between_the_passes_bounds_the_update() -> None:
     assert float((after - before).norm()) == pytest.approx(1e-3, rel=1e-6)
 
 
-def test_no_state_leaks_across_steps() -> None:
+@pytest.mark.parametrize("variance", ["gradient", "reparam", "fisher"])
+def test_no_state_leaks_across_steps(variance: str) -> None:
     posterior = posterior64(rank=2)
-    opt = SABMA(posterior, lr=0.1, momentum=0.9)
+    opt = SABMA(posterior, lr=0.1, momentum=0.9, **variance_options(variance))
     train(posterior, opt, 3, seed=0)
-    assert set(opt.state) == set(posterior.parameters())
-    assert all(set(s) == {"momentum_buffer"} for s in opt.state.values())
+    if variance == "gradient":
+        assert set(opt.state) == set(posterior.parameters())
+        assert all(set(s) == {"momentum_buffer"} for s in opt.state.values())
+    else:  # the mean has the base optimiser's state; σ and D follow the rule
+        assert set(opt.state) == {posterior.mean}
+        assert set(opt.state[posterior.mean]) == {"momentum_buffer"}
+        assert set(opt.state_dict()["natural_variance"]) == {"curvature", "updates"}
+        assert opt._curvature_estimate is None
     assert opt._backup == [] and posterior.update_running_stats
     with pytest.raises(RuntimeError, match="without first_step"):
         opt.second_step()
@@ -288,11 +338,12 @@ def test_no_state_leaks_across_steps() -> None:
         opt.first_step()
 
 
-def test_closure_and_two_step_api_agree() -> None:
+@pytest.mark.parametrize("variance", ["gradient", "reparam", "fisher"])
+def test_closure_and_two_step_api_agree(variance: str) -> None:
     results = []
     for use_closure in (True, False):
         posterior = posterior64(rank=1)
-        opt = SABMA(posterior, lr=0.1, momentum=0.9, rho=0.1)
+        opt = SABMA(posterior, lr=0.1, momentum=0.9, rho=0.1, **variance_options(variance))
         torch.manual_seed(5)
         for _ in range(3):
             opt.zero_grad()
@@ -303,29 +354,46 @@ def test_closure_and_two_step_api_agree() -> None:
                 opt.first_step(zero_grad=True)
                 closure_for(posterior)()
                 opt.second_step()
-        results.append(posterior.mean.detach().clone())
+        results.append(torch.cat([p.detach().reshape(-1) for p in posterior.parameters()]))
     assert torch.equal(results[0], results[1])
 
 
 def test_bad_arguments_are_clear_errors() -> None:
     posterior = posterior64()
-    with pytest.raises(ValueError, match="rho must be"):
-        SABMA(posterior, lr=0.1, rho=-1.0)
-    with pytest.raises(ValueError, match="metric must be one of"):
-        SABMA(posterior, lr=0.1, metric="l1")
-    with pytest.raises(ValueError, match="perturb must be"):
-        SABMA(posterior, lr=0.1, perturb=("weights",))
+    prior = variance_options("reparam")["prior"]
+    with pytest.raises(ValueError, match="needs ess="):
+        SABMA(posterior, lr=0.1, prior=prior)
     with pytest.raises(ValueError, match="needs a prior"):
-        SABMA(posterior, lr=0.1, kl_weight=1.0)
+        SABMA(posterior, lr=0.1, ess=10)
+    with pytest.raises(ValueError, match="kl_weight applies to variance='gradient'"):
+        SABMA(posterior, lr=0.1, ess=10, prior=prior, kl_weight=0.1)
+    with pytest.raises(ValueError, match="variance must be"):
+        SABMA(posterior, lr=0.1, variance="adam")
+    with pytest.raises(ValueError, match="curvature is one of"):
+        NaturalVariance(ess=10, curvature="hutchinson")
+    with pytest.raises(ValueError, match="needs the training inputs"):
+        NaturalVariance(ess=10, curvature="fisher")
+    with pytest.raises(ValueError, match="ess must be a positive"):
+        NaturalVariance(ess=0)
+    with pytest.raises(ValueError, match="rho must be"):
+        SABMA(posterior, variance="gradient", lr=0.1, rho=-1.0)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        SABMA(posterior, variance="gradient", lr=0.1, metric="l1")
+    with pytest.raises(ValueError, match="perturb must be"):
+        SABMA(posterior, variance="gradient", lr=0.1, perturb=("weights",))
+    with pytest.raises(ValueError, match="needs a prior"):
+        SABMA(posterior, variance="gradient", lr=0.1, kl_weight=1.0)
     with pytest.raises(TypeError, match="GaussianPosterior"):
         SABMA(mlp(), lr=0.1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="needs a closure"):
-        SABMA(posterior, lr=0.1).step()
+        SABMA(posterior, variance="gradient", lr=0.1).step()
 
 
 def test_block_learning_rate_scales_follow_the_schedule() -> None:
     posterior = posterior64(rank=2)
-    opt = SABMA(posterior, lr=0.1, block_lr_scale={"factor": 0.1, "log_std": 3.0})
+    opt = SABMA(
+        posterior, variance="gradient", lr=0.1, block_lr_scale={"factor": 0.1, "log_std": 3.0}
+    )
     lrs = {g["block"]: g["lr"] for g in opt.param_groups}
     assert lrs == pytest.approx({"mean": 0.1, "log_std": 0.3, "factor": 0.01})
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
@@ -334,12 +402,12 @@ def test_block_learning_rate_scales_follow_the_schedule() -> None:
     lrs = {g["block"]: g["lr"] for g in opt.param_groups}
     assert lrs == pytest.approx({"mean": 0.05, "log_std": 0.15, "factor": 0.005})
     with pytest.raises(ValueError, match="block_lr_scale"):
-        SABMA(posterior, lr=0.1, block_lr_scale={"sigma": 2.0})
+        SABMA(posterior, variance="gradient", lr=0.1, block_lr_scale={"sigma": 2.0})
 
 
 def test_a_diverged_covariance_is_a_clear_error() -> None:
     posterior = GaussianPosterior(mlp(), "all", rank=2)
-    opt = SABMA(posterior, lr=0.1, rho=0.5)
+    opt = SABMA(posterior, variance="gradient", lr=0.1, rho=0.5)
     x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
     cross_entropy(posterior(x), y).backward()
     with torch.no_grad():

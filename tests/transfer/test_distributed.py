@@ -13,19 +13,31 @@ from safetensors.torch import load_file
 
 from tests.transfer.test_pipeline import TINY, data_root  # noqa: F401 (fixture)
 
-#: two processes sum weighted gradients where one process averages: float rounding only
-TOLERANCE = 1e-5
+#: two processes sum weighted gradients where one process averages: float rounding only. The
+#: Fisher refresh (computed in every process on the whole training split, the same seeded labels)
+#: feeds those rounding differences back through σ every epoch: a looser bound.
+TOLERANCE = {"reparam": 1e-5, "fisher": 1e-4}
 
 
-@pytest.mark.parametrize("method", ["sabma", "vi"])
-def test_two_processes_match_one(tmp_path: Path, data_root: Path, method: str) -> None:  # noqa: F811
+@pytest.mark.parametrize(
+    ("method", "curvature"), [("sabma", "reparam"), ("sabma", "fisher"), ("vi", "reparam")]
+)
+def test_two_processes_match_one(
+    tmp_path: Path,
+    data_root: Path,  # noqa: F811
+    method: str,
+    curvature: str,
+) -> None:
     overrides = [
         *TINY,
         f"data.root={data_root}",
         "device=cpu",
         "model.subset=all",
         f"method.name={method}",
-        "optim.lr=0.5",
+        f"method.curvature={curvature}",
+        "optim.lr=0.2",
+        "prior.norm_std=1",
+        "prior.head_var=1",
         "optim.epochs=8",
         "optim.batch_size=9",  # uneven slices (5 + 4) and an uneven last batch (5 → 3 + 2)
     ]
@@ -57,8 +69,9 @@ def test_two_processes_match_one(tmp_path: Path, data_root: Path, method: str) -
     b = load_file(str(tmp_path / "two" / "posterior.safetensors"))
     assert set(a) == set(b)
     for key in a:
+        scale = 1.0 + float(a[key].abs().max()) if a[key].numel() else 1.0
         diff = float((a[key] - b[key]).abs().max()) if a[key].numel() else 0.0
-        assert diff < TOLERANCE, (key, diff)
+        assert diff < TOLERANCE[curvature] * scale, (key, diff)
     ma = json.loads((tmp_path / "one" / "metrics.json").read_text())
     mb = json.loads((tmp_path / "two" / "metrics.json").read_text())
     for split in ("bma", "mean"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sabma import LowRankGaussian
 from sabma.device import amp_dtype, resolve_device
 from sabma.methods import get_method
 from sabma.transfer.pipeline import build_posterior, train_run
@@ -62,7 +63,7 @@ def test_fp16_is_refused_for_methods_with_their_own_update(
 ) -> None:
     with pytest.raises(ValueError, match=r"optim.amp=fp16 needs loss scaling, which method .vi."):
         train_run(
-            tiny_config(data_root, "optim.amp=fp16", "method.name=vi"),
+            tiny_config(data_root, "optim.amp=fp16", "method.name=vi", "method.variance=gradient"),
             tmp_path / "r",
             progress=False,
         )
@@ -70,7 +71,11 @@ def test_fp16_is_refused_for_methods_with_their_own_update(
 
 @pytest.mark.parametrize("method", ["sabma", "sam", "fsam"])
 def test_perturb_every_reaches_the_optimiser(data_root: Path, method: str) -> None:  # noqa: F811
-    cfg = tiny_config(data_root, f"method.name={method}", "method.perturb_every=5")
+    cfg = tiny_config(
+        data_root, f"method.name={method}", "method.perturb_every=5", "method.curvature=reparam"
+    )
     posterior, _ = build_posterior(cfg, 10)
-    optimizer = get_method(method).optimizer(posterior, None, cfg, 50)
+    d = posterior.dim
+    prior = LowRankGaussian(posterior.mean.detach().clone(), torch.ones(d), torch.zeros(d, 0))
+    optimizer = get_method(method).optimizer(posterior, prior, cfg, 50)
     assert optimizer.perturb_every == 5  # type: ignore[attr-defined]

@@ -11,7 +11,7 @@ import torch
 from sabma import GaussianPosterior
 from sabma.models.tiny import TinyCNN
 from sabma.posterior.swag import SWAGMoments, swag_to_gaussian
-from sabma.transfer.priors import file_prior, head_mask, init_from_prior, isotropic_prior
+from sabma.transfer.priors import file_prior, head_mask, isotropic_prior
 
 
 def tiny_posterior(rank: int = 2) -> GaussianPosterior:
@@ -34,7 +34,7 @@ def test_isotropic_prior_and_initialisation() -> None:
     torch.testing.assert_close(prior.mean[~is_head], w_pre[~is_head])
     assert torch.all(prior.mean[is_head] == 0) and prior.rank == 0
     torch.testing.assert_close(prior.var, torch.where(is_head, 0.5, 0.01))
-    init_from_prior(posterior, prior, is_head, head_var=0.5)
+    posterior.set_to(prior)
     torch.testing.assert_close(posterior.mean.detach(), prior.mean)
     torch.testing.assert_close(posterior.std.detach() ** 2, prior.var)
     assert torch.all(posterior.factor == 0)

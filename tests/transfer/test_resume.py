@@ -39,6 +39,8 @@ class _Killed(Exception):
         ("swag", 13),  # method state: SWAG moments
         ("csgld", 12),  # method state: samples and the cycle position
         ("ensemble", 23),  # second member (members × 4 epochs × 5 steps)
+        ("vi", 8),  # natural-gradient VI: the curvature h in the optimiser's state
+        ("ivon", 8),  # ivon-opt's state and its step count (kept by the method)
     ],
 )
 def test_resume_after_a_crash_equals_the_uninterrupted_run(

@@ -43,11 +43,14 @@ def text_overrides(files: dict[str, Path], *extra: str) -> list[str]:
         "optim.epochs=20",
         "optim.batch_size=10",
         "optim.lr=0.1",
-        "prior.head_init_var=0.01",
+        "init.head_std=0.1",
         "eval.eval_every=5",
         "eval.samples=4",
         "eval.val_samples=2",
         "method.rank=2",
+        # a random encoder's LayerNorms carry little curvature: a cold posterior keeps σ small
+        "prior.norm_std=1",
+        "method.temperature=0.001",
         *extra,
     ]
     return [arg for o in overrides for arg in ("--set", o)]

@@ -31,6 +31,13 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="10 epochs, 500 test images, S = 10: a fast check of the pipeline",
     )
+    parser.add_argument(
+        "--lr-search",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="every method chooses its learning rate on its validation split from "
+        "[3e-4, 1e-3, 3e-3] (one full run each; default on; --no-lr-search: optim.lr)",
+    )
     add_overrides(parser, "override a configuration value of every run (repeatable)")
     add_progress(parser)
     parser.set_defaults(run=run)
@@ -48,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         args.overrides,
         args.quick,
         progress=not args.no_progress,
+        lr_search=args.lr_search,
     )
     print((args.out / "results.md").read_text())
     return 0

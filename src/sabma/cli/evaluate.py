@@ -38,9 +38,10 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument(
         "--temperature-scaling",
-        action="store_true",
-        help="fit a temperature on the validation BMA predictive and report "
-        "the scaled test metrics as test.bma_ts",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fit a temperature on the validation BMA predictive and report the scaled test "
+        "metrics as test.bma_ts (default: the run's eval.temperature_scaling, on by default)",
     )
     shift = parser.add_argument_group("distribution shift")
     shift.add_argument(

@@ -1,27 +1,45 @@
 """Two moons: SA-BMA against plain SGD on a small MLP with LayerNorms, in a few seconds.
 
-The smallest real end-to-end use of the library: a Gaussian posterior over every weight of the
-MLP, trained with the SA-BMA step on a tempered ELBO (expected NLL + β·KL(q‖N(0, I))/N, β = 0.1),
-evaluated by its BMA predictive, its posterior-mean predictor, and a deterministic network of the
-same architecture trained with SGD.
+The smallest real end-to-end use of the library, through the trainer's own code path: the same
+:func:`sabma.transfer.fit.fit` loop, methods, model selection on a validation split and
+configuration defaults as ``sabma train`` (the method's settings — ρ, the natural-gradient
+variance, its temperature — are the trainer's defaults); only the data, the network, the prior
+N(0, ``prior_std``² I) over every weight and the training budget are the toy's own
+(:data:`MOONS_SETTINGS`). SA-BMA is scored by its BMA predictive and its posterior mean; SGD
+trains the same network from the same initialisation.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from torch.nn.functional import cross_entropy
 
+from sabma.config import config_from_dict
+from sabma.methods import get_method
 from sabma.metrics import classification_metrics
 from sabma.posterior import GaussianPosterior, LowRankGaussian
-from sabma.predict import bma_probs
-from sabma.step import SABMA
+from sabma.predict.dataset import predict_log_probs
+from sabma.transfer.fit import TrainData, fit
+from sabma.transfer.init import initial_posterior
+from sabma.transfer.priors import head_mask
 
 log = logging.getLogger(__name__)
+
+#: the toy's budget and network, as trainer settings (everything else: the defaults)
+MOONS_SETTINGS = (
+    "model.subset=all",
+    "optim.epochs=100",
+    "optim.batch_size=25",
+    "optim.lr=0.05",
+    "optim.warmup_epochs=5",
+    "eval.eval_every=10",
+    "method.rank=2",
+)
+HEAD = "6"  # the last Linear of :func:`moons_mlp`
 
 
 def make_moons(n: int, noise: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -50,62 +68,33 @@ def moons_mlp(width: int = 32) -> nn.Sequential:
 @dataclass(frozen=True)
 class MoonsConfig:
     n_train: int = 100
+    n_val: int = 100
     n_test: int = 2000
     noise: float = 0.3
-    epochs: int = 300
-    batch_size: int = 25
-    lr: float = 0.05
-    momentum: float = 0.9
-    rho: float = 0.05
-    rank: int = 2
-    init_std: float = 0.05
     prior_std: float = 1.0
-    beta: float = 0.1
-    samples: int = 30
+    #: ``key.path=value`` settings of the trainer on top of :data:`MOONS_SETTINGS`
+    overrides: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
-    return list(torch.randperm(n, generator=generator).split(batch_size))
-
-
-def _train_sgd(
-    model: nn.Module, x: Tensor, y: Tensor, cfg: MoonsConfig, generator: torch.Generator
-) -> None:
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
-    for _ in range(cfg.epochs):
-        for idx in _batches(len(x), cfg.batch_size, generator):
-            opt.zero_grad()
-            cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-        schedule.step()
-
-
-def _train_sabma(
-    posterior: GaussianPosterior, x: Tensor, y: Tensor, cfg: MoonsConfig, generator: torch.Generator
-) -> None:
+def _train(
+    method_name: str,
+    model: nn.Module,
+    data: TrainData,
+    settings: list[str],
+    prior_std: float,
+    seed: int,
+) -> GaussianPosterior:
+    cfg = config_from_dict({}, [*settings, f"method.name={method_name}", f"seed={seed}"])
+    method = get_method(method_name)
+    posterior = GaussianPosterior(model, "all", rank=method.rank(cfg), head=HEAD)
     d = posterior.dim
-    prior = LowRankGaussian(torch.zeros(d), torch.full((d,), cfg.prior_std**2), torch.zeros(d, 0))
-    opt = SABMA(
-        posterior,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        rho=cfg.rho,
-        prior=prior,
-        kl_weight=cfg.beta / len(x),
-    )
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs)
-    for _ in range(cfg.epochs):
-        for idx in _batches(len(x), cfg.batch_size, generator):
-            opt.zero_grad()
-
-            def closure(idx: Tensor = idx) -> Tensor:
-                loss = cross_entropy(posterior(x[idx]), y[idx])
-                loss.backward()
-                return loss
-
-            opt.step(closure)
-        schedule.step()
+    prior = LowRankGaussian(torch.zeros(d), torch.full((d,), prior_std**2), torch.zeros(d, 0))
+    is_head = head_mask(posterior, HEAD)
+    start = initial_posterior(cfg, posterior, is_head, HEAD, data, prior)
+    method.initialise(posterior, start, is_head, cfg)
+    torch.manual_seed(seed)
+    fit(posterior, data, cfg, prior, method=method, progress=False)
+    return posterior
 
 
 def run_moons(seed: int = 0, cfg: MoonsConfig | None = None) -> dict[str, dict[str, float]]:
@@ -116,24 +105,23 @@ def run_moons(seed: int = 0, cfg: MoonsConfig | None = None) -> dict[str, dict[s
     cfg = cfg or MoonsConfig()
     gen = torch.Generator().manual_seed(seed)
     x_train, y_train = make_moons(cfg.n_train, cfg.noise, gen)
+    x_val, y_val = make_moons(cfg.n_val, cfg.noise, gen)
     x_test, y_test = make_moons(cfg.n_test, cfg.noise, gen)
+    data = TrainData(x_train, y_train, x_val, y_val)
+    settings = [*MOONS_SETTINGS, *cfg.overrides]
     torch.manual_seed(seed)
     sgd_model = moons_mlp()
     sabma_model = moons_mlp()
-    sabma_model.load_state_dict(sgd_model.state_dict())  # same initialisation
+    sabma_model.load_state_dict(sgd_model.state_dict())  # the same initialisation
 
-    _train_sgd(sgd_model, x_train, y_train, cfg, gen)
-    posterior = GaussianPosterior(sabma_model, "all", rank=cfg.rank, init_std=cfg.init_std)
-    _train_sabma(posterior, x_train, y_train, cfg, gen)
-
-    with torch.no_grad():
-        sgd_probs = torch.softmax(sgd_model(x_test), dim=1)
-        bma = bma_probs(posterior, x_test, samples=cfg.samples, generator=gen)
-        mean_probs = torch.softmax(posterior.mean_forward(x_test), dim=1)
+    sgd = _train("sgd", sgd_model, data, settings, cfg.prior_std, seed)
+    sabma = _train("sabma", sabma_model, data, settings, cfg.prior_std, seed)
+    draws = torch.Generator().manual_seed(seed + 3)
     results = {
-        "sgd": classification_metrics(sgd_probs, y_test),
-        "sabma_bma": classification_metrics(bma, y_test),
-        "sabma_mean": classification_metrics(mean_probs, y_test),
+        "sgd": predict_log_probs(sgd, x_test, point=True),
+        "sabma_bma": predict_log_probs(sabma, x_test, 30, generator=draws),
+        "sabma_mean": predict_log_probs(sabma, x_test, point=True),
     }
-    log.info("moons seed %d: %s", seed, results)
-    return results
+    metrics = {k: classification_metrics(v.exp(), y_test) for k, v in results.items()}
+    log.info("moons seed %d: %s", seed, metrics)
+    return metrics

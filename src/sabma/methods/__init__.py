@@ -6,6 +6,7 @@ from sabma.methods.csgld import CSGLDMethod
 from sabma.methods.emcmc import EMCMCMethod
 from sabma.methods.ensemble import EnsembleMethod
 from sabma.methods.fsam import FSAMMethod
+from sabma.methods.ivon import IVONMethod
 from sabma.methods.laplace import LaplaceMethod
 from sabma.methods.mcdropout import MCDropoutMethod
 from sabma.methods.point import SAMMethod, SGDMethod
@@ -26,6 +27,7 @@ METHODS: dict[str, type[Method]] = {
         SWAGMethod,
         FSWAGMethod,
         VIMethod,
+        IVONMethod,
         PTLMethod,
         EnsembleMethod,
         CSGLDMethod,

@@ -25,7 +25,6 @@ from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.amp import scaled_step
 from sabma.step.two_step import TwoStepOptimizer
-from sabma.transfer.priors import init_from_prior
 from sabma.transfer.schedule import warmup_cosine
 
 
@@ -88,11 +87,11 @@ class Method:
         )
 
     def initialise(
-        self, posterior: GaussianPosterior, prior: LowRankGaussian, is_head: Tensor, cfg: Config
+        self, posterior: GaussianPosterior, start: LowRankGaussian, is_head: Tensor, cfg: Config
     ) -> None:
-        """Set the posterior before training: at the prior off the head, head mean 0 and
-        variance ``prior.head_init_var`` (method.md §5, with α split, see docs/method.md)."""
-        init_from_prior(posterior, prior, is_head, cfg.prior.head_init_var)
+        """Set the posterior before training to ``start``, the initial posterior of
+        ``cfg.init`` (:mod:`sabma.transfer.init`)."""
+        posterior.set_to(start)
 
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
@@ -122,6 +121,9 @@ class Method:
 
     #: this process's share n_r / n of the global batch (multi-process training)
     batch_weight: float = 1.0
+    #: the run's training inputs, set by the training loop before :meth:`optimizer` (methods
+    #: whose optimiser measures curvature on the training split use them)
+    train_inputs: Inputs | None = None
 
     def sync_gradients(self, optimizer: torch.optim.Optimizer) -> None:
         """After every backward pass: sum the processes' gradients, weighted by their share of
@@ -131,9 +133,10 @@ class Method:
             params = [p for g in optimizer.param_groups for p in g["params"]]
             distributed.sum_gradients(params, self.batch_weight)
 
-    #: whether :meth:`step_scaled` (fp16 loss scaling) is supported: methods that override
-    #: :meth:`step` with their own update set False
-    supports_loss_scaling: ClassVar[bool] = True
+    def supports_loss_scaling(self, cfg: Config) -> bool:
+        """Whether :meth:`step_scaled` (fp16 loss scaling) is supported: False for methods that
+        override :meth:`step` with their own update."""
+        return True
 
     def step_scaled(
         self,

@@ -30,8 +30,10 @@ from sabma.step.bsam import BSAM
 class BSAMMethod(Method):
     name = "bsam"
     summary = "bSAM: Bayesian SAM, mean-field Gaussian with an Adam-like precision (method.bsam_*)"
-    supports_loss_scaling = False  # its own update (see Method.step_scaled)
     point = False
+
+    def supports_loss_scaling(self, cfg: Config) -> bool:
+        return False  # its own update (see Method.step_scaled)
 
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int

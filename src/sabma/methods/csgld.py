@@ -36,9 +36,11 @@ from sabma.posterior.lowrank import LowRankGaussian
 class CSGLDMethod(Method):
     name = "csgld"
     summary = "cyclical SG-MCMC (cSGHMC, cSGLD at momentum 0): samples at the end of each cycle"
-    supports_loss_scaling = False  # its own update (see Method.step_scaled)
     point = False
     select_best = False
+
+    def supports_loss_scaling(self, cfg: Config) -> bool:
+        return False  # its own update (see Method.step_scaled)
 
     def __init__(self) -> None:
         self._samples: list[Tensor] = []

@@ -1,7 +1,7 @@
 """Deep ensembles (Lakshminarayanan et al., 2017) of the subset: M independent SGD runs.
 
 Member m starts from the same pre-trained subset with its own random head (a draw from
-N(0, prior.head_init_var · I)) and its own data order, and gets the full loop and model
+N(0, init.head_std² · I)) and its own data order, and gets the full loop and model
 selection. The predictive averages the M members' probabilities; the "posterior mean" predictor
 reported beside it is member 0 alone.
 """
@@ -36,9 +36,9 @@ class EnsembleMethod(SGDMethod):
         return cfg.method.ensemble_size
 
     def initialise(
-        self, posterior: GaussianPosterior, prior: LowRankGaussian, is_head: Tensor, cfg: Config
+        self, posterior: GaussianPosterior, start: LowRankGaussian, is_head: Tensor, cfg: Config
     ) -> None:
-        super().initialise(posterior, prior, is_head, cfg)
+        super().initialise(posterior, start, is_head, cfg)
         self._head = is_head
 
     @torch.no_grad()
@@ -49,7 +49,7 @@ class EnsembleMethod(SGDMethod):
         if self._head is not None:
             gen = torch.Generator().manual_seed(cfg.seed * 1000 + member)
             noise = torch.randn(posterior.dim, generator=gen).to(posterior.mean)
-            head_draw = noise * cfg.prior.head_init_var**0.5
+            head_draw = noise * cfg.init.head_std
             posterior.mean.copy_(torch.where(self._head, head_draw, posterior.mean))
 
     def state_dict(self) -> dict[str, Any]:

@@ -23,7 +23,9 @@ from sabma.posterior.lowrank import LowRankGaussian
 class PTLMethod(SGDMethod):
     name = "ptl"
     summary = "PTL: SGD on NLL − (λ/N)·log p(w) with the (SWAG / file) prior"
-    supports_loss_scaling = False  # its own update (see Method.step_scaled)
+
+    def supports_loss_scaling(self, cfg: Config) -> bool:
+        return False  # its own update (see Method.step_scaled)
 
     def __init__(self) -> None:
         self.prior: LowRankGaussian | None = None

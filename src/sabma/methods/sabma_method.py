@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 
 from sabma.config import Config
@@ -9,26 +12,48 @@ from sabma.methods.base import Method
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.sabma import SABMA
+from sabma.variance.natural import NaturalVariance
 
 
 def check_kl_stability(
     prior: LowRankGaussian | None, kl_weight: float, lr: float, momentum: float
 ) -> None:
-    """Refuse a learning rate at which the KL term alone makes SGD diverge.
+    """Refuse a learning rate at which the prior term alone makes SGD diverge.
 
-    On the mean, ``kl_weight · KL(q‖p)`` is a quadratic with curvature up to
-    kl_weight · max diag(Σ_p⁻¹); heavy-ball SGD on a quadratic of curvature λ is stable only for
-    lr · λ < 2 (1 + momentum).
+    On the mean, ``kl_weight · KL(q‖p)`` (or ``kl_weight · (−log p)``) is a quadratic with
+    curvature up to kl_weight · max diag(Σ_p⁻¹); heavy-ball SGD on a quadratic of curvature λ is
+    stable only for lr · λ < 2 (1 + momentum).
     """
     if prior is None or kl_weight == 0:
         return
     curvature = kl_weight * float(prior.precision_diag().max())
     if lr * curvature >= 2 * (1 + momentum):
         raise ValueError(
-            f"optim.lr={lr} is unstable for the prior term (curvature weight/N·max 1/σ²_prior = "
-            f"{curvature:.3g}; need lr < {2 * (1 + momentum) / curvature:.3g}): lower optim.lr "
-            "or the prior term's weight (method.beta, method.ptl_weight), or widen the prior"
+            f"optim.lr={lr} is unstable for the prior term (curvature weight·max 1/σ²_prior = "
+            f"{curvature:.3g}; need lr < {2 * (1 + momentum) / curvature:.3g}): lower optim.lr, "
+            "widen the prior (prior.norm_std, prior.head_var) or lower the prior term's weight "
+            "(raise method.ess; method.beta, method.ptl_weight)"
         )
+
+
+def natural_variance_options(cfg: Config, n: int, method: Method) -> NaturalVariance:
+    """The natural-gradient variance of ``cfg.method`` for a training split of n examples."""
+    m = cfg.method
+    steps_per_epoch = math.ceil(n / cfg.optim.batch_size)
+    if m.curvature == "fisher" and method.train_inputs is None:
+        raise ValueError("method.curvature=fisher needs the training inputs")
+    return NaturalVariance(
+        ess=m.ess or float(n),
+        temperature=m.temperature,
+        curvature=m.curvature,
+        source=m.curvature_source,
+        beta2=m.curvature_beta2,
+        inputs=method.train_inputs if m.curvature == "fisher" else None,
+        refresh_every=m.refresh_epochs * steps_per_epoch,
+        label_samples=m.fisher_samples,
+        max_examples=m.fisher_examples,
+        batch_size=cfg.optim.batch_size,
+    )
 
 
 class SABMAMethod(Method):
@@ -43,20 +68,44 @@ class SABMAMethod(Method):
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
     ) -> torch.optim.Optimizer:
-        o, m = cfg.optim, cfg.method
-        kl_weight = m.beta / n if prior is not None else 0.0
-        check_kl_stability(prior, kl_weight, o.lr, o.momentum)
-        return SABMA(
-            posterior,
-            torch.optim.SGD,
-            rho=m.rho,
-            perturb_every=m.perturb_every,
-            metric=m.metric,
-            perturb=m.perturb,
-            prior=prior,
-            kl_weight=kl_weight,
-            block_lr_scale={"log_std": m.log_std_lr_scale, "factor": m.factor_lr_scale},
-            lr=o.lr,
-            momentum=o.momentum,
-            weight_decay=o.weight_decay,
-        )
+        m = cfg.method
+        return build_sabma(self, posterior, prior, cfg, n, rho=m.rho, metric=m.metric)
+
+
+def build_sabma(
+    method: Method,
+    posterior: GaussianPosterior,
+    prior: LowRankGaussian | None,
+    cfg: Config,
+    n: int,
+    rho: float,
+    metric: str = "fisher",
+) -> SABMA:
+    """The SA-BMA optimiser of ``cfg`` (ρ = 0: natural-gradient VI with the same variance)."""
+    o, m = cfg.optim, cfg.method
+    step: dict[str, Any] = {
+        "rho": rho,
+        "perturb_every": m.perturb_every,
+        "metric": metric,
+        "perturb": m.perturb,
+        "prior": prior,
+        "lr": o.lr,
+        "momentum": o.momentum,
+        "weight_decay": o.weight_decay,
+    }
+    if m.variance == "natural":
+        if prior is None:
+            raise ValueError("method.variance=natural needs a prior (prior.kind)")
+        options = natural_variance_options(cfg, n, method)
+        check_kl_stability(prior, 1.0 / options.ess, o.lr, o.momentum)
+        return SABMA(posterior, torch.optim.SGD, variance=options, **step)
+    kl_weight = m.beta / n if prior is not None else 0.0
+    check_kl_stability(prior, kl_weight, o.lr, o.momentum)
+    return SABMA(
+        posterior,
+        torch.optim.SGD,
+        variance="gradient",
+        kl_weight=kl_weight,
+        block_lr_scale={"log_std": m.log_std_lr_scale, "factor": m.factor_lr_scale},
+        **step,
+    )

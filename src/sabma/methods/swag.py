@@ -1,7 +1,8 @@
 """SWAG (Maddox et al., 2019) and F-SWAG (SWAG with a SAM inner optimiser), over the subset.
 
 The inner optimiser runs the shared schedule, whose cosine decay stops at
-``method.swag_lr_ratio × lr``; from epoch ``method.swag_start`` on, the subset is snapshotted
+``method.swag_lr_ratio × lr``; from epoch ``method.swag_start`` on (0, the default: from half the
+budget, so a shorter budget still collects), the subset is snapshotted
 after every ``method.swag_every``-th epoch. At the end the posterior becomes
 N(w̄, ½ diag(v) + D̂D̂ᵀ/(2(K−1))) (:func:`sabma.posterior.swag.swag_to_gaussian`). SWAG's
 posterior is the average over its collection phase, so it takes no best-epoch selection.
@@ -43,8 +44,13 @@ class SWAGCollection(Method):
     def lr_floor(self, cfg: Config) -> float:
         return cfg.method.swag_lr_ratio
 
+    @staticmethod
+    def start_epoch(cfg: Config) -> int:
+        """The first collected epoch: ``method.swag_start``, or half the budget when it is 0."""
+        return cfg.method.swag_start or max(1, cfg.optim.epochs // 2)
+
     def on_epoch_end(self, posterior: GaussianPosterior, epoch: int, cfg: Config) -> None:
-        start, every = cfg.method.swag_start, cfg.method.swag_every
+        start, every = self.start_epoch(cfg), cfg.method.swag_every
         if epoch >= start and (epoch - start) % every == 0:
             if self.moments is None:
                 self.moments = SWAGMoments(
@@ -69,8 +75,9 @@ class SWAGCollection(Method):
     def finish(self, posterior: GaussianPosterior, cfg: Config) -> None:
         if self.moments is None:
             raise ValueError(
-                f"method.swag_start={cfg.method.swag_start} is after the last epoch "
-                f"({cfg.optim.epochs}): SWAG collected no snapshot"
+                f"method.swag_start={self.start_epoch(cfg)} is after the last epoch "
+                f"({cfg.optim.epochs}): SWAG collected no snapshot; lower method.swag_start "
+                "(0: half the budget)"
             )
         q = self.moments.to_gaussian(cfg.prior.var_floor)
         posterior.mean.copy_(q.mean)

@@ -1,8 +1,13 @@
-"""Mean-field Gaussian VI (Blundell et al., 2015) with MOPED initialisation (Krishnan et al., 2020).
+"""Mean-field Gaussian VI with MOPED initialisation (Krishnan et al., 2020).
 
-Loss: E_q[NLL] + (β/N)·KL(q‖p), one reparameterised draw per step, plain SGD on (μ, log σ).
+With ``method.variance=natural`` (the default) this is natural-gradient VI (VON/IVON's variance
+rule, Khan et al. 2018): the SA-BMA optimiser with ρ = 0 and no low-rank factor, i.e. the same
+tempered-posterior objective, curvature estimate and σ² = T/(λ(h + δ)) as ``sabma`` — so the two
+differ by the sharpness-aware ascent and the factor alone. With ``method.variance=gradient`` it is
+Bayes by Backprop (Blundell et al., 2015): E_q[NLL] + (β/N)·KL(q‖p), one reparameterised draw per
+step, plain SGD on (μ, log σ).
 MOPED sets the initial σ from the pre-trained weights, σᵢ = δ·|w_pre,i| (δ = ``method.moped_delta``,
-floored at 10⁻⁸), for the normalization parameters; the new head starts at mean 0, variance α.
+floored at 10⁻⁸), for the normalization parameters; the new head starts at ``init.head_std``.
 """
 
 from __future__ import annotations
@@ -17,33 +22,40 @@ from sabma.config import Config
 from sabma.data import inputs
 from sabma.data.inputs import Inputs
 from sabma.methods.base import Method, finite
-from sabma.methods.sabma_method import check_kl_stability
+from sabma.methods.sabma_method import build_sabma, check_kl_stability
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 
 
 class VIMethod(Method):
     name = "vi"
-    summary = "mean-field Gaussian VI on the ELBO (weight method.beta), MOPED initialisation"
-    supports_loss_scaling = False  # its own update (see Method.step_scaled)
+    summary = "mean-field Gaussian VI: natural-gradient (the SA-BMA variance, ρ = 0) or BBB"
     point = False
     trains_at_mean = False
+
+    def supports_loss_scaling(self, cfg: Config) -> bool:
+        return cfg.method.variance == "natural"  # BBB has its own update
 
     def __init__(self) -> None:
         self.prior: LowRankGaussian | None = None
         self.kl_weight = 0.0
+        self.natural = False
 
     @torch.no_grad()
     def initialise(
-        self, posterior: GaussianPosterior, prior: LowRankGaussian, is_head: Tensor, cfg: Config
+        self, posterior: GaussianPosterior, start: LowRankGaussian, is_head: Tensor, cfg: Config
     ) -> None:
-        super().initialise(posterior, prior, is_head, cfg)
+        super().initialise(posterior, start, is_head, cfg)
         moped = (cfg.method.moped_delta * posterior.mean.abs()).clamp_min(1e-8)
         posterior.log_std.copy_(torch.where(is_head, posterior.log_std, moped.log()))
 
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
     ) -> torch.optim.Optimizer:
+        if cfg.method.variance == "natural":
+            self.natural = True
+            return build_sabma(self, posterior, prior, cfg, n, rho=0.0)
+        self.natural = False
         o = cfg.optim
         self.prior = prior
         self.kl_weight = cfg.method.beta / n if prior is not None else 0.0
@@ -61,6 +73,8 @@ class VIMethod(Method):
     def step(
         self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
     ) -> float:
+        if self.natural:
+            return super().step(posterior, optimizer, x, y)
         posterior.resample()
         optimizer.zero_grad()
         data_loss = cross_entropy(inputs.call(posterior, x), y)

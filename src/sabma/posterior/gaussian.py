@@ -145,6 +145,19 @@ class GaussianPosterior(nn.Module):
         target = other.gaussian() if isinstance(other, GaussianPosterior) else other
         return kl_divergence(self.gaussian(), target)
 
+    @torch.no_grad()
+    def set_to(self, gaussian: LowRankGaussian) -> None:
+        """Make q_θ equal to ``gaussian`` (its factor's columns in the first ones, the rest 0)."""
+        if gaussian.dim != self.dim or gaussian.rank > self.rank:
+            raise ValueError(
+                f"cannot hold a Gaussian of dimension {gaussian.dim} and rank {gaussian.rank} "
+                f"in a posterior of dimension {self.dim} and rank {self.rank}"
+            )
+        self.mean.copy_(gaussian.mean)
+        self.log_std.copy_(0.5 * torch.log(gaussian.var))
+        self.factor.zero_()
+        self.factor[:, : gaussian.rank] = gaussian.factor
+
     def resample(self, generator: torch.Generator | None = None) -> None:
         """Draw and keep this step's noise z₁ ~ N(0, I_d), z₂ ~ N(0, I_K)."""
         with torch.no_grad():

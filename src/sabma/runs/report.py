@@ -95,8 +95,22 @@ def write_report(path: Path, metrics: dict[str, Any]) -> None:
             -3,
             f"Temperature fitted on the validation predictive: T = {metrics['temperature']:.3f}.\n",
         )
+    if "posterior" in metrics:
+        parts.insert(-3, _posterior_line(metrics["posterior"]))
+    for line in metrics.get("fit", {}).get("warnings", []):
+        parts.insert(-3, f"**Warning — {line}.**\n")
     parts += _shift_section(metrics) + _sharpness_section(metrics) + _figures(path.parent)
     atomic_write_text(path, "\n".join(parts))
+
+
+def _posterior_line(shape: dict[str, Any]) -> str:
+    gains = ", ".join(f"{g:.2f}" for g in shape["factor_gain"]) or "none"
+    return (
+        f"Posterior shape: σ 1st / 50th / 99th percentile {shape['std_p1']:.3g} / "
+        f"{shape['std_p50']:.3g} / {shape['std_p99']:.3g} (spread {shape['std_spread']:.2f}); "
+        f"the low-rank factor holds {shape['factor_share']:.2%} of the total variance and adds, "
+        f"along each of its columns, {gains} × the diagonal's variance there.\n"
+    )
 
 
 def refresh_report(run_dir: Path) -> None:

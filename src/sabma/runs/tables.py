@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import statistics
 
+#: column headings that are not the metric's name in capitals
+HEADINGS = {"ts_nll": "NLL (TS)", "ts_ece": "ECE (TS)", "train_s": "TRAIN S"}
+
 
 def mean_std_table(
     rows: dict[str, list[dict[str, float]]],
@@ -12,7 +15,7 @@ def mean_std_table(
 ) -> str:
     """A Markdown table of mean ± std over seeds per row (the mean alone for a single value)."""
     lines = [
-        "| method | " + " | ".join(m.upper() for m in metrics) + " |",
+        "| method | " + " | ".join(HEADINGS.get(m, m.upper()) for m in metrics) + " |",
         "|" + "---|" * (len(metrics) + 1),
     ]
     for label, runs in rows.items():

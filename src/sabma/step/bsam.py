@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from sabma.running_stats import running_stat_buffers
+from sabma.variance.rules import natural_variance
 
 
 class BSAM(torch.optim.Optimizer):
@@ -126,9 +127,10 @@ class BSAM(torch.optim.Optimizer):
         return delta + group["gamma"] if s0 is None else torch.full_like(delta, s0)
 
     def variance(self, param: Tensor) -> Tensor:
-        """σ² = 1/(N·s) of the Gaussian over ``param``."""
+        """σ² = 1/(N·s) of the Gaussian over ``param``: the natural-gradient variance rule of
+        :mod:`sabma.variance` with λ = N, T = 1 and s = h + δ (bSAM's s already holds δ + γ)."""
         group = next(g for g, p in self._params() if p is param)
-        return 1.0 / (group["n_data"] * self._state(group, param)["s"])
+        return natural_variance(self._state(group, param)["s"], group["n_data"], 0.0)
 
     # --- the step ---------------------------------------------------------------------------
     @torch.no_grad()

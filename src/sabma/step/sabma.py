@@ -9,8 +9,15 @@ all perturbed blocks (method.md §4). A step:
 2. :meth:`SABMA.first_step` moves θ to θ + ε* and tells the posterior not to update running
    statistics;
 3. the caller runs the same forward/backward again (the same z);
-4. :meth:`SABMA.second_step` restores θ, adds the gradient of the weighted KL to the prior (taken
-   at θ), steps the base optimiser with the gradient from θ + ε*, and draws the next step's noise.
+4. :meth:`SABMA.second_step` restores θ, adds the prior's gradient (taken at θ), steps the base
+   optimiser with the gradient from θ + ε*, and draws the next step's noise.
+
+The variance is learned by the natural-gradient rule of :mod:`sabma.variance` by default
+(``variance=NaturalVariance(...)``): σ² = T/(λ(h + δ)) from a curvature estimate h, the factor from
+the Fisher of the training inputs, and the mean pulled toward the prior by (1/λ)·Σ_p⁻¹(μ − μ_p) —
+a tempered posterior at the fixed point. ``variance="gradient"`` trains log σ and D with the base
+optimiser on E_q[NLL] + ``kl_weight``·KL(q‖p) instead (the research code's path; with
+``kl_weight=0`` its fixed point is σ → 0).
 """
 
 from __future__ import annotations
@@ -27,8 +34,15 @@ from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.fisher import BLOCKS, dot, exact_kl_step, natural_direction
 from sabma.step.two_step import TwoStepOptimizer
+from sabma.variance.natural import Curvature, NaturalVariance, Source, VarianceState
 
 LinAlgError: type[RuntimeError] = torch.linalg.LinAlgError  # type: ignore[attr-defined]
+
+#: The largest move of one log σ for which the second-order KL ball is trusted when K > 0: the
+#: diagonal log-std Fisher 2(σᵢ²Pᵢᵢ)² drops the s/D cross terms, and where D carries most of a
+#: coordinate's variance it is tiny, so F⁻¹g can move that σ by e^{10} (measured on the 64 px
+#: default: ‖ε_s‖ = 11.6 at one step and training diverged). Beyond it the exact KL sets the length.
+SECOND_ORDER_LOG_STD = 0.5
 
 
 class Metric(StrEnum):
@@ -52,9 +66,16 @@ class SABMA(TwoStepOptimizer):
             ``"factor"``. The default ``("mean", "log_std")`` is where the second-order ball is
             accurate; with ``"factor"`` the step length is set by the exact KL.
         damping: δ of the factor block's Fisher, F_DD + δ·diag(Σ⁻¹) (see :mod:`sabma.step.fisher`).
-        prior: a prior Gaussian p; with ``kl_weight`` > 0 the gradient of ``kl_weight · KL(q‖p)``,
-            taken at the unperturbed θ, is added before the update (β/N for a tempered ELBO).
-        kl_weight: the weight of the KL term.
+        variance: how σ and D are learned: a :class:`~sabma.variance.NaturalVariance` (the
+            natural-gradient rule, which needs ``prior``), or ``"gradient"``: log σ and D by the
+            base optimiser on the reparameterisation gradient (+ ``kl_weight``·KL). ``None`` (the
+            default) means ``NaturalVariance(ess=ess)`` when ``ess`` is given, else refuses.
+        ess: λ, the effective sample size, for the default natural variance (usually the number
+            of training examples).
+        prior: the prior Gaussian p. Natural variance: it sets δ and pulls the mean with
+            (1/λ)·Σ_p⁻¹(μ − μ_p). Gradient variance: with ``kl_weight`` > 0 the gradient of
+            ``kl_weight · KL(q‖p)``, taken at the unperturbed θ, is added before the update.
+        kl_weight: the weight of the KL term (``variance="gradient"`` only).
         decay_covariance: apply the base optimiser's ``weight_decay`` to log σ and D too. Off by
             default: decaying them pulls the variances toward 1.
         block_lr_scale: learning-rate multipliers per block, e.g. ``{"factor": 0.1}``. The
@@ -76,6 +97,8 @@ class SABMA(TwoStepOptimizer):
         perturb: Iterable[str] = ("mean", "log_std"),
         damping: float = 1.0,
         *,
+        variance: NaturalVariance | str | None = None,
+        ess: float | None = None,
         prior: LowRankGaussian | GaussianPosterior | None = None,
         kl_weight: float = 0.0,
         decay_covariance: bool = False,
@@ -92,6 +115,12 @@ class SABMA(TwoStepOptimizer):
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight!r}")
         if kl_weight > 0 and prior is None:
             raise ValueError("kl_weight > 0 needs a prior")
+        natural = _natural_options(variance, ess, kl_weight)
+        if natural is not None and prior is None:
+            raise ValueError(
+                "the natural-gradient variance needs a prior (prior=...); "
+                "or pass variance='gradient'"
+            )
         try:
             metric = Metric(metric)
         except ValueError:
@@ -132,6 +161,13 @@ class SABMA(TwoStepOptimizer):
         self.prior = prior
         self.kl_weight = kl_weight
         self.resample = resample
+        self.natural: VarianceState | None = None
+        if natural is not None:
+            assert prior is not None
+            target = prior.gaussian() if isinstance(prior, GaussianPosterior) else prior
+            self.natural = VarianceState(natural, posterior, target)
+        self._curvature_estimate: Tensor | None = None
+        self._natural_state: dict[str, Any] = {}
         # The first pass of a two-pass step only forms ε: when D is not perturbed, that pass
         # skips D's gradient (a (d, K) outer product); the posterior is told so between steps.
         self._skip_factor_in_first_pass = bool(posterior.rank) and "factor" not in self.perturb
@@ -142,6 +178,8 @@ class SABMA(TwoStepOptimizer):
 
     def perturbation(self) -> list[tuple[Tensor, Tensor]]:
         params = self._block_params()
+        if self._observes(Source.CLEAN) and params["mean"].grad is not None:
+            self._curvature_estimate = self._reparam_estimate()
         grads = {b: g for b in self.perturb if (g := params[b].grad) is not None}
         step = self.block_perturbation(grads) if grads else {}
         return [(params[b], eps) for b, eps in step.items()]
@@ -166,7 +204,14 @@ class SABMA(TwoStepOptimizer):
         if not sq_norm > 0 or rho == 0:
             return {}
         t = rho / math.sqrt(sq_norm)
-        if self.metric is Metric.FISHER and "factor" in direction:
+        if self.metric is Metric.FISHER and (
+            "factor" in direction
+            or (
+                q.rank
+                and "log_std" in direction
+                and t * float(direction["log_std"].abs().max()) > SECOND_ORDER_LOG_STD
+            )
+        ):
             t = exact_kl_step(q, self.posterior.log_std.detach(), direction, rho**2 / 2, t)
         return {b: t * v for b, v in direction.items()}
 
@@ -175,22 +220,102 @@ class SABMA(TwoStepOptimizer):
 
     def _on_perturb(self) -> None:
         self.posterior.update_running_stats = False
-        self.posterior.factor_grad = True
+        self.posterior.factor_grad = self.natural is None or "factor" in self.perturb
 
     def _on_restore(self) -> None:
         self.posterior.update_running_stats = True
 
     def _before_reused_pass(self) -> None:
-        self.posterior.factor_grad = True
+        self.posterior.factor_grad = self.natural is None or "factor" in self.perturb
+
+    # --- the natural-gradient variance ------------------------------------------------------
+    def _observes(self, source: Source) -> bool:
+        """Whether this step's ``source`` pass feeds the per-step curvature estimate."""
+        n = self.natural
+        return (
+            n is not None
+            and n.options.curvature is Curvature.REPARAM
+            and (n.options.source is source)
+        )
+
+    def _reparam_estimate(self) -> Tensor:
+        """h after the reparameterisation estimate from the mean's current gradient, at the
+        current (possibly perturbed) σ."""
+        assert self.natural is not None and self.posterior.mean.grad is not None
+        h = self._curvature()
+        if h is None:
+            h = self.natural.initial_curvature()
+        return self.natural.observe(h, self.posterior.mean.grad, self.posterior.std.detach())
+
+    def _variance_state(self) -> dict[str, Any]:
+        """h and the update count of the natural variance (kept apart from the base
+        optimiser's per-parameter state, whose layout it owns)."""
+        return self._natural_state
+
+    def _curvature(self) -> Tensor | None:
+        """h, the curvature state (None before the first estimate)."""
+        return self._variance_state().get("curvature")
+
+    def _before_restore(self, update: bool) -> None:
+        if not update:  # a skipped step observes nothing
+            self._curvature_estimate = None
+        elif self._observes(Source.PERTURBED) or (
+            self._observes(Source.CLEAN) and self._curvature_estimate is None
+        ):  # the perturbed pass, or a lazy step (it has no clean pass)
+            self._curvature_estimate = self._reparam_estimate()
 
     def _before_update(self) -> None:
-        if self.kl_weight > 0 and self.prior is not None:
+        if self.natural is not None:
+            mean = self.posterior.mean
+            pull = self.natural.prior_pull()
+            mean.grad = pull if mean.grad is None else mean.grad.add_(pull)
+            self.posterior.log_std.grad = None  # σ and D follow the rule, not the optimiser
+            self.posterior.factor.grad = None
+        elif self.kl_weight > 0 and self.prior is not None:
             self._add_kl_gradient()
 
     def _after_update(self) -> None:
+        if self.natural is not None:
+            self._update_variance()
         if self.resample:
             self.posterior.resample()
         self._first_pass_mode()
+
+    def _update_variance(self) -> None:
+        assert self.natural is not None
+        state = self._variance_state()
+        state["updates"] = updates = int(state.get("updates", 0)) + 1
+        if self._curvature_estimate is not None:
+            state["curvature"] = self._curvature_estimate
+            self._curvature_estimate = None
+            self.natural.apply(state["curvature"])
+        options = self.natural.options
+        if options.curvature is Curvature.FISHER and (updates - 1) % options.refresh_every == 0:
+            state["curvature"] = self.natural.refresh(state.get("curvature"))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimiser's state, the lazy step's, and the natural variance's h."""
+        state = super().state_dict()
+        state["natural_variance"] = dict(self._natural_state)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        natural = state_dict.pop("natural_variance", {})
+        super().load_state_dict(state_dict)
+        like = self.posterior.log_std
+        self._natural_state = {
+            k: v.to(like) if isinstance(v, Tensor) else v for k, v in natural.items()
+        }
+
+    def refresh_curvature(self) -> None:
+        """Recompute the ``fisher`` curvature (and the factor) now, outside the schedule."""
+        if self.natural is None or self.natural.options.curvature is not Curvature.FISHER:
+            raise RuntimeError(
+                "refresh_curvature needs variance=NaturalVariance(curvature='fisher')"
+            )
+        state = self._variance_state()
+        state["curvature"] = self.natural.refresh(state.get("curvature"))
 
     def _add_kl_gradient(self) -> None:
         params = self._block_params()
@@ -202,3 +327,30 @@ class SABMA(TwoStepOptimizer):
             if g is not None:
                 p = params[block]
                 p.grad = g.clone() if p.grad is None else p.grad.add_(g)
+
+
+def _natural_options(
+    variance: NaturalVariance | str | None, ess: float | None, kl_weight: float
+) -> NaturalVariance | None:
+    """The natural-variance settings (None: the gradient path), after checks."""
+    if isinstance(variance, NaturalVariance):
+        options: NaturalVariance | None = variance
+    elif variance == "gradient":
+        options = None
+    elif variance is None or variance == "natural":
+        if ess is None:
+            raise ValueError(
+                "SABMA learns the variance by the natural-gradient rule, which needs ess= (the "
+                "number of training examples) and prior=; or pass variance='gradient'"
+            )
+        options = NaturalVariance(ess=ess)
+    else:
+        raise ValueError(
+            f"variance must be a NaturalVariance, 'natural' or 'gradient', got {variance!r}"
+        )
+    if options is not None and kl_weight > 0:
+        raise ValueError(
+            "kl_weight applies to variance='gradient'; the natural-gradient variance weighs "
+            "the prior by 1/ess"
+        )
+    return options

@@ -77,6 +77,10 @@ class TwoStepOptimizer(torch.optim.Optimizer):
     def _before_reused_pass(self) -> None:
         """Called before the single pass of a lazy step (θ is at θ + ε_last)."""
 
+    def _before_restore(self, update: bool) -> None:
+        """Called when the step's last pass is over, while θ is still at θ + ε (``update``:
+        whether the base optimiser will step)."""
+
     def _before_update(self) -> None:
         """Called after θ was restored, just before the base optimiser steps."""
 
@@ -114,6 +118,7 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         (``update=False``: restore only, e.g. when that gradient overflowed)."""
         if not self._perturbed:
             raise RuntimeError("second_step called without first_step")
+        self._before_restore(update)
         self._restore()
         self._on_restore()
         if update:
@@ -141,8 +146,8 @@ class TwoStepOptimizer(torch.optim.Optimizer):
 
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
         """One full step. ``closure`` runs forward and backward and returns the loss; it is called
-        twice (at θ and at θ + ε), or once (at θ + ε_last) on a lazy step, and should not zero
-        the gradients itself. Returns the loss of the first call."""
+        twice (at θ and at θ + ε), or once (at θ + ε_last) on a lazy step or when ρ = 0 (θ + ε is
+        θ), and should not zero the gradients itself. Returns the loss of the first call."""
         if closure is None:
             raise ValueError(
                 f"{type(self).__name__}.step needs a closure that runs forward and "
@@ -155,6 +160,10 @@ class TwoStepOptimizer(torch.optim.Optimizer):
             self.second_step()
             return loss
         loss = closure()
+        if self.rho == 0:  # ε = 0: the gradient at θ is the one at θ + ε
+            self.first_step()
+            self.second_step()
+            return loss
         self.first_step(zero_grad=True)
         closure()
         self.second_step()

@@ -25,6 +25,10 @@ from sabma.transfer.pipeline import run_or_reuse
 log = logging.getLogger(__name__)
 
 METRICS = ("acc", "nll", "ece", "brier")
+#: after temperature scaling (fitted on validation; Ashukha et al. 2020's calibrated NLL)
+TS_METRICS = ("ts_nll", "ts_ece")
+#: learning rates every method chooses from on its validation split (``--no-lr-search``: off)
+LR_GRID = "[0.0003,0.001,0.003]"
 QUICK = ["optim.epochs=10", "data.test_size=500", "eval.samples=10"]
 REFERENCE = "sgd"  # the baseline of the paired-difference table
 
@@ -56,9 +60,13 @@ def run_benchmark(
     overrides: list[str],
     quick: bool = False,
     progress: bool = True,
+    lr_search: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run (or reuse) every (method, seed); write ``results.{csv,json,md}`` and ``results.png``."""
-    base = load_config(config, [*(QUICK if quick else []), *overrides]).to_dict()
+    """Run (or reuse) every (method, seed); write ``results.{csv,json,md}`` and ``results.png``.
+    ``lr_search``: every method chooses its learning rate from :data:`LR_GRID` on validation
+    (unless the configuration sets ``optim.lr_grid`` itself)."""
+    grid = [f"optim.lr_grid={LR_GRID}"] if lr_search else []
+    base = load_config(config, [*(QUICK if quick else []), *grid, *overrides]).to_dict()
     rows = []
     for method in methods:
         for seed in seeds:
@@ -66,11 +74,14 @@ def run_benchmark(
             log.info("benchmark: %s seed %d", method, seed)
             metrics = run_or_reuse(cfg, out / method / f"seed{seed}", progress)
             bma = metrics["test"]["bma"]
+            scaled = metrics["test"].get("bma_ts", {})
             rows.append(
                 {
                     "method": method,
                     "seed": seed,
                     **{m: bma[m] for m in METRICS},
+                    **{m: scaled.get(m[3:], float("nan")) for m in TS_METRICS},
+                    "lr": metrics.get("lr", cfg.optim.lr),
                     "train_s": metrics["timing"]["train_s"],
                 }
             )
@@ -87,7 +98,9 @@ def paired_table(by_method: dict[str, list[dict[str, Any]]], reference: str) -> 
     paired: dict[str, list[dict[str, float]]] = {}
     for method, rows in by_method.items():
         deltas = [
-            {m: row[m] - ref[row["seed"]][m] for m in METRICS} for row in rows if row["seed"] in ref
+            {m: row[m] - ref[row["seed"]][m] for m in (*METRICS, *TS_METRICS)}
+            for row in rows
+            if row["seed"] in ref
         ]
         if deltas and method != reference:
             paired[method] = deltas
@@ -95,7 +108,7 @@ def paired_table(by_method: dict[str, list[dict[str, Any]]], reference: str) -> 
         return ""
     return (
         f"\n\nPaired differences to `{reference}` (method − {reference} on the same seed), "
-        "mean ± std over seeds:\n\n" + mean_std_table(paired, METRICS, signed=True)
+        "mean ± std over seeds:\n\n" + mean_std_table(paired, (*METRICS, *TS_METRICS), signed=True)
     )
 
 
@@ -113,7 +126,7 @@ def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
     text = (
         f"# Benchmark: test metrics of each method's predictive, mean ± std over seeds "
         f"{seeds}\n\n"
-        + mean_std_table(by_method, (*METRICS, "train_s"))
+        + mean_std_table(by_method, (*METRICS, *TS_METRICS, "train_s"))
         + paired_table(by_method, REFERENCE)
         + "\n\n![NLL and ECE per method](results.png)\n"
     )

@@ -109,7 +109,7 @@ def fit(
         raise ValueError("optim.epochs and optim.batch_size must be >= 1 and optim.lr > 0")
     if cfg.method.frozen not in ("fixed", "prior"):
         raise ValueError(f"method.frozen must be 'fixed' or 'prior', got {cfg.method.frozen!r}")
-    if amp_dtype(opt_cfg.amp) is torch.float16 and not method.supports_loss_scaling:
+    if amp_dtype(opt_cfg.amp) is torch.float16 and not method.supports_loss_scaling(cfg):
         raise ValueError(
             f"optim.amp=fp16 needs loss scaling, which method {method.name!r} (its own update) "
             "does not support; use optim.amp=bf16"
@@ -174,6 +174,7 @@ def _restore_finished(
     state: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """The state of a run whose training ended (killed during evaluation)."""
+    method.train_inputs = data.x_train
     optimizer = method.optimizer(posterior, prior, cfg, inputs.count(data.x_train))
     method.schedule(optimizer, math.ceil(inputs.count(data.x_train) / cfg.optim.batch_size), cfg)
     posterior.load_state_dict(state["posterior"])
@@ -198,6 +199,7 @@ def _fit_once(
     opt_cfg = cfg.optim
     n = inputs.count(data.x_train)
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * member)
+    method.train_inputs = data.x_train
     optimizer = method.optimizer(posterior, prior, cfg, n)
     steps_per_epoch = math.ceil(n / opt_cfg.batch_size)
     schedule = method.schedule(optimizer, steps_per_epoch, cfg)
@@ -346,6 +348,7 @@ def _fit_once(
                 )
         history.append(entry)
         order = None
+        stop = _patience_spent(history, cfg.eval.patience) if method.select_best else False
         shown = {"loss": f"{entry['loss']:.3f}"}
         if best is not None:
             shown["best_val_nll"] = f"{best[0]:.3f}"
@@ -353,11 +356,28 @@ def _fit_once(
         if log_path is not None:
             with log_path.open("a") as handle:
                 handle.write(json.dumps(entry) + "\n")
+        if stop:
+            log.info(
+                "%s: early stop at epoch %d (patience %d)",
+                method.name,
+                epoch + 1,
+                cfg.eval.patience,
+            )
+            break
     if best is not None:
         posterior.load_state_dict(best[1])
         _load_buffers(posterior, best[2])
         log.info("%s: best validation NLL %.4f", method.name, best[0])
     return history
+
+
+def _patience_spent(history: list[dict[str, Any]], patience: int) -> bool:
+    """Whether the last ``patience`` validation evaluations (of this member) all failed to
+    beat the best one before them (0: never)."""
+    scores = [e["val_nll"] for e in history if "val_nll" in e]
+    if patience < 1 or len(scores) <= patience:
+        return False
+    return min(scores[-patience:]) >= min(scores[:-patience])
 
 
 def _val_nll(posterior: GaussianPosterior, data: TrainData, cfg: Config, point: bool) -> float:

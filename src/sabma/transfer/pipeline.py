@@ -28,17 +28,21 @@ from sabma.metrics import classification_metrics
 from sabma.models import build_backbone
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
+from sabma.posterior.summary import shape_summary
 from sabma.predict.temperature import apply_temperature, fit_temperature
 from sabma.runs.checkpoint import load_checkpoint
+from sabma.runs.diagnostics import diagnostics
 from sabma.runs.files import atomic_write_json, atomic_write_text, load_posterior, save_posterior
 from sabma.runs.report import write_reliability_plot, write_report
 from sabma.shift.evaluate import ShiftOptions, shift_metrics
 from sabma.transfer.fit import Checkpointing, TrainData, fit
+from sabma.transfer.init import initial_posterior
 from sabma.transfer.predictive import RunPredictive
 from sabma.transfer.priors import (
     PRIOR_KINDS,
     file_prior,
     head_mask,
+    head_prior_variance,
     isotropic_prior,
 )
 from sabma.transfer.swag_prior import swag_prior
@@ -72,17 +76,18 @@ def build_prior(
     p = cfg.prior
     is_head = head_mask(posterior, head)
     w_pre = posterior.mean.detach().clone()
+    alpha = head_prior_variance(p.head_var, posterior, head, data.x_train)
     if p.kind == "isotropic":
-        return isotropic_prior(w_pre, is_head, p.norm_std, p.head_var)
+        return isotropic_prior(w_pre, is_head, p.norm_std, alpha)
     if not p.scale > 0:
         raise ValueError(f"prior.scale must be > 0, got {p.scale}")
     if p.kind == "swag":
-        return scaled(swag_prior(posterior, data, cfg), p.scale)
+        return scaled(swag_prior(posterior, data, cfg, is_head, alpha), p.scale, keep=is_head)
     if p.kind == "file":
         if not p.file_path:
             raise ValueError("prior.kind=file needs prior.file_path (a folder of PTL-layout files)")
         prior = file_prior(
-            p.file_path, p.file_name, posterior.model, posterior, head, p.head_var, p.var_floor
+            p.file_path, p.file_name, posterior.model, posterior, head, alpha, p.var_floor
         )
         return scaled(prior, p.scale, keep=is_head)
     raise ValueError(f"unknown prior kind {p.kind!r}; choose one of {PRIOR_KINDS}")
@@ -142,15 +147,22 @@ def check_checkpoint(state: dict[str, Any], posterior: GaussianPosterior, path: 
 
 
 def train_run(
-    cfg: Config, out: Path, progress: bool = True, resume: bool = False
+    cfg: Config, out: Path, progress: bool = True, resume: bool = False, test: bool = True
 ) -> dict[str, Any]:
     """Train and evaluate one (method, seed) run into ``out``; returns its metrics.
 
     Training state is checkpointed to ``out/checkpoint.safetensors`` every
     ``optim.checkpoint_every`` steps; ``resume=True`` continues an interrupted run there (the
     same final metrics as an uninterrupted run, timings aside). The checkpoint is removed once
-    ``metrics.json`` is written.
+    ``metrics.json`` is written. With ``optim.lr_grid`` the learning rate is chosen on the
+    validation split first (:mod:`sabma.transfer.search`). ``test=False`` evaluates the
+    validation split only (a search candidate: its test metrics are never computed).
     """
+    if cfg.optim.lr_grid:
+        from sabma.transfer.search import train_with_lr_search
+
+        check_config(cfg)
+        return train_with_lr_search(cfg, out, progress)
     check_config(cfg)
     distributed.init(distributed.local_device(resolve_device(cfg.device)))
     main = distributed.is_main()
@@ -176,7 +188,9 @@ def train_run(
     )
     prior = build_prior(cfg, posterior, head, data)
     method = get_method(cfg.method.name)  # one instance for the whole run (it may hold state)
-    method.initialise(posterior, prior, head_mask(posterior, head), cfg)
+    is_head = head_mask(posterior, head)
+    start = initial_posterior(cfg, posterior, is_head, head, data, prior)
+    method.initialise(posterior, start, is_head, cfg)
     fit(
         posterior,
         data,
@@ -214,13 +228,14 @@ def train_run(
         progress,
         weight_set=method.samples(),
         own_predictive=own,
+        test=test,
     )
     (out / CHECKPOINT).unlink(missing_ok=True)  # metrics.json marks the run finished
     distributed.barrier()
     return metrics
 
 
-def run_or_reuse(cfg: Config, out: Path, progress: bool) -> dict[str, Any]:
+def run_or_reuse(cfg: Config, out: Path, progress: bool, test: bool = True) -> dict[str, Any]:
     """Train into ``out``, or reuse a finished run there with the same configuration."""
     metrics_file = out / "metrics.json"
     if metrics_file.is_file():
@@ -232,8 +247,8 @@ def run_or_reuse(cfg: Config, out: Path, progress: bool) -> dict[str, Any]:
         return json.loads(metrics_file.read_text())
     if (out / CHECKPOINT).is_file() and (out / "config.yaml").is_file():
         log.info("resuming the interrupted run in %s", out)
-        return train_run(cfg, out, progress=progress, resume=True)
-    return train_run(cfg, out, progress=progress)
+        return train_run(cfg, out, progress=progress, resume=True, test=test)
+    return train_run(cfg, out, progress=progress, test=test)
 
 
 @dataclass
@@ -268,12 +283,13 @@ def load_run(run_dir: Path) -> LoadedRun:
 def evaluate_run(
     run_dir: Path,
     samples: int | None = None,
-    temperature_scaling: bool = False,
+    temperature_scaling: bool | None = None,
     progress: bool = True,
     shift: ShiftOptions | None = None,
 ) -> dict[str, Any]:
     """Re-evaluate a finished run (e.g. with another S, temperature scaling, or on corrupted test
-    sets: ``shift``); rewrites its metrics, report and plot."""
+    sets: ``shift``); rewrites its metrics, report and plot. ``temperature_scaling=None``: as
+    the run's configuration says (``eval.temperature_scaling``)."""
     run = load_run(run_dir)
     train_s, carried = 0.0, {}
     if (run_dir / "metrics.json").is_file():
@@ -291,7 +307,7 @@ def evaluate_run(
         run_dir,
         train_s,
         samples or cfg.eval.samples,
-        temperature_scaling,
+        cfg.eval.temperature_scaling if temperature_scaling is None else temperature_scaling,
         progress,
         weight_set=run.weight_set,
         own_predictive=run.method.predictive(
@@ -315,10 +331,11 @@ def _evaluate_and_write(
     own_predictive: Callable[[Inputs], Tensor] | None = None,
     shift: ShiftOptions | None = None,
     carried: dict[str, Any] | None = None,
+    test: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the method's predictive (:class:`RunPredictive`) on the test and validation
     splits, and on corrupted test sets when ``shift`` is given; ``carried`` sections (from an
-    earlier metrics.json) are kept."""
+    earlier metrics.json) are kept. ``test=False``: the validation split only (no report)."""
     start = time.perf_counter()
     method = get_method(cfg.method.name)
     predictive = RunPredictive(cfg, posterior, method, samples, weight_set, own_predictive)
@@ -330,7 +347,18 @@ def _evaluate_and_write(
             return {"bma": mean, "mean": mean}
         return {"bma": predictive(x, generator, progress, f"BMA {name}"), "mean": mean}
 
-    test, val = predictives(task.x_test, "test"), predictives(task.x_val, "val")
+    val = predictives(task.x_val, "val")
+    if not test:  # a search candidate: judged on validation only
+        metrics_val = {
+            "method": cfg.method.name,
+            "seed": cfg.seed,
+            "lr": cfg.optim.lr,
+            "val": {k: classification_metrics(v.exp(), task.y_val) for k, v in val.items()},
+            "timing": {"train_s": train_s, "eval_s": time.perf_counter() - start},
+        }
+        atomic_write_json(out / "metrics.json", metrics_val)
+        return metrics_val
+    test_lp = predictives(task.x_test, "test")
     metrics: dict[str, Any] = {
         "method": cfg.method.name,
         "seed": cfg.seed,
@@ -341,9 +369,11 @@ def _evaluate_and_write(
         "samples": predictive.samples_used,
         "dim": posterior.dim,
         "rank": posterior.rank,
-        "test": {k: classification_metrics(v.exp(), task.y_test) for k, v in test.items()},
+        "test": {k: classification_metrics(v.exp(), task.y_test) for k, v in test_lp.items()},
         "val": {k: classification_metrics(v.exp(), task.y_val) for k, v in val.items()},
     }
+    if not method.point:
+        metrics["posterior"] = shape_summary(posterior.gaussian())
     metrics.update(carried or {})
     if shift is not None:
         on_shift = (
@@ -351,16 +381,25 @@ def _evaluate_and_write(
         )
         metrics["shift"] = shift_metrics(on_shift, task, cfg, shift, progress)
         metrics["shift"]["samples"] = on_shift.samples_used
-    curves = {"BMA": (test["bma"].exp(), task.y_test)}
+    curves = {"BMA": (test_lp["bma"].exp(), task.y_test)}
     if not method.point:
-        curves["posterior mean"] = (test["mean"].exp(), task.y_test)
+        curves["posterior mean"] = (test_lp["mean"].exp(), task.y_test)
     if temperature_scaling:
         temperature = fit_temperature(val["bma"], task.y_val)
-        scaled = apply_temperature(test["bma"], temperature).exp()
+        scaled = apply_temperature(test_lp["bma"], temperature).exp()
         metrics["temperature"] = temperature
         metrics["test"]["bma_ts"] = classification_metrics(scaled, task.y_test)
         curves["BMA, temperature-scaled"] = (scaled, task.y_test)
+        if not method.point:  # the posterior mean, scaled on its own validation predictive
+            mean_temperature = fit_temperature(val["mean"], task.y_val)
+            metrics["mean_temperature"] = mean_temperature
+            metrics["test"]["mean_ts"] = classification_metrics(
+                apply_temperature(test_lp["mean"], mean_temperature).exp(), task.y_test
+            )
     metrics["timing"] = {"train_s": train_s, "eval_s": time.perf_counter() - start}
+    metrics["fit"] = diagnostics(out, metrics)
+    for line in metrics["fit"]["warnings"]:
+        log.warning("%s: %s", out, line)
     write_reliability_plot(out / "reliability.png", curves)
     write_report(out / "report.md", metrics)
     atomic_write_json(out / "metrics.json", metrics)

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from sabma.data import inputs
+from sabma.data.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.posterior.swag import swag_to_gaussian
@@ -25,6 +27,11 @@ from sabma.posterior.swag import swag_to_gaussian
 log = logging.getLogger(__name__)
 
 PRIOR_KINDS = ("isotropic", "swag", "file")
+
+#: The automatic head prior (``prior.head_var = 0``) gives each logit this prior variance at the
+#: pre-trained features: α = HEAD_LOGIT_VAR / E‖φ(x)‖² (a logit's prior std ≈ 7: weakly
+#: informative, and the same statement about the predictions whatever the features' scale).
+HEAD_LOGIT_VAR = 50.0
 
 
 def head_mask(posterior: GaussianPosterior, head: str) -> Tensor:
@@ -35,6 +42,41 @@ def head_mask(posterior: GaussianPosterior, head: str) -> Tensor:
         for name, n in zip(posterior.names, posterior.numels, strict=True)
     ]
     return torch.cat(flags).to(posterior.mean.device)
+
+
+@torch.no_grad()
+def head_feature_scale(posterior: GaussianPosterior, head: str, x: Inputs) -> float:
+    """E‖φ(x)‖² + 1 over ``x``: the squared norm of the features entering the head module
+    (its input; + 1 for the bias) at the posterior mean, network in eval mode."""
+    module = dict(posterior.model.named_modules())[head]
+    norms: list[Tensor] = []
+
+    def record(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        norms.append(args[0].detach().flatten(1).square().sum(1).float().cpu())
+
+    handle = module.register_forward_pre_hook(record)
+    was_training = posterior.model.training
+    posterior.eval()
+    try:
+        for part in inputs.batches(x, 64):
+            inputs.call(posterior.mean_forward, inputs.to_device(part, posterior.device))
+    finally:
+        handle.remove()
+        posterior.train(was_training)
+    return float(torch.cat(norms).mean()) + 1.0
+
+
+def head_prior_variance(
+    head_var: float, posterior: GaussianPosterior, head: str, x: Inputs
+) -> float:
+    """α: ``prior.head_var``, or with 0 the automatic HEAD_LOGIT_VAR / E‖φ‖²."""
+    if head_var < 0:
+        raise ValueError(f"prior.head_var must be >= 0 (0: automatic), got {head_var}")
+    if head_var > 0:
+        return head_var
+    alpha = HEAD_LOGIT_VAR / head_feature_scale(posterior, head, x)
+    log.info("automatic head prior: α = %.3g", alpha)
+    return alpha
 
 
 def isotropic_prior(
@@ -125,18 +167,3 @@ def file_prior(
         torch.cat(pieces_var).to(like),
         torch.cat(pieces_factor).to(like),
     )
-
-
-@torch.no_grad()
-def init_from_prior(
-    posterior: GaussianPosterior, prior: LowRankGaussian, is_head: Tensor, head_var: float
-) -> None:
-    """Posterior at the prior off the head (mean, variance, the first K factor columns);
-    on the head: mean 0, variance ``head_var`` (the configured initial head variance), factor 0."""
-    posterior.mean.copy_(torch.where(is_head, torch.zeros_like(prior.mean), prior.mean))
-    var = torch.where(is_head, torch.full_like(prior.var, head_var), prior.var)
-    posterior.log_std.copy_(0.5 * torch.log(var))
-    posterior.factor.zero_()
-    k = min(posterior.rank, prior.rank)
-    if k:
-        posterior.factor[:, :k] = torch.where(is_head.unsqueeze(1), 0.0, prior.factor[:, :k])

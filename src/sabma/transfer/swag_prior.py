@@ -1,10 +1,13 @@
-"""The ``swag`` prior: SWAG moments of an SGD run from w_pre on the downstream training split."""
+"""SWAG moments of an SGD run from w_pre on the downstream training split: the ``swag`` prior
+(its head replaced by N(0, α I), as for every prior kind) and the ``swag`` initial posterior (the
+authors' scheme: SWAG gives the starting σ and D)."""
 
 from __future__ import annotations
 
 import copy
 
 import torch
+from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
@@ -16,7 +19,21 @@ from sabma.posterior.swag import SWAGMoments
 from sabma.transfer.fit import TrainData
 
 
-def swag_prior(posterior: GaussianPosterior, data: TrainData, cfg: Config) -> LowRankGaussian:
+def swag_prior(
+    posterior: GaussianPosterior, data: TrainData, cfg: Config, is_head: Tensor, head_var: float
+) -> LowRankGaussian:
+    """The SWAG Gaussian of :func:`swag_gaussian` with the head's coordinates N(0, α I)
+    (α = ``head_var``) and no low-rank part on them: a prior knows nothing of a new head."""
+    swag = swag_gaussian(posterior, data, cfg)
+    column = is_head.unsqueeze(1)
+    return LowRankGaussian(
+        torch.where(is_head, torch.zeros_like(swag.mean), swag.mean),
+        torch.where(is_head, torch.full_like(swag.var, head_var), swag.var),
+        torch.where(column, torch.zeros_like(swag.factor), swag.factor),
+    )
+
+
+def swag_gaussian(posterior: GaussianPosterior, data: TrainData, cfg: Config) -> LowRankGaussian:
     """Run constant-LR SGD (momentum ``optim.momentum``) on a copy of the network over the same
     subset, snapshot the subset after every ``swag_every``-th epoch from ``swag_start`` on, and
     convert the moments (rank ``swag_rank``). The posterior and its model are not touched."""

@@ -18,7 +18,9 @@ from sabma.data.tasks import check_backbone_kind
 from sabma.device import amp_dtype, resolve_device
 from sabma.methods import METHODS
 from sabma.models.registry import check_backbone_name
+from sabma.transfer.init import INIT_KINDS
 from sabma.transfer.priors import PRIOR_KINDS
+from sabma.transfer.search import check_grid
 
 
 def _finite_numbers(node: Any, prefix: str = "") -> None:
@@ -47,6 +49,19 @@ def check_config(cfg: Config) -> None:
     _data_matches_backbone(cfg)
     if cfg.prior.kind not in PRIOR_KINDS:
         raise ValueError(f"unknown prior kind {cfg.prior.kind!r}; choose one of {PRIOR_KINDS}")
+    if cfg.init.kind not in INIT_KINDS:
+        raise ValueError(f"unknown init kind {cfg.init.kind!r}; choose one of {INIT_KINDS}")
+    for name, choice, allowed in (
+        ("method.variance", cfg.method.variance, ("natural", "gradient")),
+        ("method.curvature", cfg.method.curvature, ("fisher", "reparam")),
+        ("method.curvature_source", cfg.method.curvature_source, ("clean", "perturbed")),
+    ):
+        if choice not in allowed:
+            raise ValueError(f"{name} must be one of {list(allowed)}, got {choice!r}")
+    if not 0 <= cfg.method.curvature_beta2 < 1:
+        raise ValueError(
+            f"method.curvature_beta2 must lie in [0, 1), got {cfg.method.curvature_beta2}"
+        )
     if cfg.model.bn_mode not in ("train", "eval"):
         raise ValueError(f"model.bn_mode must be 'train' or 'eval', got {cfg.model.bn_mode!r}")
     amp_dtype(cfg.optim.amp)
@@ -74,12 +89,21 @@ def check_config(cfg: Config) -> None:
         ("eval.samples", cfg.eval.samples, 1, False),
         ("eval.val_samples", cfg.eval.val_samples, 1, False),
         ("eval.eval_every", cfg.eval.eval_every, 1, False),
+        ("eval.patience", cfg.eval.patience, 0, False),
         ("eval.batch_size", cfg.eval.batch_size, 1, False),
         ("prior.norm_std", cfg.prior.norm_std, 0, True),
-        ("prior.head_var", cfg.prior.head_var, 0, True),
-        ("prior.head_init_var", cfg.prior.head_init_var, 0, True),
+        ("prior.head_var", cfg.prior.head_var, 0, False),
+        ("init.norm_std", cfg.init.norm_std, 0, True),
+        ("init.head_std", cfg.init.head_std, 0, True),
+        ("init.scale", cfg.init.scale, 0, True),
+        ("method.temperature", cfg.method.temperature, 0, True),
+        ("method.ess", cfg.method.ess, 0, False),
+        ("method.refresh_epochs", cfg.method.refresh_epochs, 1, False),
+        ("method.fisher_samples", cfg.method.fisher_samples, 1, False),
+        ("method.fisher_examples", cfg.method.fisher_examples, 1, False),
     ):
         _at_least(key, value, low, strict)
+    check_grid(cfg.optim.lr_grid)
     if not cfg.optim.momentum < 1:
         raise ValueError(f"optim.momentum must be < 1, got {cfg.optim.momentum}")
     blocks = cfg.method.perturb

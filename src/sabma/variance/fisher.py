@@ -1,0 +1,145 @@
+"""Per-example gradients with labels sampled from the model: a square root of the Fisher.
+
+For a softmax likelihood the Fisher information of p(y | x, w) equals the generalised Gauss-Newton
+matrix of the cross-entropy: F = E_x E_{ŷ ~ p(·|x,w)}[g gᵀ], g = ∇_w −log p(ŷ | x, w). Stacking
+the per-example gradients g_i (one or more label draws per example) as rows of G (M, d) gives
+F ≈ GᵀG / M, so diag F ≈ mean_i g_i² and G itself is the square root the low-rank factor needs
+(:mod:`sabma.variance.factor`). Labels come from the model, never from the data: the true labels
+would give the *empirical* Fisher, which is not a curvature (Kunstner et al. 2019).
+
+In few-shot transfer the whole training set is a few batches, so G is computed on all of it
+(or on a seeded random subset of at most ``max_examples``) instead of a one-sample estimate per
+step. Per-example gradients come from ``torch.func.vmap`` over ``torch.func.grad`` (one batched
+pass); networks whose operations vmap does not support fall back to one backward pass per example.
+The network runs in eval mode (normalization layers on their running statistics): a per-example
+pass has no batch statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn.functional import cross_entropy
+
+from sabma.data import inputs
+from sabma.data.inputs import Inputs
+from sabma.posterior.gaussian import GaussianPosterior
+
+log = logging.getLogger(__name__)
+
+#: network classes on which vmap failed once: they go straight to the per-example loop
+_LOOPED: set[type] = set()
+
+
+def _one(x: Inputs) -> Inputs:
+    """One example as a batch of one."""
+    if isinstance(x, Mapping):
+        return {k: v.unsqueeze(0) for k, v in x.items()}
+    return x.unsqueeze(0)
+
+
+def _loss_fn(posterior: GaussianPosterior) -> Any:
+    def loss(w: Tensor, x: Inputs, y: Tensor) -> Tensor:
+        out = inputs.call(posterior.forward_with, _one(x), w)
+        return cross_entropy(out, y.unsqueeze(0))
+
+    return loss
+
+
+def _per_example_vmap(posterior: GaussianPosterior, w: Tensor, x: Inputs, y: Tensor) -> Tensor:
+    from torch.func import grad, vmap
+
+    return vmap(grad(_loss_fn(posterior)), in_dims=(None, 0, 0))(w, x, y)
+
+
+def _per_example_loop(posterior: GaussianPosterior, w: Tensor, x: Inputs, y: Tensor) -> Tensor:
+    loss = _loss_fn(posterior)
+    rows = []
+    with torch.enable_grad():  # the optimiser refreshes inside its no-grad update
+        for i in range(len(y)):
+            wi = w.detach().requires_grad_(True)
+            xi = {k: v[i] for k, v in x.items()} if isinstance(x, Mapping) else x[i]
+            (g,) = torch.autograd.grad(loss(wi, xi, y[i]), [wi])
+            rows.append(g)
+    return torch.stack(rows)
+
+
+def sampled_fisher_gradients(
+    posterior: GaussianPosterior,
+    x: Inputs,
+    weights: Tensor | None = None,
+    *,
+    label_samples: int = 1,
+    max_examples: int | None = None,
+    batch_size: int = 32,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """G (M, d): per-example gradients of −log p(ŷ | x, w) with ŷ drawn from the model.
+
+    Args:
+        posterior: the posterior whose subset the gradients are taken over.
+        x: the examples (a tensor, or a mapping of token tensors).
+        weights: w (d,), default the posterior mean μ.
+        label_samples: draws of ŷ per example (M = examples × draws).
+        max_examples: use a seeded random subset of at most this many examples.
+        batch_size: examples per vectorised pass.
+        generator: for the subset and the labels (on the CPU).
+
+    The network is put in eval mode and runs in full precision (no autocast), then goes back to
+    its previous mode. Inputs whose outputs are not finite are left out (with a warning); if none
+    is left (a diverged network), ``FloatingPointError``.
+    """
+    if label_samples < 1:
+        raise ValueError(f"label_samples must be at least 1, got {label_samples}")
+    w = (posterior.mean if weights is None else weights).detach()
+    n = inputs.count(x)
+    index = torch.arange(n)
+    if max_examples is not None and n > max_examples:
+        index = torch.randperm(n, generator=generator)[:max_examples].sort().values
+    was_training, autocast = posterior.model.training, posterior.autocast_dtype
+    posterior.eval()
+    posterior.autocast_dtype = None
+    rows: list[Tensor] = []
+    vectorised, skipped = type(posterior.model) not in _LOOPED, 0
+    try:
+        for part in index.split(batch_size):
+            xb = inputs.to_device(inputs.take(x, part), posterior.device)
+            with torch.no_grad():
+                probs = torch.softmax(inputs.call(posterior.forward_with, xb, w), dim=-1)
+            finite = torch.isfinite(probs).all(dim=1)
+            if not bool(finite.all()):  # bad inputs (their training steps are skipped too)
+                skipped += int((~finite).sum())
+                keep = finite.nonzero().flatten()
+                xb, probs = inputs.take(xb, keep), probs[keep]
+                if not len(keep):
+                    continue
+            draws = torch.multinomial(probs.cpu(), label_samples, True, generator=generator)
+            for s in range(label_samples):
+                yb = draws[:, s].to(posterior.device)
+                if vectorised:
+                    try:
+                        rows.append(_per_example_vmap(posterior, w, xb, yb).detach())
+                        continue
+                    except (RuntimeError, NotImplementedError) as err:
+                        vectorised = False
+                        _LOOPED.add(type(posterior.model))
+                        log.warning(
+                            "per-example gradients: vmap failed (%s); one pass per example",
+                            str(err).splitlines()[0],
+                        )
+                rows.append(_per_example_loop(posterior, w, xb, yb))
+    finally:
+        posterior.train(was_training)
+        posterior.autocast_dtype = autocast
+    if not rows:
+        raise FloatingPointError(
+            "the network's outputs at the posterior mean are not finite on any training input: "
+            "training has diverged (lower optim.lr)"
+        )
+    if skipped:
+        log.warning("per-example gradients: %d inputs with non-finite outputs left out", skipped)
+    return torch.cat(rows)

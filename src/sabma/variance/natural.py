@@ -1,0 +1,202 @@
+"""`NaturalVariance`: the settings and the updates of a natural-gradient posterior variance.
+
+An optimiser that trains the mean of a :class:`~sabma.GaussianPosterior` (SA-BMA, or VI with
+ρ = 0) hands the variance to this rule instead of a gradient step on log σ:
+
+* a per-coordinate curvature h ≈ diag E_q[∇²ℓ̄] is kept, from one of two estimates:
+  ``"reparam"`` — every step, ĥ = g ⊙ z₁/σ from the step's own gradient, averaged with IVON's
+  positivity-preserving rule at rate 1 − β₂; ``"fisher"`` — every ``refresh_every`` updates, the
+  diagonal Fisher of per-example gradients with labels sampled from the model on the training
+  inputs (all of them in few-shot transfer), mixed into h with weight 1 − ``refresh_beta``;
+* σ² = T / (λ (h + δ)), δ = diag(Σ_p⁻¹)/λ (:mod:`sabma.variance.rules`);
+* with ``"fisher"`` curvature the low-rank factor D is recomputed at every refresh as the K
+  directions in which the diagonal under-states the posterior's variance
+  (:mod:`sabma.variance.factor`); with ``"reparam"`` it stays where it was initialised (e.g. from
+  SWAG), since a one-sample estimate of a d×d curvature cannot place it.
+
+The mean is left to the optimiser (its base optimiser, with the prior's pull
+(1/λ)·Σ_p⁻¹(μ − μ_p) added to its gradient). docs/method.md §3 derives the fixed point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+import torch
+from torch import Tensor
+
+from sabma.data.inputs import Inputs
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.lowrank import LowRankGaussian
+from sabma.variance.factor import residual_factor
+from sabma.variance.fisher import sampled_fisher_gradients
+from sabma.variance.rules import (
+    check_rule,
+    curvature_from_variance,
+    ivon_update,
+    natural_variance,
+    prior_delta,
+    reparam_hessian,
+)
+
+
+class Curvature(StrEnum):
+    """Where the curvature estimate h comes from."""
+
+    REPARAM = "reparam"
+    """ĥ = g ⊙ z₁/σ from every step's gradient, averaged at rate 1 − β₂ (IVON's estimate)."""
+    FISHER = "fisher"
+    """The diagonal Fisher (labels sampled from the model) of the training inputs, recomputed
+    every ``refresh_every`` updates; also places the low-rank factor."""
+
+
+class Source(StrEnum):
+    """Which pass of a two-pass step feeds the ``reparam`` estimate."""
+
+    CLEAN = "clean"
+    """The first pass, at θ: the curvature of the posterior itself."""
+    PERTURBED = "perturbed"
+    """The second pass, at θ + ε: the curvature at the adversarial posterior (a sharpness-aware
+    variance: flat directions of the worst nearby posterior get the variance)."""
+
+
+@dataclass
+class NaturalVariance:
+    """Settings of the natural-gradient variance.
+
+    Args:
+        ess: λ, the effective sample size (the number of training examples for the posterior).
+        temperature: T (1: the posterior; < 1: a cold posterior, narrower by √T).
+        curvature: ``"reparam"`` or ``"fisher"`` (see :class:`Curvature`).
+        source: for ``"reparam"``: ``"clean"`` or ``"perturbed"`` (see :class:`Source`).
+        beta2: for ``"reparam"``: the average's memory (rate 1 − β₂ per step).
+        inputs: for ``"fisher"``: the training inputs (no labels: they are sampled).
+        refresh_every: for ``"fisher"``: updates between refreshes (the first comes after the
+            first update).
+        refresh_beta: for ``"fisher"``: weight of the old h when a refresh comes in (0: replace).
+        label_samples: for ``"fisher"``: label draws per example.
+        max_examples: for ``"fisher"``: a seeded random subset of at most this many examples
+            per refresh (the low-rank step costs O(d·M²) in M = examples × draws).
+        batch_size: for ``"fisher"``: examples per vectorised per-example pass.
+    """
+
+    ess: float
+    temperature: float = 1.0
+    curvature: str = Curvature.REPARAM
+    source: str = Source.PERTURBED
+    beta2: float = 0.99
+    inputs: Inputs | None = None
+    refresh_every: int = 1
+    refresh_beta: float = 0.0
+    label_samples: int = 1
+    max_examples: int = 256
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        check_rule(self.ess, self.temperature)
+        try:
+            self.curvature = Curvature(self.curvature)
+            self.source = Source(self.source)
+        except ValueError as err:
+            raise ValueError(
+                f"{err}; curvature is one of {[c.value for c in Curvature]}, "
+                f"source one of {[s.value for s in Source]}"
+            ) from None
+        if not 0.0 <= self.beta2 < 1.0 or not 0.0 <= self.refresh_beta < 1.0:
+            raise ValueError(
+                f"beta2 and refresh_beta must lie in [0, 1), got {self.beta2}, {self.refresh_beta}"
+            )
+        for name in ("refresh_every", "label_samples", "max_examples", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.curvature is Curvature.FISHER and self.inputs is None:
+            raise ValueError("curvature='fisher' needs the training inputs (inputs=...)")
+
+
+class VarianceState:
+    """The rule applied to one posterior with one prior: the pieces an optimiser calls."""
+
+    def __init__(
+        self, options: NaturalVariance, posterior: GaussianPosterior, prior: LowRankGaussian
+    ) -> None:
+        if prior.dim != posterior.dim:
+            raise ValueError(f"the prior has dimension {prior.dim}, the posterior {posterior.dim}")
+        self.options = options
+        self.posterior = posterior
+        like = posterior.mean.detach()
+        self.prior_mean = prior.mean.detach().to(like)
+        self.prior = LowRankGaussian(
+            self.prior_mean, prior.var.detach().to(like), prior.factor.detach().to(like)
+        )
+        self.prior_precision = self.prior.precision_diag()
+        self.delta = prior_delta(self.prior_precision, options.ess)
+
+    # --- the rule ---------------------------------------------------------------------------
+    def variance(self, h: Tensor) -> Tensor:
+        """σ² = T / (λ (max(h, 0) + δ)): never wider than the tempered prior (the GGN is positive
+        semi-definite; a negative h is the one-sample estimate's noise, and near h = −δ it would
+        send σ to infinity — measured: a tiny CNN diverged at lr 0.5 without the floor)."""
+        o = self.options
+        return natural_variance(h.clamp_min(0.0), o.ess, self.delta, o.temperature)
+
+    def initial_curvature(self) -> Tensor:
+        """The h at which the rule reproduces the posterior's current σ (0 where that σ is
+        wider than the prior allows: the first update narrows it to the prior's)."""
+        o = self.options
+        var = torch.exp(2.0 * self.posterior.log_std.detach())
+        return curvature_from_variance(var, o.ess, self.delta, o.temperature)
+
+    def observe(self, h: Tensor, grad: Tensor, std: Tensor) -> Tensor:
+        """h after one ``reparam`` estimate from the mean's gradient at the posterior of ``std``
+        (z₁: the posterior's kept noise)."""
+        h_hat = reparam_hessian(grad, self.posterior.noise_diag, std)
+        return ivon_update(h, h_hat, self.options.beta2, self.delta)
+
+    def prior_pull(self) -> Tensor:
+        """(1/λ)·Σ_p⁻¹(μ − μ_p): the gradient of (1/λ)·E_q[−log p(w)] with respect to μ."""
+        mean = self.posterior.mean.detach()
+        return self.prior.precision_matvec(mean - self.prior_mean) / self.options.ess
+
+    @torch.no_grad()
+    def apply(self, h: Tensor) -> None:
+        """Set the posterior's log σ from h."""
+        self.posterior.log_std.copy_(0.5 * torch.log(self.variance(h)))
+
+    @torch.no_grad()
+    def refresh(self, h: Tensor | None) -> Tensor:
+        """A ``fisher`` refresh: the diagonal Fisher of the training inputs mixed into h (the
+        first refresh replaces the initial h), σ set from it, and the factor recomputed.
+        Returns the new h."""
+        o = self.options
+        assert o.inputs is not None
+        grads = sampled_fisher_gradients(
+            self.posterior,
+            o.inputs,
+            label_samples=o.label_samples,
+            max_examples=o.max_examples,
+            batch_size=o.batch_size,
+        ).to(self.delta)
+        h_data = grads.square().mean(0)
+        h_new = h_data if h is None else o.refresh_beta * h + (1.0 - o.refresh_beta) * h_data
+        self.apply(h_new)
+        if self.posterior.rank:
+            self.posterior.factor.copy_(self.factor(grads))
+        return h_new
+
+    def factor(self, grads: Tensor) -> Tensor:
+        """D from per-example Fisher gradients (M, d): data precision (λ/(T·M))·GᵀG."""
+        o = self.options
+        var = torch.exp(2.0 * self.posterior.log_std.detach())
+        scale = math.sqrt(o.ess / (o.temperature * grads.shape[0]))
+        data_sqrt = (var.sqrt() * scale).unsqueeze(1) * grads.T
+        prior_share = var * self.prior_precision / o.temperature
+        return residual_factor(
+            var,
+            prior_share,
+            data_sqrt,
+            self.posterior.rank,
+            previous=self.posterior.factor.detach(),
+        )

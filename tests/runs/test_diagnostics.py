@@ -1,0 +1,38 @@
+"""A run's report says when the trained predictive is clearly not fitted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sabma.runs.diagnostics import fit_warnings, selected_train_loss
+from sabma.transfer.pipeline import train_run
+from tests.transfer.test_pipeline import data_root, tiny_config  # noqa: F401 (fixture)
+
+
+def test_the_warnings_follow_the_temperature_and_the_training_loss() -> None:
+    assert fit_warnings(0.2, 1.0, 1.0) == []
+    assert "under-confident" in fit_warnings(0.2, 1.0, 0.7)[0]
+    assert "over-confident" in fit_warnings(0.2, 1.0, 1.4)[0]
+    assert "under-fitted" in fit_warnings(0.95, 1.0, None)[0]
+    assert len(fit_warnings(0.95, 1.0, 0.5)) == 2
+
+
+def test_the_kept_epochs_training_loss_is_read_from_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "train_log.jsonl"
+    entries = [
+        {"epoch": 1, "loss": 2.0},
+        {"epoch": 2, "loss": 1.0, "val_nll": 1.5},
+        {"epoch": 3, "loss": 0.5},
+        {"epoch": 4, "loss": 0.2, "val_nll": 1.7},
+    ]
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    assert selected_train_loss(log) == 1.0
+    assert selected_train_loss(tmp_path / "none.jsonl") is None
+
+
+def test_an_untrained_run_says_so_in_its_report(tmp_path: Path, data_root: Path) -> None:  # noqa: F811
+    cfg = tiny_config(data_root, "method.name=sgd", "optim.lr=1e-6", "optim.epochs=2")
+    metrics = train_run(cfg, tmp_path / "run", progress=False)
+    assert any("under-fitted" in line for line in metrics["fit"]["warnings"])
+    assert "**Warning — under-fitted" in (tmp_path / "run" / "report.md").read_text()

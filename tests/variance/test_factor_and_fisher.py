@@ -1,0 +1,106 @@
+"""The low-rank factor against dense linear algebra, and the sampled-label Fisher gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sabma import GaussianPosterior
+from sabma.variance import residual_factor, sampled_fisher_gradients
+from sabma.variance.fisher import _per_example_loop, _per_example_vmap
+from tests.conftest import mlp
+
+F64 = torch.float64
+
+
+def dense_problem(d: int = 12, m: int = 5, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    prior_precision = torch.rand(d, generator=gen, dtype=F64) + 0.5
+    u = torch.randn(d, m, generator=gen, dtype=F64) * 2.0
+    precision = torch.diag(prior_precision) + u @ u.T
+    var = 1.0 / precision.diagonal()  # the natural-gradient diagonal: diag(P̃) = 1
+    return prior_precision, u, precision, var
+
+
+def test_factor_solves_the_stationarity_condition() -> None:
+    """P* D = Σ⁻¹ D with Σ = Λ + DDᵀ (the D-stationarity of KL(q‖N(μ, P*⁻¹))), and the columns
+    are the directions of smallest whitened precision."""
+    prior_precision, u, precision, var = dense_problem()
+    d = residual_factor(
+        var, var * prior_precision, var.sqrt().unsqueeze(1) * u, rank=3, iterations=200
+    )
+    sigma = torch.diag(var) + d @ d.T
+    assert torch.allclose(precision @ d, torch.linalg.solve(sigma, d), atol=1e-8)
+    whitened = var.sqrt().unsqueeze(1) * precision * var.sqrt().unsqueeze(0)
+    pi, vectors = torch.linalg.eigh(whitened)
+    expected = var.sqrt().unsqueeze(1) * vectors[:, :3] * (1 / pi[:3] - 1).sqrt()
+    assert torch.allclose((d @ d.T), expected @ expected.T, atol=1e-8)
+    norms = d.norm(dim=0)
+    assert bool((norms[:-1] >= norms[1:]).all())  # largest added variance first
+
+
+def test_factor_is_zero_where_the_diagonal_is_already_right() -> None:
+    """Without correlations (diagonal data precision) the diagonal is the exact posterior and
+    the factor adds nothing."""
+    gen = torch.Generator().manual_seed(1)
+    prior_precision = torch.rand(8, generator=gen, dtype=F64) + 0.5
+    data = torch.rand(8, generator=gen, dtype=F64) * 4
+    u = torch.diag(data.sqrt())  # UUᵀ = diag(data)
+    var = 1.0 / (prior_precision + data)
+    d = residual_factor(var, var * prior_precision, var.sqrt().unsqueeze(1) * u, rank=2)
+    assert float(d.abs().max()) < 1e-6
+
+
+def test_factor_warm_start_and_rank_zero() -> None:
+    prior_precision, u, _, var = dense_problem()
+    args = (var, var * prior_precision, var.sqrt().unsqueeze(1) * u)
+    assert residual_factor(*args, rank=0).shape == (12, 0)
+    cold = residual_factor(*args, rank=2, iterations=200)
+    warm = residual_factor(*args, rank=2, previous=cold, iterations=1)
+    assert torch.allclose(warm @ warm.T, cold @ cold.T, atol=1e-6)
+
+
+def test_sampled_fisher_diagonal_is_the_ggn_diagonal() -> None:
+    """E_ŷ[g(ŷ)²] over labels drawn from the model = diag of the GGN of softmax cross-entropy
+    (computed densely from the Jacobian)."""
+    torch.manual_seed(0)
+    posterior = GaussianPosterior(mlp(), "all").double()
+    x = torch.randn(6, 2, dtype=F64)
+    grads = sampled_fisher_gradients(posterior, x, label_samples=4000, batch_size=6)
+    assert grads.shape == (6 * 4000, posterior.dim)
+    estimate = grads.square().mean(0)
+    w = posterior.mean.detach()
+    exact = torch.zeros_like(w)
+    for xi in x:
+        jac = torch.autograd.functional.jacobian(
+            lambda v, xi=xi: posterior.forward_with(v, xi.unsqueeze(0)).squeeze(0), w
+        )
+        p = torch.softmax(posterior.forward_with(w, xi.unsqueeze(0)).squeeze(0), 0).detach()
+        lam = torch.diag(p) - torch.outer(p, p)
+        exact += ((jac.T @ lam) * jac.T).sum(1)
+    exact /= len(x)
+    big = exact > 1e-3 * exact.max()
+    assert torch.allclose(estimate[big], exact[big], rtol=0.15)
+
+
+def test_vectorised_and_looped_per_example_gradients_agree() -> None:
+    torch.manual_seed(1)
+    posterior = GaussianPosterior(mlp(), "all").double()
+    x = torch.randn(5, 2, dtype=F64)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    w = posterior.mean.detach()
+    assert torch.allclose(
+        _per_example_vmap(posterior, w, x, y), _per_example_loop(posterior, w, x, y), atol=1e-12
+    )
+
+
+def test_sampled_fisher_subset_restores_mode_and_refuses_bad_settings() -> None:
+    posterior = GaussianPosterior(nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.5)), "all")
+    posterior.train()
+    x = torch.randn(10, 2)
+    grads = sampled_fisher_gradients(posterior, x, max_examples=4, label_samples=2)
+    assert grads.shape == (8, posterior.dim)
+    assert posterior.model.training  # back in the mode it was in
+    with pytest.raises(ValueError, match="label_samples"):
+        sampled_fisher_gradients(posterior, x, label_samples=0)
