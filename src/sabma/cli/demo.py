@@ -43,6 +43,24 @@ def add_parser(sub: Any) -> None:
     parser.set_defaults(run=run)
 
 
+#: (row, reference row) pairs whose per-seed differences the demo prints
+PAIRS = (("SA-BMA (BMA)", "SGD"), ("SA-BMA (BMA)", "SA-BMA (posterior mean)"))
+
+
+def paired_differences(
+    rows: dict[str, list[dict[str, float]]],
+) -> dict[str, list[dict[str, float]]]:
+    """Per seed, row − reference for each metric both have (:data:`PAIRS` present in ``rows``)."""
+    paired = {}
+    for row, reference in PAIRS:
+        if row in rows and reference in rows:
+            paired[f"{row} − {reference}"] = [
+                {k: a[k] - b[k] for k in a.keys() & b.keys()}
+                for a, b in zip(rows[row], rows[reference], strict=True)
+            ]
+    return paired
+
+
 def run(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
@@ -81,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
             f"{cfg0.eval.samples}; runs in {out}"
         )
     print(f"{title}; {seeds} seed(s), test metrics, mean ± std over seeds:\n")
-    print(mean_std_table(rows))
+    scaled = all("ts_nll" in r for runs in rows.values() for r in runs)
+    metrics = ("acc", "nll", "ece", "brier", *(("ts_nll", "ts_ece") if scaled else ()))
+    print(mean_std_table(rows, metrics))
+    paired = paired_differences(rows)
+    if paired:
+        print("\nPaired differences over seeds (negative: SA-BMA's BMA is better):\n")
+        print(mean_std_table(paired, metrics, signed=True))
     print(f"\nwall time {time.perf_counter() - start:.0f} s")
     return 0

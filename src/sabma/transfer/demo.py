@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from sabma.config import Config, config_from_dict
 from sabma.data.tasks import load_task
@@ -53,6 +54,16 @@ SGD_LR_GRID: dict[str, str] = {
 }
 
 
+def with_scaled(test: dict[str, Any], predictive: str) -> dict[str, float]:
+    """A row's test metrics, with the temperature-scaled NLL and ECE as ``ts_nll``/``ts_ece``
+    where the run has them (``<predictive>_ts``)."""
+    row = dict(test[predictive])
+    scaled = test.get(f"{predictive}_ts")
+    if scaled is not None:
+        row["ts_nll"], row["ts_ece"] = scaled["nll"], scaled["ece"]
+    return row
+
+
 def demo_config(
     method: str, seed: int, quick: bool, overrides: list[str], task: str = "fashion_mnist"
 ) -> Config:
@@ -81,7 +92,7 @@ def run_demo(
             metrics = run_or_reuse(cfg, out / f"{method}-seed{seed}", progress)
             for label, row_method, predictive in ROWS:
                 if row_method == method:
-                    rows[label].append(metrics["test"][predictive])
+                    rows[label].append(with_scaled(metrics["test"], predictive))
         cfg = demo_config("sgd", seed, quick, overrides, task)
         data = load_task(cfg, seed)
         backbone = build_backbone(cfg.model.backbone, data.num_classes, cfg.model.weights)
@@ -96,6 +107,7 @@ def run_demo(
             data.y_test,
             data.num_classes,
         )
-        rows["linear probe (frozen features)"].append(probe["test"])  # type: ignore[arg-type]
+        probe_test = {"test": probe["test"], "test_ts": probe["test_ts"]}
+        rows["linear probe (frozen features)"].append(with_scaled(probe_test, "test"))
     atomic_write_json(out / "demo.json", rows)
     return rows

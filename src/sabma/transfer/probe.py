@@ -13,6 +13,7 @@ from torch.nn.functional import cross_entropy
 from sabma.data.inputs import Inputs
 from sabma.metrics import classification_metrics, negative_log_likelihood
 from sabma.models.registry import head_features
+from sabma.predict.temperature import apply_temperature, fit_temperature
 
 PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
@@ -68,8 +69,13 @@ def linear_probe(
             best = (nll, penalty, linear)
     assert best is not None
     _, penalty, linear = best
+    with torch.no_grad():
+        val_lp, test_lp = (torch.log_softmax(linear(f), dim=1) for f in (f_val, f_test))
+    temperature = fit_temperature(val_lp, y_val)
     return {
         "penalty": penalty,
         "test": classification_metrics(_probs(linear, f_test), y_test),
         "val": classification_metrics(_probs(linear, f_val), y_val),
+        "temperature": temperature,
+        "test_ts": classification_metrics(apply_temperature(test_lp, temperature).exp(), y_test),
     }
