@@ -48,7 +48,9 @@ class ModelConfig:
 @dataclass
 class PriorConfig:
     kind: str = "isotropic"  # isotropic | swag | file
-    norm_std: float = 0.1  # τ: N(w_pre, τ² I) on the normalization parameters (isotropic)
+    # τ: N(w_pre, τ² I) on the normalization parameters (isotropic); wide: the temperature, not
+    # the prior, keeps the posterior narrow (docs/results.md: chosen on validation)
+    norm_std: float = 1.0
     # α: the prior N(0, α I) on the new head (every kind); 0: automatic, 50 / E‖φ(x)‖² for the
     # features φ entering the head (a logit's prior std ≈ 7 whatever the features' scale)
     head_var: float = 0.0
@@ -85,7 +87,7 @@ class MethodConfig:
     # sabma / vi: how σ and D are learned: natural (σ² = T/(λ(h+δ)) from a curvature h, D from
     # the Fisher; a tempered posterior) | gradient (SGD on log σ and D, the research code's path)
     variance: str = "natural"
-    temperature: float = 0.01  # natural: T (1: the posterior, < 1: a cold posterior)
+    temperature: float = 0.001  # natural: T (1: the posterior, < 1: a cold posterior)
     ess: float = 0.0  # natural: λ, the effective sample size (0: the number of training examples)
     curvature: str = "fisher"  # natural: fisher (sampled-label Fisher, training set) | reparam
     curvature_source: str = "perturbed"  # reparam: the pass that feeds h: clean | perturbed

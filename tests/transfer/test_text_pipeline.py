@@ -48,9 +48,6 @@ def text_overrides(files: dict[str, Path], *extra: str) -> list[str]:
         "eval.samples=4",
         "eval.val_samples=2",
         "method.rank=2",
-        # a random encoder's LayerNorms carry little curvature: a cold posterior keeps σ small
-        "prior.norm_std=1",
-        "method.temperature=0.001",
         *extra,
     ]
     return [arg for o in overrides for arg in ("--set", o)]

@@ -112,7 +112,9 @@ def test_stationary_variance_on_a_quadratic_natural_rule(temperature: float) -> 
     """ℓ̄(w) = ½h(w − a)², prior N(0, σ_p²), λ = N: the rule's fixed point is the tempered
     posterior's variance T/(Nh + 1/σ_p²) (docs/method.md §3), and its mean the MAP."""
     torch.manual_seed(1)
-    n, h, a, prior_var = 50, 2.0, 1.5, 0.3
+    # the prior's precision equals the data's (1/σ_p² = Nh): δ's scale matters to the answer;
+    # a small a keeps the MAP's data gradient h(μ − a), the noise of ĥ = g z/σ, small
+    n, h, a, prior_var = 50, 2.0, 0.1, 0.01
     posterior = quadratic_posterior(0.5)
     options = NaturalVariance(ess=n, temperature=temperature, beta2=0.998)
     opt = SABMA(
