@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sabma.cli.demo import paired_differences
-from sabma.transfer.demo import with_scaled
+from sabma.runs.tables import with_scaled
 
 
 def test_a_row_carries_its_temperature_scaled_nll_and_ece() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from typing import Any
 
 #: column headings that are not the metric's name in capitals
 HEADINGS = {"ts_nll": "NLL (TS)", "ts_ece": "ECE (TS)", "train_s": "TRAIN S"}
@@ -34,3 +35,13 @@ def mean_std_cell(values: list[float], signed: bool = False) -> str:
     mean = statistics.mean(values)
     shown = f"{mean:+.3f}" if signed else f"{mean:.3f}"
     return f"{shown} ± {statistics.stdev(values):.3f}" if len(values) > 1 else shown
+
+
+def with_scaled(test: dict[str, Any], predictive: str) -> dict[str, float]:
+    """A row's test metrics, with the temperature-scaled NLL and ECE as ``ts_nll``/``ts_ece``
+    where the run has them (``<predictive>_ts``)."""
+    row = dict(test[predictive])
+    scaled = test.get(f"{predictive}_ts")
+    if scaled is not None:
+        row["ts_nll"], row["ts_ece"] = scaled["nll"], scaled["ece"]
+    return row

@@ -19,7 +19,7 @@ from sabma.config import config_from_dict, load_config
 from sabma.methods import METHODS
 from sabma.runs.figures import pyplot, save_figure
 from sabma.runs.files import atomic_write_json, atomic_write_text
-from sabma.runs.tables import mean_std_cell, mean_std_table
+from sabma.runs.tables import mean_std_cell, mean_std_table, with_scaled
 from sabma.transfer.pipeline import run_or_reuse
 
 log = logging.getLogger(__name__)
@@ -73,14 +73,13 @@ def run_benchmark(
             cfg = config_from_dict(base, [f"method.name={method}", f"seed={seed}"])
             log.info("benchmark: %s seed %d", method, seed)
             metrics = run_or_reuse(cfg, out / method / f"seed{seed}", progress)
-            bma = metrics["test"]["bma"]
-            scaled = metrics["test"].get("bma_ts", {})
+            bma = with_scaled(metrics["test"], "bma")
             rows.append(
                 {
                     "method": method,
                     "seed": seed,
                     **{m: bma[m] for m in METRICS},
-                    **{m: scaled.get(m[3:], float("nan")) for m in TS_METRICS},
+                    **{m: bma.get(m, float("nan")) for m in TS_METRICS},
                     "lr": metrics.get("lr", cfg.optim.lr),
                     "train_s": metrics["timing"]["train_s"],
                 }

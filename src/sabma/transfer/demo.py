@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from sabma.config import Config, config_from_dict
 from sabma.data.tasks import load_task
 from sabma.models import build_backbone
 from sabma.runs.files import atomic_write_json
+from sabma.runs.tables import with_scaled
 from sabma.transfer.pipeline import run_or_reuse
 from sabma.transfer.probe import linear_probe
 
@@ -52,16 +52,6 @@ SGD_LR_GRID: dict[str, str] = {
     "fashion_mnist": "[0.0003,0.001,0.003]",
     "text": "[0.003,0.01,0.03]",
 }
-
-
-def with_scaled(test: dict[str, Any], predictive: str) -> dict[str, float]:
-    """A row's test metrics, with the temperature-scaled NLL and ECE as ``ts_nll``/``ts_ece``
-    where the run has them (``<predictive>_ts``)."""
-    row = dict(test[predictive])
-    scaled = test.get(f"{predictive}_ts")
-    if scaled is not None:
-        row["ts_nll"], row["ts_ece"] = scaled["nll"], scaled["ece"]
-    return row
 
 
 def demo_config(
