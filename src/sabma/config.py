@@ -104,7 +104,7 @@ class MethodConfig:
     bsam_beta2: float = 0.999  # bsam: β₂ of the precision s
     bsam_gamma: float = 100.0  # bsam: damping γ (variance floor 1/(N·γ)); chosen on validation
     moped_delta: float = 0.01  # vi: initial σ = δ·|w_pre| (MOPED)
-    ivon_ess: float = 0.0  # ivon: λ (0: the number of training examples)
+    ivon_ess: float = 0.0  # ivon: λ (0: N/temperature, the tempered posterior SA-BMA targets)
     ivon_hess_init: float = 1.0  # ivon: h₀, the initial curvature (σ₀ = 1/√(λ(h₀ + δ)))
     ivon_beta2: float = 0.99999  # ivon: the curvature average's memory (the package's default)
     ivon_weight_decay: float = 1e-4  # ivon: δ, the package's prior precision per example

@@ -22,8 +22,9 @@ def test_ivon_samples_each_step_and_its_sigma_follows_the_packages_curvature() -
     method = get_method("ivon")
     opt = method.optimizer(posterior, None, cfg, n=20)
     group = opt.param_groups[0]
-    # σ = 1/√(λ(h + δ)) with λ = N = 20 and the package's h₀, δ
-    expected = (20 * (0.5 + cfg.method.ivon_weight_decay)) ** -0.5
+    # σ = 1/√(λ(h + δ)) with λ = N/T (T = method.temperature) and the package's h₀, δ
+    ess = 20 / cfg.method.temperature
+    expected = (ess * (0.5 + cfg.method.ivon_weight_decay)) ** -0.5
     torch.testing.assert_close(posterior.std.detach(), torch.full_like(posterior.mean, expected))
     seen = []
     hook = posterior.model.register_forward_pre_hook(

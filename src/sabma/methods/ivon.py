@@ -3,8 +3,9 @@
 The reference implementation, the ``ivon-opt`` package, used as published over the Bayesian
 subset's mean: every step draws w ~ N(μ, 1/(λ(h + δ))) (``sampled_params``), takes the gradient
 there, updates h by the reparameterisation estimate with IVON's positivity-preserving average,
-and μ by the Adam-like step (m/(1 − β₁ᵗ) + δμ)/(h + δ). λ = ``method.ivon_ess`` (0: the number of
-training examples), h₀ = ``method.ivon_hess_init``, β₁ = ``optim.momentum``,
+and μ by the Adam-like step (m/(1 − β₁ᵗ) + δμ)/(h + δ). λ = ``method.ivon_ess`` (0: N/T, the number of
+training examples over SA-BMA's temperature ``method.temperature``, so that IVON targets the same
+tempered posterior; at T = 1 it is IVON's own choice, N), h₀ = ``method.ivon_hess_init``, β₁ = ``optim.momentum``,
 β₂ = ``method.ivon_beta2``, δ = ``method.ivon_weight_decay`` (the package's own prior: N(0, 1/(λδ)),
 centred at 0 — the package has no other). Its learning rate is ``optim.lr``/(1 − β₁) on the
 shared schedule: IVON's momentum is an average, not heavy-ball's sum, so this makes its step
@@ -58,7 +59,7 @@ class IVONMethod(Method):
         optimizer = _ivon().IVON(
             [posterior.mean],
             lr=o.lr / (1.0 - o.momentum),
-            ess=m.ivon_ess or float(n),
+            ess=m.ivon_ess or float(n) / m.temperature,
             hess_init=m.ivon_hess_init,
             beta1=o.momentum,
             beta2=m.ivon_beta2,
