@@ -19,9 +19,10 @@ from sabma.cli.main import main
 from sabma.config import Config, config_from_dict
 from sabma.data.preprocess import preprocess_images
 from sabma.methods import base
-from sabma.transfer.pipeline import CHECKPOINT, train_run
+from sabma.pipeline.train import train_run
+from sabma.runs.folder import CHECKPOINT
 from tests.data.helpers import idx_bytes, write_fake_fashion_mnist
-from tests.transfer.test_pipeline import TINY, tiny_config
+from tests.pipeline.test_pipeline import TINY, tiny_config
 
 Setup = Callable[[Path], list[str]]
 

@@ -12,7 +12,7 @@ from PIL import Image
 from sabma.config import config_from_dict
 from sabma.data.tasks import load_task
 from sabma.data.user import load_cifar, load_image_folder, load_npz
-from sabma.transfer.pipeline import train_run
+from sabma.pipeline.train import train_run
 from tests.conftest import PicklePayload
 
 

@@ -12,14 +12,15 @@ from sabma import GaussianPosterior
 from sabma.config import config_from_dict, load_config
 from sabma.data.tasks import load_task
 from sabma.methods import get_method
+from sabma.pipeline.build import build_posterior, build_prior
+from sabma.pipeline.evaluate import evaluate_run
+from sabma.pipeline.train import train_run
+from sabma.priors.pretrained import head_mask, isotropic_prior
 from sabma.runs.files import load_posterior
 from sabma.step.bsam import BSAM
-from sabma.transfer.fit import TrainData
-from sabma.transfer.pipeline import build_posterior, build_prior, evaluate_run, train_run
-from sabma.transfer.priors import head_mask, isotropic_prior
 from tests.conftest import mlp
 from tests.data.helpers import write_fake_fashion_mnist
-from tests.transfer.test_pipeline import TINY
+from tests.pipeline.test_pipeline import TINY
 
 
 def test_bsam_uses_the_run_prior_and_its_std_follows_the_precision() -> None:
@@ -164,9 +165,7 @@ def _confidence(run: Path, laplace: bool) -> float:
     cfg = load_config(run / "config.yaml")
     task = load_task(cfg, cfg.seed)
     posterior, head = build_posterior(cfg, task.num_classes)
-    prior = build_prior(
-        cfg, posterior, head, TrainData(task.x_train, task.y_train, task.x_val, task.y_val)
-    )
+    prior = build_prior(cfg, posterior, head, task.train_data())
     load_posterior(run / "posterior.safetensors", posterior)
     posterior.eval()
     if not laplace:

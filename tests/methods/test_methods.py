@@ -13,11 +13,11 @@ from sabma import GaussianPosterior
 from sabma.cli.main import main
 from sabma.config import config_from_dict
 from sabma.methods import METHODS, get_method
+from sabma.pipeline.train import train_run
 from sabma.step.sam import SAM
-from sabma.transfer.pipeline import train_run
 from tests.conftest import mlp
 from tests.data.helpers import write_fake_fashion_mnist
-from tests.transfer.test_pipeline import TINY
+from tests.pipeline.test_pipeline import TINY
 
 
 def test_registry_names_and_listing(capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,8 +109,8 @@ def test_vi_starts_at_moped_and_draws_fresh_noise_every_step(variance: str) -> N
     """Both VI variants: MOPED start, one fresh draw per step; natural VI is the SA-BMA optimiser
     at ρ = 0 (one pass a step), BBB adds the β/N-weighted KL."""
     from sabma.posterior.lowrank import LowRankGaussian
+    from sabma.priors.pretrained import head_mask, isotropic_prior
     from sabma.step.sabma import SABMA
-    from sabma.transfer.priors import head_mask, isotropic_prior
 
     cfg = config_from_dict(
         {},
@@ -182,7 +182,7 @@ def test_ptl_gradient_is_the_nll_plus_the_prior_pull() -> None:
 
 
 def test_ensemble_members_differ_and_the_predictive_averages_them(tmp_path: Path) -> None:
-    from sabma.transfer.pipeline import evaluate_run
+    from sabma.pipeline.evaluate import evaluate_run
 
     root = tmp_path / "data"
     write_fake_fashion_mnist(root)

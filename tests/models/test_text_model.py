@@ -84,8 +84,9 @@ def test_a_folder_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("method", ["sabma", "sgd", "vi"])
 def test_the_training_loop_and_predictive_take_dict_inputs(method: str) -> None:
     from sabma.config import config_from_dict
+    from sabma.data.tasks import TrainData
     from sabma.predict.dataset import predict_log_probs
-    from sabma.transfer.fit import TrainData, fit
+    from sabma.training import fit
 
     model = TextClassifier(_tiny_encoder(), 16, 3).eval()
     posterior = GaussianPosterior(model, "norm+head", rank=1, init_std=1e-3)
@@ -113,7 +114,7 @@ def test_the_training_loop_and_predictive_take_dict_inputs(method: str) -> None:
 
 
 def test_token_batches_are_trimmed_and_predictions_come_back_in_order() -> None:
-    from sabma.data.inputs import take
+    from sabma.models.inputs import take
     from sabma.predict.dataset import predict_log_probs
 
     model = TextClassifier(_tiny_encoder(), 16, 3).eval()

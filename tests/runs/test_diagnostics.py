@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sabma.pipeline.train import train_run
 from sabma.runs.diagnostics import fit_warnings, selected_train_loss
-from sabma.transfer.pipeline import train_run
-from tests.transfer.test_pipeline import data_root, tiny_config  # noqa: F401 (fixture)
+from tests.pipeline.test_pipeline import data_root, tiny_config  # noqa: F401 (fixture)
 
 
 def test_the_warnings_follow_the_temperature_and_the_training_loss() -> None:

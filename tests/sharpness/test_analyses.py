@@ -12,13 +12,14 @@ from sabma import GaussianPosterior
 from sabma.cli.main import main
 from sabma.config import config_from_dict
 from sabma.metrics import classification_metrics
+from sabma.pipeline.evaluate import load_run
+from sabma.pipeline.train import train_run
 from sabma.sharpness.flatness import _sample_probs, flat_vs_sharp
 from sabma.sharpness.landscape import filter_normalised, slices
 from sabma.sharpness.run import SharpnessOptions
-from sabma.transfer.pipeline import load_run, train_run
 from tests.conftest import TinyResNet, mlp
 from tests.data.helpers import write_fake_fashion_mnist
-from tests.transfer.test_pipeline import TINY
+from tests.pipeline.test_pipeline import TINY
 
 
 @pytest.fixture(scope="module")

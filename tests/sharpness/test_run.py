@@ -11,13 +11,14 @@ import torch
 from sabma import GaussianPosterior
 from sabma.cli.main import main
 from sabma.config import Config, config_from_dict
+from sabma.experiments.benchmark import run_benchmark
 from sabma.methods import get_method
+from sabma.pipeline.evaluate import LoadedRun, evaluate_run
+from sabma.pipeline.train import train_run
 from sabma.sharpness.run import SharpnessOptions, posterior_samples, sharpness_run
-from sabma.transfer.benchmark import run_benchmark
-from sabma.transfer.pipeline import LoadedRun, evaluate_run, train_run
 from tests.conftest import mlp
 from tests.data.helpers import write_fake_fashion_mnist
-from tests.transfer.test_pipeline import TINY
+from tests.pipeline.test_pipeline import TINY
 
 
 def test_sharpness_section_of_a_gaussian_run(tmp_path: Path) -> None:

@@ -9,11 +9,12 @@ import pytest
 
 from sabma.cli.main import main
 from sabma.config import config_from_dict
+from sabma.experiments.benchmark import benchmark_runs, run_benchmark
+from sabma.pipeline.evaluate import evaluate_run
+from sabma.pipeline.train import train_run
 from sabma.shift.evaluate import ShiftOptions
-from sabma.transfer.benchmark import benchmark_runs, run_benchmark
-from sabma.transfer.pipeline import evaluate_run, train_run
 from tests.data.helpers import write_fake_fashion_mnist
-from tests.transfer.test_pipeline import TINY
+from tests.pipeline.test_pipeline import TINY
 
 
 def test_shift_section_per_corruption_and_mean(tmp_path: Path) -> None:

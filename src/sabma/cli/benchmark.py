@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sabma.transfer.benchmark import parse_methods, parse_seeds, run_benchmark
+    from sabma.experiments.benchmark import parse_methods, parse_seeds, run_benchmark
 
     methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
     run_benchmark(

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         rows = {label: [r[key] for r in results] for key, label in labels.items()}
         title = f"Two moons ({cfg.n_train} training points, noise {cfg.noise}), MLP with LayerNorms"
     else:
-        from sabma.transfer.demo import demo_config, run_demo
+        from sabma.experiments.demo import demo_config, run_demo
 
         out = args.out or Path("runs/demo" if args.task == "fashion_mnist" else "runs/demo-text")
         rows = run_demo(

@@ -98,8 +98,9 @@ def shift_options(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sabma.transfer.benchmark import benchmark_runs, write_shift_summary
-    from sabma.transfer.pipeline import evaluate_run
+    from sabma.experiments.benchmark import write_shift_summary
+    from sabma.pipeline.evaluate import evaluate_run
+    from sabma.runs.benchmark_folder import benchmark_runs
 
     if args.samples is not None and args.samples < 1:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")

@@ -17,7 +17,7 @@ def add_progress(parser: argparse.ArgumentParser) -> None:
 
 def parse_seeds(text: str) -> list[int]:
     """``"0,1,2"`` → [0, 1, 2] (an argparse type)."""
-    from sabma.transfer.benchmark import parse_seeds as parse
+    from sabma.experiments.benchmark import parse_seeds as parse
 
     try:
         return parse(text)

@@ -36,8 +36,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sabma.runs.benchmark_folder import benchmark_runs
     from sabma.sharpness.run import SharpnessOptions, sharpness_run, write_sharpness_summary
-    from sabma.transfer.benchmark import benchmark_runs
 
     options = SharpnessOptions(
         top_k=args.top_k,

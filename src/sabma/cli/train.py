@@ -9,6 +9,7 @@ from typing import Any
 
 from sabma.cli.options import add_overrides, add_progress
 from sabma.config import load_config
+from sabma.runs.folder import CONFIG
 
 
 def add_parser(sub: Any) -> None:
@@ -39,10 +40,10 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sabma import distributed
-    from sabma.transfer.pipeline import train_run
+    from sabma.pipeline.train import train_run
 
     if args.resume and args.config is None and not args.overrides:
-        saved = args.out / "config.yaml"
+        saved = args.out / CONFIG
         if not saved.is_file():
             raise ValueError(f"{args.out} holds no run to resume (no config.yaml)")
         cfg = load_config(saved, [])

@@ -21,15 +21,25 @@ from torch import Tensor
 
 from sabma.config import Config, DataConfig
 from sabma.data.fashion_mnist import CLASSES, load_fashion_mnist
-from sabma.data.inputs import Inputs
 from sabma.data.preprocess import preprocess_images
 from sabma.data.splits import few_shot_split
 from sabma.data.text import RawTexts, load_csv_texts, load_rotten_tomatoes
 from sabma.data.user import RawImages, load_cifar, load_image_folder, load_npz
+from sabma.models.inputs import Inputs
 
 IMAGE_DATASETS = ("fashion_mnist", "npz", "image_folder", "cifar10", "cifar100")
 TEXT_DATASETS = ("rotten_tomatoes", "csv")
 DATASETS = IMAGE_DATASETS + TEXT_DATASETS
+
+
+@dataclass
+class TrainData:
+    """What training sees of a task: the training and validation splits."""
+
+    x_train: Inputs
+    y_train: Tensor
+    x_val: Inputs
+    y_val: Tensor
 
 
 @dataclass
@@ -50,6 +60,9 @@ class Task:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def train_data(self) -> TrainData:
+        return TrainData(self.x_train, self.y_train, self.x_val, self.y_val)
 
 
 def dataset_kind(dataset: str) -> str:

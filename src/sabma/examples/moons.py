@@ -1,7 +1,7 @@
 """Two moons: SA-BMA against plain SGD on a small MLP with LayerNorms, in a few seconds.
 
 The smallest real end-to-end use of the library, through the trainer's own code path: the same
-:func:`sabma.transfer.fit.fit` loop, methods, model selection on a validation split and
+:func:`sabma.training.loop.fit` loop, methods, model selection on a validation split and
 configuration defaults as ``sabma train`` (the method's settings — ρ, the natural-gradient
 variance, its temperature — are the trainer's defaults); only the data, the network, the prior
 N(0, ``prior_std``² I) over every weight and the training budget are the toy's own
@@ -19,13 +19,14 @@ import torch
 from torch import Tensor, nn
 
 from sabma.config import config_from_dict
+from sabma.data.tasks import TrainData
 from sabma.methods import get_method
 from sabma.metrics import classification_metrics
 from sabma.posterior import GaussianPosterior, LowRankGaussian
 from sabma.predict.dataset import predict_log_probs
-from sabma.transfer.fit import TrainData, fit
-from sabma.transfer.init import initial_posterior
-from sabma.transfer.priors import head_mask
+from sabma.priors.initial import initial_posterior
+from sabma.priors.pretrained import head_mask
+from sabma.training import fit
 
 log = logging.getLogger(__name__)
 

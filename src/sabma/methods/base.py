@@ -4,7 +4,7 @@ A method trains the Bayesian subset of a network held by a :class:`GaussianPoste
 its predictive there: a point estimate in ``mean`` (``point = True``: predictions at the mean), a
 Gaussian in ``(mean, log_std, factor)`` (BMA over draws), or a finite weight set returned by
 :meth:`Method.samples` (BMA over the set: ensembles, SGLD samples, MC-dropout passes).
-The shared loop (:func:`sabma.transfer.fit.fit`) gives every method the same data, batches,
+The shared loop (:func:`sabma.training.loop.fit`) gives every method the same data, batches,
 schedule, budget and model-selection rule.
 """
 
@@ -19,13 +19,13 @@ from torch.nn.functional import cross_entropy
 
 from sabma import distributed
 from sabma.config import Config
-from sabma.data import inputs
-from sabma.data.inputs import Inputs
+from sabma.models import inputs
+from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.amp import scaled_step
+from sabma.step.schedule import warmup_cosine
 from sabma.step.two_step import TwoStepOptimizer
-from sabma.transfer.schedule import warmup_cosine
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -90,7 +90,7 @@ class Method:
         self, posterior: GaussianPosterior, start: LowRankGaussian, is_head: Tensor, cfg: Config
     ) -> None:
         """Set the posterior before training to ``start``, the initial posterior of
-        ``cfg.init`` (:mod:`sabma.transfer.init`)."""
+        ``cfg.init`` (:mod:`sabma.priors.initial`)."""
         posterior.set_to(start)
 
     def optimizer(

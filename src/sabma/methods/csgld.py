@@ -25,10 +25,10 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
-from sabma.data import inputs
-from sabma.data.inputs import Inputs
 from sabma.methods.base import Method, finite
 from sabma.methods.sabma_method import check_kl_stability
+from sabma.models import inputs
+from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 

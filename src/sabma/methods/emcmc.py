@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from sabma.config import Config
-from sabma.data.inputs import Inputs
 from sabma.methods.base import finite
 from sabma.methods.csgld import CSGLDMethod
+from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 

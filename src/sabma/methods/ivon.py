@@ -3,9 +3,10 @@
 The reference implementation, the ``ivon-opt`` package, used as published over the Bayesian
 subset's mean: every step draws w ~ N(μ, 1/(λ(h + δ))) (``sampled_params``), takes the gradient
 there, updates h by the reparameterisation estimate with IVON's positivity-preserving average,
-and μ by the Adam-like step (m/(1 − β₁ᵗ) + δμ)/(h + δ). λ = ``method.ivon_ess`` (0: N/T, the number of
-training examples over SA-BMA's temperature ``method.temperature``, so that IVON targets the same
-tempered posterior; at T = 1 it is IVON's own choice, N), h₀ = ``method.ivon_hess_init``, β₁ = ``optim.momentum``,
+and μ by the Adam-like step (m/(1 − β₁ᵗ) + δμ)/(h + δ). λ = ``method.ivon_ess`` (0: N/T, the
+number of training examples over SA-BMA's temperature ``method.temperature``, so that IVON targets
+the same tempered posterior; at T = 1 it is IVON's own choice, N), h₀ = ``method.ivon_hess_init``,
+β₁ = ``optim.momentum``,
 β₂ = ``method.ivon_beta2``, δ = ``method.ivon_weight_decay`` (the package's own prior: N(0, 1/(λδ)),
 centred at 0 — the package has no other). Its learning rate is ``optim.lr``/(1 − β₁) on the
 shared schedule: IVON's momentum is an average, not heavy-ball's sum, so this makes its step
@@ -27,9 +28,9 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
-from sabma.data import inputs
-from sabma.data.inputs import Inputs
 from sabma.methods.base import Method, finite
+from sabma.models import inputs
+from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 
 from sabma.config import Config
-from sabma.data.inputs import Inputs
 from sabma.methods.point import SGDMethod
+from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 

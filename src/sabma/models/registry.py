@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sabma.data import inputs as model_inputs
-from sabma.data.inputs import Inputs
+from sabma.models import inputs as model_inputs
+from sabma.models.inputs import Inputs
 from sabma.models.text import HF_PREFIX, build_text_classifier
 from sabma.models.tiny import TinyCNN
 from sabma.posterior.subset import find_head

@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sabma.data import inputs
-from sabma.data.inputs import Inputs
+from sabma.models import inputs
+from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.predict.bma import bma_log_probs
 

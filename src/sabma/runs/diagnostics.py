@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sabma.runs.folder import TRAIN_LOG
+
 UNDER_CONFIDENT, OVER_CONFIDENT = 0.8, 1.25
 #: training loss above this fraction of the validation NLL: not fitted
 UNDER_FITTED = 0.8
@@ -59,6 +61,6 @@ def fit_warnings(train_loss: float | None, val_nll: float, temperature: float | 
 
 def diagnostics(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """The ``"fit"`` section of metrics.json: the kept state's training loss and the warnings."""
-    train_loss = selected_train_loss(run_dir / "train_log.jsonl")
+    train_loss = selected_train_loss(run_dir / TRAIN_LOG)
     warnings = fit_warnings(train_loss, metrics["val"]["bma"]["nll"], metrics.get("temperature"))
     return {"train_loss": train_loss, "warnings": warnings}

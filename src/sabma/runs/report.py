@@ -11,6 +11,7 @@ from torch import Tensor
 
 from sabma.runs.figures import pyplot, save_figure
 from sabma.runs.files import atomic_write_text
+from sabma.runs.folder import METRICS, REPORT
 
 
 def reliability_bins(probs: Tensor, labels: Tensor, bins: int = 15) -> dict[str, list[float]]:
@@ -115,8 +116,8 @@ def _posterior_line(shape: dict[str, Any]) -> str:
 
 def refresh_report(run_dir: Path) -> None:
     """Rewrite a run's report.md from its metrics.json and the figures in its directory."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    write_report(run_dir / "report.md", metrics)
+    metrics = json.loads((run_dir / METRICS).read_text())
+    write_report(run_dir / REPORT, metrics)
 
 
 def _shift_section(metrics: dict[str, Any]) -> list[str]:

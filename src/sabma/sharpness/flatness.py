@@ -16,14 +16,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sabma.data import inputs
 from sabma.metrics import classification_metrics
+from sabma.models import inputs
+from sabma.pipeline.evaluate import LoadedRun, load_run
 from sabma.runs.figures import pyplot, save_figure
 from sabma.runs.files import atomic_write_json
+from sabma.runs.folder import METRICS
 from sabma.runs.report import refresh_report
 from sabma.sharpness.hessian import hvp_fn, top_eigenvalues
 from sabma.sharpness.run import SharpnessOptions, training_batches
-from sabma.transfer.pipeline import LoadedRun, load_run
 
 ORDERS = ("flat", "random", "sharp")
 
@@ -105,7 +106,7 @@ def analyze_flatness(
     result = flat_vs_sharp(load_run(run_dir), samples, options, progress=progress)
     atomic_write_json(run_dir / "flatness.json", result)
     _plot(run_dir / "flatness.png", result)
-    if (run_dir / "metrics.json").is_file():
+    if (run_dir / METRICS).is_file():
         refresh_report(run_dir)
     return result
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.functional import cross_entropy
 
-from sabma.data.inputs import Inputs, call
+from sabma.models.inputs import Inputs, call
 from sabma.posterior.gaussian import GaussianPosterior
 
 Batches = Sequence[tuple[Inputs, Tensor]]

@@ -17,13 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sabma.pipeline.evaluate import load_run
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.runs.figures import pyplot, save_figure
 from sabma.runs.files import atomic_write_json
+from sabma.runs.folder import METRICS
 from sabma.runs.report import refresh_report
 from sabma.sharpness.hessian import Batches, hvp_fn, loss_at, top_eigenvalues
 from sabma.sharpness.run import SharpnessOptions, training_batches
-from sabma.transfer.pipeline import load_run
 
 
 def filter_normalised(
@@ -104,7 +105,7 @@ def analyze_landscape(
     result = slices(run.posterior, training_batches(run, options), options, span, points, grid)
     atomic_write_json(run_dir / "landscape.json", result)
     _plot(run_dir / "landscape.png", result)
-    if (run_dir / "metrics.json").is_file():
+    if (run_dir / METRICS).is_file():
         refresh_report(run_dir)
     return result
 

@@ -22,11 +22,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sabma.data import inputs
+from sabma.models import inputs
+from sabma.pipeline.evaluate import LoadedRun, load_run
 from sabma.runs.files import atomic_write_json
+from sabma.runs.folder import METRICS
 from sabma.runs.report import refresh_report
 from sabma.sharpness.hessian import Batches, hutchinson_trace, hvp_fn, top_eigenvalues
-from sabma.transfer.pipeline import LoadedRun, load_run
 
 
 @dataclass
@@ -130,7 +131,7 @@ def sharpness_run(
     run_dir: Path, options: SharpnessOptions, progress: bool = True
 ) -> dict[str, Any]:
     """Measure and add the ``"sharpness"`` section to the run's metrics.json (atomically)."""
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = run_dir / METRICS
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{run_dir} holds no finished run (no metrics.json)")
     result = measure_sharpness(load_run(run_dir), options, progress)
@@ -143,14 +144,14 @@ def sharpness_run(
 
 def write_sharpness_summary(folder: Path) -> None:
     """``sharpness.md``: mean ± std over seeds of λ_max, λ₁/λ_k and the trace, per method."""
+    from sabma.runs.benchmark_folder import benchmark_runs, write_benchmark_report
     from sabma.runs.files import atomic_write_text
     from sabma.runs.tables import mean_std_table
-    from sabma.transfer.benchmark import benchmark_runs, write_benchmark_report
 
     by_method: dict[str, list[dict[str, float]]] = {}
     failures = []
     for run_dir in benchmark_runs(folder):
-        metrics = json.loads((run_dir / "metrics.json").read_text())
+        metrics = json.loads((run_dir / METRICS).read_text())
         section = metrics.get("sharpness")
         if section is None:
             continue

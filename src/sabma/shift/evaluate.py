@@ -17,10 +17,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sabma.config import Config
-from sabma.data import inputs
-from sabma.data.inputs import Inputs
 from sabma.data.tasks import Task
 from sabma.metrics import classification_metrics
+from sabma.models import inputs
+from sabma.models.inputs import Inputs
 from sabma.shift.cache import corrupted_test_set
 from sabma.shift.corruptions import (
     ALL_CORRUPTIONS,

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 from torch.nn.functional import cross_entropy
 
-from sabma.data import inputs
-from sabma.data.inputs import Inputs
+from sabma.models import inputs
+from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from enum import StrEnum
 import torch
 from torch import Tensor
 
-from sabma.data.inputs import Inputs
+from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.variance.factor import residual_factor

@@ -1,0 +1,138 @@
+"""Checking a configuration before anything is built, trained or written.
+
+Every bad value is one clear line (a ValueError) that names the key, the value and what is
+allowed. Checks that need data or a model (a subset that matches no parameter, more shots than a
+class has) happen when those are loaded, still before the run directory is created.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from sabma.config import Config
+from sabma.data.tasks import check_backbone_kind
+from sabma.device import amp_dtype, resolve_device
+from sabma.methods import METHODS
+from sabma.models.registry import check_backbone_name
+from sabma.pipeline.search import check_grid
+from sabma.priors.initial import INIT_KINDS
+from sabma.priors.pretrained import PRIOR_KINDS
+from sabma.runs.folder import METRICS
+
+
+def _finite_numbers(node: Any, prefix: str = "") -> None:
+    for f in fields(node):
+        value = getattr(node, f.name)
+        key = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            _finite_numbers(value, f"{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key} must be a finite number, got {value}")
+
+
+def _at_least(key: str, value: float, low: float, strict: bool = False) -> None:
+    if strict and not value > low:
+        raise ValueError(f"{key} must be > {low}, got {value}")
+    if not strict and not value >= low:
+        raise ValueError(f"{key} must be >= {low}, got {value}")
+
+
+def check_config(cfg: Config) -> None:
+    """Raise a one-line ValueError for the first invalid value of ``cfg``."""
+    _finite_numbers(cfg)
+    if cfg.method.name not in METHODS:
+        raise ValueError(f"unknown method {cfg.method.name!r}; choose one of {sorted(METHODS)}")
+    check_backbone_name(cfg.model.backbone)
+    _data_matches_backbone(cfg)
+    if cfg.prior.kind not in PRIOR_KINDS:
+        raise ValueError(f"unknown prior kind {cfg.prior.kind!r}; choose one of {PRIOR_KINDS}")
+    if cfg.init.kind not in INIT_KINDS:
+        raise ValueError(f"unknown init kind {cfg.init.kind!r}; choose one of {INIT_KINDS}")
+    for name, choice, allowed in (
+        ("method.variance", cfg.method.variance, ("natural", "gradient")),
+        ("method.curvature", cfg.method.curvature, ("fisher", "reparam")),
+        ("method.curvature_source", cfg.method.curvature_source, ("clean", "perturbed")),
+    ):
+        if choice not in allowed:
+            raise ValueError(f"{name} must be one of {list(allowed)}, got {choice!r}")
+    if not 0 <= cfg.method.curvature_beta2 < 1:
+        raise ValueError(
+            f"method.curvature_beta2 must lie in [0, 1), got {cfg.method.curvature_beta2}"
+        )
+    if cfg.model.bn_mode not in ("train", "eval"):
+        raise ValueError(f"model.bn_mode must be 'train' or 'eval', got {cfg.model.bn_mode!r}")
+    amp_dtype(cfg.optim.amp)
+    resolve_device(cfg.device)
+    for key, value, low, strict in (
+        ("data.shots", cfg.data.shots, 1, False),
+        ("data.val_shots", cfg.data.val_shots, 1, False),
+        ("data.test_size", cfg.data.test_size, 0, False),
+        ("data.resolution", cfg.data.resolution, 8, False),
+        ("data.max_tokens", cfg.data.max_tokens, 2, False),
+        ("method.rank", cfg.method.rank, 0, False),
+        ("method.rho", cfg.method.rho, 0, False),
+        ("method.sam_rho", cfg.method.sam_rho, 0, False),
+        ("method.bsam_rho", cfg.method.bsam_rho, 0, False),
+        ("method.beta", cfg.method.beta, 0, False),
+        ("method.perturb_every", cfg.method.perturb_every, 1, False),
+        ("method.ensemble_size", cfg.method.ensemble_size, 1, False),
+        ("optim.lr", cfg.optim.lr, 0, True),
+        ("optim.epochs", cfg.optim.epochs, 1, False),
+        ("optim.batch_size", cfg.optim.batch_size, 1, False),
+        ("optim.momentum", cfg.optim.momentum, 0, False),
+        ("optim.weight_decay", cfg.optim.weight_decay, 0, False),
+        ("optim.warmup_epochs", cfg.optim.warmup_epochs, 0, False),
+        ("optim.checkpoint_every", cfg.optim.checkpoint_every, 0, False),
+        ("eval.samples", cfg.eval.samples, 1, False),
+        ("eval.val_samples", cfg.eval.val_samples, 1, False),
+        ("eval.eval_every", cfg.eval.eval_every, 1, False),
+        ("eval.patience", cfg.eval.patience, 0, False),
+        ("eval.batch_size", cfg.eval.batch_size, 1, False),
+        ("prior.norm_std", cfg.prior.norm_std, 0, True),
+        ("prior.head_var", cfg.prior.head_var, 0, False),
+        ("init.norm_std", cfg.init.norm_std, 0, True),
+        ("init.head_std", cfg.init.head_std, 0, True),
+        ("init.scale", cfg.init.scale, 0, True),
+        ("method.temperature", cfg.method.temperature, 0, True),
+        ("method.ess", cfg.method.ess, 0, False),
+        ("method.refresh_epochs", cfg.method.refresh_epochs, 1, False),
+        ("method.fisher_samples", cfg.method.fisher_samples, 1, False),
+        ("method.fisher_examples", cfg.method.fisher_examples, 1, False),
+    ):
+        _at_least(key, value, low, strict)
+    check_grid(cfg.optim.lr_grid)
+    if not cfg.optim.momentum < 1:
+        raise ValueError(f"optim.momentum must be < 1, got {cfg.optim.momentum}")
+    blocks = cfg.method.perturb
+    if not blocks or not set(blocks) <= {"mean", "log_std", "factor"}:
+        raise ValueError(
+            f"method.perturb must list blocks of ['mean', 'log_std', 'factor'], got {blocks!r}"
+        )
+
+
+def _data_matches_backbone(cfg: Config) -> None:
+    data = cfg.data
+    kind = check_backbone_kind(cfg)
+    if kind == "text" and data.augment:
+        raise ValueError("data.augment applies to images only; set it to false for texts")
+    if not 0 < data.test_fraction < 1:
+        raise ValueError(f"data.test_fraction must be in (0, 1), got {data.test_fraction}")
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse a folder that holds a finished run or cannot be written, without creating it."""
+    if (out / METRICS).exists():
+        raise ValueError(f"{out} already holds a finished run; choose another --out")
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"output folder {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output folder {out} is not writable ({existing}: permission denied)")

@@ -1,0 +1,189 @@
+"""Evaluating a trained run: its predictive on the test and validation splits (and under shift),
+temperature scaling, the posterior's shape, the report; and loading a finished run again."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sabma.config import Config, load_config
+from sabma.data.tasks import Task, load_task
+from sabma.methods import Method, get_method
+from sabma.metrics import classification_metrics
+from sabma.models.inputs import Inputs
+from sabma.pipeline.build import build_posterior, build_prior
+from sabma.pipeline.predictive import RunPredictive
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.lowrank import LowRankGaussian
+from sabma.posterior.summary import shape_summary
+from sabma.predict.temperature import apply_temperature, fit_temperature
+from sabma.runs.diagnostics import diagnostics
+from sabma.runs.files import atomic_write_json, load_posterior
+from sabma.runs.folder import CARRIED_SECTIONS, CONFIG, METRICS, POSTERIOR, RELIABILITY, REPORT
+from sabma.runs.report import write_reliability_plot, write_report
+from sabma.shift.evaluate import ShiftOptions, shift_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedRun:
+    """A finished run, loaded: its configuration, task, trained posterior and method."""
+
+    cfg: Config
+    task: Task
+    posterior: GaussianPosterior
+    head: str
+    method: Method
+    prior: LowRankGaussian | None
+    weight_set: Tensor | None
+
+
+def load_run(run_dir: Path) -> LoadedRun:
+    """Rebuild a run from its directory (the prior only where the method's predictive needs it)."""
+    if not (run_dir / CONFIG).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = load_config(run_dir / CONFIG)
+    task = load_task(cfg, cfg.seed)
+    posterior, head = build_posterior(cfg, task.num_classes)
+    method = get_method(cfg.method.name)
+    prior = None
+    if method.evaluation_needs_prior(cfg):
+        train = task.train_data()
+        prior = build_prior(cfg, posterior, head, train)
+    meta = load_posterior(run_dir / POSTERIOR, posterior)
+    return LoadedRun(cfg, task, posterior, head, method, prior, meta.get("weight_set"))
+
+
+def evaluate_run(
+    run_dir: Path,
+    samples: int | None = None,
+    temperature_scaling: bool | None = None,
+    progress: bool = True,
+    shift: ShiftOptions | None = None,
+) -> dict[str, Any]:
+    """Re-evaluate a finished run (e.g. with another S, temperature scaling, or on corrupted test
+    sets: ``shift``); rewrites its metrics, report and plot. ``temperature_scaling=None``: as
+    the run's configuration says (``eval.temperature_scaling``)."""
+    run = load_run(run_dir)
+    train_s, carried = 0.0, {}
+    if (run_dir / METRICS).is_file():
+        previous = json.loads((run_dir / METRICS).read_text())
+        train_s = previous["timing"]["train_s"]
+        # sections computed by other commands survive a re-evaluation that does not redo them
+        carried = {k: previous[k] for k in CARRIED_SECTIONS if k in previous}
+        if shift is not None:
+            carried.pop("shift", None)
+    task, posterior, cfg = run.task, run.posterior, run.cfg
+    return evaluate_and_write(
+        cfg,
+        posterior,
+        task,
+        run_dir,
+        train_s,
+        samples or cfg.eval.samples,
+        cfg.eval.temperature_scaling if temperature_scaling is None else temperature_scaling,
+        progress,
+        weight_set=run.weight_set,
+        own_predictive=run.method.predictive(
+            posterior, task.x_train, task.y_train, run.prior, run.head, cfg
+        ),
+        shift=shift,
+        carried=carried,
+    )
+
+
+def evaluate_and_write(
+    cfg: Config,
+    posterior: GaussianPosterior,
+    task: Task,
+    out: Path,
+    train_s: float,
+    samples: int,
+    temperature_scaling: bool,
+    progress: bool,
+    weight_set: Tensor | None = None,
+    own_predictive: Callable[[Inputs], Tensor] | None = None,
+    shift: ShiftOptions | None = None,
+    carried: dict[str, Any] | None = None,
+    test: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the method's predictive (:class:`RunPredictive`) on the test and validation
+    splits, and on corrupted test sets when ``shift`` is given; ``carried`` sections (from an
+    earlier metrics.json) are kept. ``test=False``: the validation split only (no report)."""
+    start = time.perf_counter()
+    method = get_method(cfg.method.name)
+    predictive = RunPredictive(cfg, posterior, method, samples, weight_set, own_predictive)
+    generator = torch.Generator().manual_seed(cfg.seed + 3)
+
+    def predictives(x: Inputs, name: str) -> dict[str, Tensor]:
+        mean = predictive.mean(x)
+        if method.point:
+            return {"bma": mean, "mean": mean}
+        return {"bma": predictive(x, generator, progress, f"BMA {name}"), "mean": mean}
+
+    val = predictives(task.x_val, "val")
+    if not test:  # a search candidate: judged on validation only
+        metrics_val = {
+            "method": cfg.method.name,
+            "seed": cfg.seed,
+            "lr": cfg.optim.lr,
+            "val": {k: classification_metrics(v.exp(), task.y_val) for k, v in val.items()},
+            "timing": {"train_s": train_s, "eval_s": time.perf_counter() - start},
+        }
+        atomic_write_json(out / METRICS, metrics_val)
+        return metrics_val
+    test_lp = predictives(task.x_test, "test")
+    metrics: dict[str, Any] = {
+        "method": cfg.method.name,
+        "seed": cfg.seed,
+        "dataset": cfg.data.dataset,
+        "shots": cfg.data.shots,
+        "backbone": cfg.model.backbone,
+        "subset": cfg.model.subset,
+        "samples": predictive.samples_used,
+        "dim": posterior.dim,
+        "rank": posterior.rank,
+        "test": {k: classification_metrics(v.exp(), task.y_test) for k, v in test_lp.items()},
+        "val": {k: classification_metrics(v.exp(), task.y_val) for k, v in val.items()},
+    }
+    if not method.point:
+        metrics["posterior"] = shape_summary(posterior.gaussian())
+    metrics.update(carried or {})
+    if shift is not None:
+        on_shift = (
+            predictive if shift.samples is None else replace(predictive, samples=shift.samples)
+        )
+        metrics["shift"] = shift_metrics(on_shift, task, cfg, shift, progress)
+        metrics["shift"]["samples"] = on_shift.samples_used
+    curves = {"BMA": (test_lp["bma"].exp(), task.y_test)}
+    if not method.point:
+        curves["posterior mean"] = (test_lp["mean"].exp(), task.y_test)
+    if temperature_scaling:
+        temperature = fit_temperature(val["bma"], task.y_val)
+        scaled = apply_temperature(test_lp["bma"], temperature).exp()
+        metrics["temperature"] = temperature
+        metrics["test"]["bma_ts"] = classification_metrics(scaled, task.y_test)
+        curves["BMA, temperature-scaled"] = (scaled, task.y_test)
+        if not method.point:  # the posterior mean, scaled on its own validation predictive
+            mean_temperature = fit_temperature(val["mean"], task.y_val)
+            metrics["mean_temperature"] = mean_temperature
+            metrics["test"]["mean_ts"] = classification_metrics(
+                apply_temperature(test_lp["mean"], mean_temperature).exp(), task.y_test
+            )
+    metrics["timing"] = {"train_s": train_s, "eval_s": time.perf_counter() - start}
+    metrics["fit"] = diagnostics(out, metrics)
+    for line in metrics["fit"]["warnings"]:
+        log.warning("%s: %s", out, line)
+    write_reliability_plot(out / RELIABILITY, curves)
+    write_report(out / REPORT, metrics)
+    atomic_write_json(out / METRICS, metrics)
+    return metrics

@@ -1,0 +1,82 @@
+"""A trained run's predictive, whatever the method: one object for evaluation and shift."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sabma.config import Config
+from sabma.methods import Method
+from sabma.models import inputs
+from sabma.models.inputs import Inputs
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.predict.dataset import predict_log_probs
+
+
+@dataclass
+class RunPredictive:
+    """The method's predictive over a dataset: the mean (point methods), BMA over ``samples``
+    draws of the Gaussian, BMA over the method's finite ``weight_set``, or its ``own`` predictive
+    (Laplace)."""
+
+    cfg: Config
+    posterior: GaussianPosterior
+    method: Method
+    samples: int
+    weight_set: Tensor | None = None
+    own: Callable[[Inputs], Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"the number of BMA samples must be at least 1, got {self.samples}")
+
+    @property
+    def samples_used(self) -> int:
+        """S: 1 for a point estimate, 0 for a closed-form predictive (Laplace's probit)."""
+        if self.method.point:
+            return 1
+        if self.own is not None:
+            return 0
+        return len(self.weight_set) if self.weight_set is not None else self.samples
+
+    def mean(self, x: Inputs) -> Tensor:
+        """log p(y | x) at the posterior mean, shape (n, classes)."""
+        self.posterior.eval()
+        return predict_log_probs(self.posterior, x, point=True, batch_size=self.cfg.eval.batch_size)
+
+    def __call__(
+        self,
+        x: Inputs,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        desc: str = "BMA",
+    ) -> Tensor:
+        """log p̄(y | x) of the method's predictive, shape (n, classes)."""
+        if self.method.point:
+            return self.mean(x)
+        if self.own is not None:
+            self.posterior.eval()
+            device = self.posterior.device
+            return torch.cat(
+                [
+                    self.own(inputs.to_device(b, device)).to(inputs.device_of(x))
+                    for b in inputs.batches(x, self.cfg.eval.batch_size)
+                ]
+            )
+        self.method.predict_mode(self.posterior, self.cfg)
+        try:
+            return predict_log_probs(
+                self.posterior,
+                x,
+                self.samples,
+                weights=self.weight_set,
+                batch_size=self.cfg.eval.batch_size,
+                generator=generator,
+                progress=progress,
+                desc=desc,
+            )
+        finally:
+            self.posterior.eval()

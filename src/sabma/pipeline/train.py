@@ -1,0 +1,174 @@
+"""Training one run into its folder (:mod:`sabma.runs.folder`): checks, prior, initial
+posterior, the shared loop with checkpoints (resumable), then evaluation; or reusing a finished
+run with the same configuration."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sabma import distributed
+from sabma.config import Config, dump_config
+from sabma.data.tasks import load_task
+from sabma.device import resolve_device
+from sabma.methods import get_method
+from sabma.pipeline.build import build_posterior, build_prior
+from sabma.pipeline.checks import check_config, check_out_dir
+from sabma.pipeline.evaluate import evaluate_and_write
+from sabma.posterior.gaussian import GaussianPosterior
+from sabma.priors.initial import initial_posterior
+from sabma.priors.pretrained import head_mask
+from sabma.runs.files import atomic_write_text, save_posterior
+from sabma.runs.folder import CHECKPOINT, CONFIG, METRICS, POSTERIOR, TRAIN_LOG
+from sabma.training import Checkpointing, LoopState, fit
+
+log = logging.getLogger(__name__)
+
+
+def _prepare_out_dir(out: Path) -> None:
+    if (out / METRICS).exists():
+        raise ValueError(f"{out} already holds a finished run; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / ".write-test"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"output folder {out} is not writable ({err.strerror})") from None
+
+
+def _resume_state(cfg: Config, out: Path) -> LoopState | None:
+    """The checkpoint to resume ``out`` from (None: start from scratch), after checks."""
+    if (out / METRICS).exists():
+        raise ValueError(f"{out} holds a finished run; there is nothing to resume")
+    saved = out / CONFIG
+    if not saved.is_file():
+        raise ValueError(f"{out} holds no run to resume (no config.yaml)")
+    if saved.read_text() != dump_config(cfg):
+        raise ValueError(
+            f"the configuration differs from the one of the run in {out}; "
+            "resume with the same --config/--set, or with none"
+        )
+    path = out / CHECKPOINT
+    return LoopState.load(path) if path.is_file() else None
+
+
+def check_checkpoint(state: LoopState, posterior: GaussianPosterior, path: Path) -> None:
+    """Refuse a checkpoint written for another model, subset or rank."""
+    saved = state.posterior
+    if state.names != posterior.names or any(
+        tuple(saved[k].shape) != tuple(v.shape) for k, v in posterior.state_dict().items()
+    ):
+        raise ValueError(
+            f"{path} was written for another model, subset or rank than this run's "
+            f"({len(posterior.names)} tensors, d = {posterior.dim}, K = {posterior.rank})"
+        )
+
+
+def train_run(
+    cfg: Config, out: Path, progress: bool = True, resume: bool = False, test: bool = True
+) -> dict[str, Any]:
+    """Train and evaluate one (method, seed) run into ``out``; returns its metrics.
+
+    Training state is checkpointed to ``out/checkpoint.safetensors`` every
+    ``optim.checkpoint_every`` steps; ``resume=True`` continues an interrupted run there (the
+    same final metrics as an uninterrupted run, timings aside). The checkpoint is removed once
+    ``metrics.json`` is written. With ``optim.lr_grid`` the learning rate is chosen on the
+    validation split first (:mod:`sabma.pipeline.search`). ``test=False`` evaluates the
+    validation split only (a search candidate: its test metrics are never computed).
+    """
+    if cfg.optim.lr_grid:
+        from sabma.pipeline.search import train_with_lr_search
+
+        check_config(cfg)
+        return train_with_lr_search(cfg, out, progress)
+    check_config(cfg)
+    distributed.init(distributed.local_device(resolve_device(cfg.device)))
+    main = distributed.is_main()
+    state = _resume_state(cfg, out) if resume else None
+    if not resume:
+        check_out_dir(out)
+    torch.manual_seed(cfg.seed)
+    task = load_task(cfg, cfg.seed)
+    data = task.train_data()
+    posterior, head = build_posterior(cfg, task.num_classes)
+    if state is not None:
+        check_checkpoint(state, posterior, out / CHECKPOINT)
+    if not resume and main:  # every input checked: only now is anything written
+        _prepare_out_dir(out)
+        atomic_write_text(out / CONFIG, dump_config(cfg))
+        (out / TRAIN_LOG).write_text("")
+    checkpoint = Checkpointing(
+        out / CHECKPOINT,
+        cfg.optim.checkpoint_every,
+        state,
+        elapsed_before=state.elapsed if state is not None else 0.0,
+        write=main,
+    )
+    prior = build_prior(cfg, posterior, head, data)
+    method = get_method(cfg.method.name)  # one instance for the whole run (it may hold state)
+    is_head = head_mask(posterior, head)
+    start = initial_posterior(cfg, posterior, is_head, head, data, prior)
+    method.initialise(posterior, start, is_head, cfg)
+    fit(
+        posterior,
+        data,
+        cfg,
+        prior,
+        method=method,
+        log_path=out / TRAIN_LOG if main else None,
+        progress=progress and main,
+        checkpoint=checkpoint,
+    )
+    train_s = checkpoint.elapsed()
+    if not main:  # rank 0 evaluates and writes; the others are done
+        distributed.barrier()
+        return {}
+    save_posterior(
+        out / POSTERIOR,
+        posterior,
+        {
+            "method": cfg.method.name,
+            "backbone": cfg.model.backbone,
+            "subset": cfg.model.subset,
+            "head": head,
+        },
+        samples=method.samples(),
+    )
+    own = method.predictive(posterior, task.x_train, task.y_train, prior, head, cfg)
+    metrics = evaluate_and_write(
+        cfg,
+        posterior,
+        task,
+        out,
+        train_s,
+        cfg.eval.samples,
+        cfg.eval.temperature_scaling,
+        progress,
+        weight_set=method.samples(),
+        own_predictive=own,
+        test=test,
+    )
+    (out / CHECKPOINT).unlink(missing_ok=True)  # metrics.json marks the run finished
+    distributed.barrier()
+    return metrics
+
+
+def run_or_reuse(cfg: Config, out: Path, progress: bool, test: bool = True) -> dict[str, Any]:
+    """Train into ``out``, or reuse a finished run there with the same configuration."""
+    metrics_file = out / METRICS
+    if metrics_file.is_file():
+        if (out / CONFIG).read_text() != dump_config(cfg):
+            raise ValueError(
+                f"{out} holds a finished run with another configuration; choose another --out"
+            )
+        log.info("reusing the finished run in %s", out)
+        return json.loads(metrics_file.read_text())
+    if (out / CHECKPOINT).is_file() and (out / CONFIG).is_file():
+        log.info("resuming the interrupted run in %s", out)
+        return train_run(cfg, out, progress=progress, resume=True, test=test)
+    return train_run(cfg, out, progress=progress, test=test)

@@ -1,0 +1,1 @@
+"""Priors over the Bayesian subset, and where its posterior starts."""

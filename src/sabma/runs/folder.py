@@ -1,0 +1,50 @@
+"""A run folder: the names of its files, and the one way to read and add to its metrics.
+
+A run folder holds ``config.yaml`` (resolved), ``train_log.jsonl``, ``posterior.safetensors``
+with ``posterior.json`` (its metadata), ``reliability.png``, ``report.md`` and, written last,
+``metrics.json`` — whose presence marks the run as finished. ``checkpoint.safetensors`` exists
+while it trains; ``lr_search/`` and ``lr_search.json`` when its learning rate was searched;
+``flatness.*`` and ``landscape.*`` after those analyses.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sabma.runs.files import atomic_write_json
+
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+POSTERIOR = "posterior.safetensors"
+POSTERIOR_META = "posterior.json"
+TRAIN_LOG = "train_log.jsonl"
+REPORT = "report.md"
+RELIABILITY = "reliability.png"
+CHECKPOINT = "checkpoint.safetensors"
+SEARCH_DIR = "lr_search"
+SEARCH_RESULT = "lr_search.json"
+#: metrics.json sections written by other commands (evaluate --shift, sharpness): a
+#: re-evaluation that does not redo them keeps them
+CARRIED_SECTIONS = ("shift", "sharpness")
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (run_dir / METRICS).is_file()
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """The run's metrics.json (FileNotFoundError with the reason when it has none)."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} holds no finished run (no {METRICS})")
+    metrics: dict[str, Any] = json.loads(path.read_text())
+    return metrics
+
+
+def add_section(run_dir: Path, name: str, value: Any) -> None:
+    """Set one section of the run's metrics.json (atomically; the others are kept)."""
+    metrics = read_metrics(run_dir)
+    metrics[name] = value
+    atomic_write_json(run_dir / METRICS, metrics)

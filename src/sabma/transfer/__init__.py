@@ -1,1 +1,0 @@
-"""The Bayesian transfer-learning scheme: priors from pre-trained weights, training, prediction."""

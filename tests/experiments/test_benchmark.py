@@ -1,0 +1,61 @@
+"""``sabma benchmark``: results files, resuming, half-written runs, argument errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from sabma.cli.main import main
+from sabma.experiments.benchmark import parse_methods, parse_seeds, run_benchmark
+from sabma.methods import METHODS
+from tests.data.helpers import write_fake_fashion_mnist
+from tests.pipeline.test_pipeline import TINY
+
+
+def test_benchmark_writes_tables_and_resumes(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    out = tmp_path / "bench"
+    overrides = [*TINY, f"data.root={root}", "optim.epochs=2"]
+    rows = run_benchmark(None, ["sgd", "sabma"], [0, 1], out, overrides, progress=False)
+    assert [(r["method"], r["seed"]) for r in rows] == [
+        ("sgd", 0),
+        ("sgd", 1),
+        ("sabma", 0),
+        ("sabma", 1),
+    ]
+    with (out / "results.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 4 and {"acc", "nll", "ece", "brier", "train_s"} <= set(table[0])
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(rows))
+    markdown = (out / "results.md").read_text()
+    assert "| sgd |" in markdown and "| sabma |" in markdown and (out / "results.png").is_file()
+    # the paired table: sabma − sgd per seed, then mean ± std over the two seeds
+    paired = markdown.split("Paired differences")[1]
+    delta = [rows[2]["nll"] - rows[0]["nll"], rows[3]["nll"] - rows[1]["nll"]]
+    mean, spread = sum(delta) / 2, abs(delta[0] - delta[1]) / 2**0.5
+    assert f"{mean:+.3f} ± {spread:.3f}" in paired.split("| sabma |")[1].split("\n")[0]
+    assert "| sgd |" not in paired
+
+    finished = out / "sgd" / "seed0" / "metrics.json"
+    stamp = finished.stat().st_mtime_ns
+    half = out / "sabma" / "seed1" / "metrics.json"
+    half.unlink()  # as if killed before the end
+    again = run_benchmark(None, ["sgd", "sabma"], [0, 1], out, overrides, progress=False)
+    assert finished.stat().st_mtime_ns == stamp  # reused, not rerun
+    untimed = [[{k: v for k, v in r.items() if k != "train_s"} for r in rs] for rs in (rows, again)]
+    assert half.is_file() and untimed[0] == untimed[1]  # rerun: same metrics (deterministic)
+    with pytest.raises(ValueError, match="another configuration"):
+        run_benchmark(None, ["sgd"], [0], out, [*overrides, "optim.lr=0.5"], progress=False)
+
+
+def test_argument_parsing_and_cli_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_seeds("0, 2") == [0, 2]
+    assert parse_methods("all") == sorted(METHODS) and "sabma" in parse_methods("all")
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['nope'\]"):
+        parse_methods("sgd,nope")
+    assert main(["benchmark", "--out", "x", "--seeds", "a,b"]) == 2
+    assert "--seeds must be comma-separated integers" in capsys.readouterr().err

@@ -1,0 +1,102 @@
+"""The learning rate chosen on validation, early stopping, and the automatic head prior."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sabma.data.tasks import load_task
+from sabma.pipeline.build import build_posterior, build_prior
+from sabma.pipeline.train import run_or_reuse, train_run
+from sabma.priors.pretrained import HEAD_LOGIT_VAR, head_feature_scale, head_mask
+from sabma.training.selection import patience_spent
+from tests.pipeline.test_pipeline import data_root, tiny_config  # noqa: F401 (fixture)
+
+
+def test_the_learning_rate_is_chosen_on_validation_and_only_it_sees_the_test_set(
+    tmp_path: Path,
+    data_root: Path,  # noqa: F811
+) -> None:
+    cfg = tiny_config(data_root, "method.name=sgd", "optim.lr_grid=[1e-5,0.05,50.0]")
+    out = tmp_path / "run"
+    metrics = train_run(cfg, out, progress=False)
+    search = json.loads((out / "lr_search.json").read_text())
+    scores = {float(k): v for k, v in search["grid"].items()}
+    finite = {k: v for k, v in scores.items() if v is not None}
+    assert metrics["lr"] == search["chosen"] == min(finite, key=finite.__getitem__)
+    assert metrics["lr_search"]["grid"] == search["grid"]
+    for lr in (1e-5, 0.05, 50.0):  # every candidate ran, judged on validation only
+        candidate = json.loads((out / "lr_search" / f"lr={lr:g}" / "metrics.json").read_text())
+        assert "test" not in candidate
+        if scores[lr] is not None:
+            assert candidate["val"]["bma"]["nll"] == pytest.approx(scores[lr])
+    chosen = out / "lr_search" / f"lr={metrics['lr']:g}"
+    assert (out / "posterior.safetensors").read_bytes() == (
+        chosen / "posterior.safetensors"
+    ).read_bytes()
+    assert set(metrics["test"]) >= {"bma", "mean"}
+    # a finished search is reused as it is
+    assert run_or_reuse(cfg, out, progress=False)["lr"] == metrics["lr"]
+
+
+def test_bad_grids_are_refused(tmp_path: Path, data_root: Path) -> None:  # noqa: F811
+    for grid, message in (("[0.1,-1.0]", "positive learning rates"), ("[0.1,0.1]", "repeated")):
+        with pytest.raises(ValueError, match=message):
+            train_run(tiny_config(data_root, f"optim.lr_grid={grid}"), tmp_path / "r", False)
+        assert not (tmp_path / "r").exists()
+
+
+def test_patience_stops_after_evaluations_without_improvement() -> None:
+    log = [{"val_nll": v} for v in (1.0, 0.8, 0.9, 0.85)]
+    assert patience_spent(log, 2) and not patience_spent(log, 3)
+    assert not patience_spent(log, 0)
+    assert not patience_spent([{"val_nll": 1.0}, {"val_nll": 0.7}, {"val_nll": 0.6}], 2)
+
+
+def test_early_stopping_ends_training_and_keeps_the_best_state(
+    tmp_path: Path,
+    data_root: Path,  # noqa: F811
+) -> None:
+    cfg = tiny_config(
+        data_root,
+        "method.name=sgd",
+        "optim.lr=1.0",
+        "optim.epochs=30",
+        "eval.eval_every=1",
+        "eval.patience=2",
+        "model.bn_mode=train",
+    )
+    train_run(cfg, tmp_path / "run", progress=False)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").open()]
+    scores = [e["val_nll"] for e in log]
+    assert len(log) < 30  # stopped early
+    assert min(scores[-2:]) >= min(scores[:-2])  # the last two did not improve on the best
+    assert not patience_spent(log[:-1], 2)  # and it stopped at the first such point
+
+
+def test_the_automatic_head_prior_scales_with_the_features(data_root: Path) -> None:  # noqa: F811
+    cfg = tiny_config(data_root, "prior.head_var=0")
+    task = load_task(cfg, 0)
+    data = task.train_data()
+    posterior, head = build_posterior(cfg, task.num_classes)
+    scale = head_feature_scale(posterior, head, data.x_train)
+    prior = build_prior(cfg, posterior, head, data)
+    is_head = head_mask(posterior, head)
+    torch.testing.assert_close(
+        prior.var[is_head], torch.full_like(prior.var[is_head], HEAD_LOGIT_VAR / scale)
+    )
+    # the scale is the mean squared norm of what enters the head (+1 for the bias)
+    with torch.no_grad():
+        fc = posterior.model.fc
+        features = []
+        hook = fc.register_forward_pre_hook(lambda _m, a: features.append(a[0]))
+        posterior.eval()
+        posterior.mean_forward(data.x_train[:4])
+        hook.remove()
+    expected = float(features[0].flatten(1).square().sum(1).mean()) + 1
+    assert head_feature_scale(posterior, head, data.x_train[:4]) == pytest.approx(expected)
+    with pytest.raises(ValueError, match=r"prior\.head_var must be >= 0"):
+        build_prior(tiny_config(data_root, "prior.head_var=-1"), posterior, head, data)
