@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+#: S, the number of posterior draws of a BMA predictive, wherever none is given
+DEFAULT_BMA_SAMPLES = 30
+
 
 @dataclass
 class DataConfig:
@@ -142,7 +145,7 @@ class OptimConfig:
 
 @dataclass
 class EvalConfig:
-    samples: int = 30  # S for the BMA predictive
+    samples: int = DEFAULT_BMA_SAMPLES  # S for the BMA predictive
     val_samples: int = 10  # S for model selection on validation BMA NLL
     eval_every: int = 2  # epochs between validation evaluations
     patience: int = 4  # stop after this many evaluations without a better validation NLL (0: off)

@@ -100,10 +100,11 @@ def shift_options(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from sabma.experiments.benchmark import write_shift_summary
     from sabma.pipeline.evaluate import evaluate_run
+    from sabma.predict.bma import check_samples
     from sabma.runs.benchmark_folder import benchmark_runs
 
-    if args.samples is not None and args.samples < 1:
-        raise ValueError(f"--samples must be at least 1, got {args.samples}")
+    if args.samples is not None:
+        check_samples(args.samples, "--samples")
     shift = shift_options(args)
     progress = not args.no_progress
     runs = benchmark_runs(args.run_dir, args.seeds)

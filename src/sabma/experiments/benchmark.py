@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from sabma.pipeline.train import run_or_reuse
 from sabma.runs.benchmark_folder import benchmark_runs, write_benchmark_report
 from sabma.runs.figures import pyplot, save_figure
 from sabma.runs.files import atomic_write_json, atomic_write_text
+from sabma.runs.folder import read_metrics
 from sabma.runs.tables import mean_std_cell, mean_std_table, with_scaled
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def shift_curves(folder: Path) -> dict[str, dict[int, dict[str, list[float]]]]:
     """method → severity (0 = clean) → metric → one value per seed (mean over corruptions)."""
     curves: dict[str, dict[int, dict[str, list[float]]]] = {}
     for run in benchmark_runs(folder):
-        metrics = json.loads((run / "metrics.json").read_text())
+        metrics = read_metrics(run)
         if "shift" not in metrics:
             continue
         shift = metrics["shift"]

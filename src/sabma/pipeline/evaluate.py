@@ -3,7 +3,6 @@ temperature scaling, the posterior's shape, the report; and loading a finished r
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,7 +26,15 @@ from sabma.posterior.summary import shape_summary
 from sabma.predict.temperature import apply_temperature, fit_temperature
 from sabma.runs.diagnostics import diagnostics
 from sabma.runs.files import atomic_write_json, load_posterior
-from sabma.runs.folder import CARRIED_SECTIONS, CONFIG, METRICS, POSTERIOR, RELIABILITY, REPORT
+from sabma.runs.folder import (
+    CARRIED_SECTIONS,
+    CONFIG,
+    METRICS,
+    POSTERIOR,
+    RELIABILITY,
+    REPORT,
+    read_metrics,
+)
 from sabma.runs.report import write_reliability_plot, write_report
 from sabma.shift.evaluate import ShiftOptions, shift_metrics
 
@@ -76,7 +83,7 @@ def evaluate_run(
     run = load_run(run_dir)
     train_s, carried = 0.0, {}
     if (run_dir / METRICS).is_file():
-        previous = json.loads((run_dir / METRICS).read_text())
+        previous = read_metrics(run_dir)
         train_s = previous["timing"]["train_s"]
         # sections computed by other commands survive a re-evaluation that does not redo them
         carried = {k: previous[k] for k in CARRIED_SECTIONS if k in previous}

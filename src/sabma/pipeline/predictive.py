@@ -13,6 +13,7 @@ from sabma.methods import Method
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
+from sabma.predict.bma import check_samples
 from sabma.predict.dataset import predict_log_probs
 
 
@@ -30,8 +31,7 @@ class RunPredictive:
     own: Callable[[Inputs], Tensor] | None = None
 
     def __post_init__(self) -> None:
-        if self.samples < 1:
-            raise ValueError(f"the number of BMA samples must be at least 1, got {self.samples}")
+        check_samples(self.samples, "the number of BMA samples")
 
     @property
     def samples_used(self) -> int:

@@ -14,7 +14,6 @@ Interrupted searches resume: finished candidates are reused, a half-trained one 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -33,6 +32,7 @@ from sabma.runs.folder import (
     SEARCH_DIR,
     SEARCH_RESULT,
     TRAIN_LOG,
+    read_metrics,
 )
 
 log = logging.getLogger(__name__)
@@ -87,16 +87,13 @@ def train_with_lr_search(cfg: Config, out: Path, progress: bool = True) -> dict[
         )
     best = min(finished, key=lambda k: finished[k])
     chosen = candidate_dir(out, float(best))
-    train_s = sum(
-        json.loads((candidate_dir(out, float(k)) / METRICS).read_text())["timing"]["train_s"]
-        for k in finished
-    )
+    train_s = sum(read_metrics(candidate_dir(out, float(k)))["timing"]["train_s"] for k in finished)
     for name in COPIED:
         shutil.copy2(chosen / name, out / name)
     search = {"grid": scores, "chosen": float(best), "search_s": time.perf_counter() - start}
     atomic_write_json(out / SEARCH_RESULT, search)
     metrics = evaluate_run(out, progress=progress, temperature_scaling=cfg.eval.temperature_scaling)
-    chosen_train_s = json.loads((chosen / METRICS).read_text())["timing"]["train_s"]
+    chosen_train_s = read_metrics(chosen)["timing"]["train_s"]
     metrics["lr"] = float(best)
     metrics["lr_search"] = {"grid": scores, "train_s": train_s}
     metrics["timing"]["train_s"] = chosen_train_s

@@ -19,11 +19,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sabma.config import DEFAULT_BMA_SAMPLES
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.predict.prefix import cached_split, sample_outputs, vectorised_outputs
 
 
 @torch.no_grad()
+def check_samples(samples: int, name: str = "samples") -> None:
+    """Refuse S < 1 (the one check of a BMA sample count; ``name`` says where it came from)."""
+    if samples < 1:
+        raise ValueError(f"{name} must be at least 1, got {samples}")
+
+
 def sample_log_probs(
     posterior: GaussianPosterior,
     weights: Tensor,
@@ -54,7 +61,7 @@ def sample_log_probs(
 def bma_log_probs(
     posterior: GaussianPosterior,
     *inputs: Any,
-    samples: int = 30,
+    samples: int = DEFAULT_BMA_SAMPLES,
     generator: torch.Generator | None = None,
     weights: Tensor | None = None,
     cache_prefix: bool = True,
@@ -74,8 +81,7 @@ def bma_log_probs(
             on CUDA, a loop elsewhere).
     """
     if weights is None:
-        if samples < 1:
-            raise ValueError(f"samples must be at least 1, got {samples}")
+        check_samples(samples)
         weights = posterior.sample_weights(samples, generator)
     log_probs = sample_log_probs(
         posterior, weights, *inputs, cache_prefix=cache_prefix, vectorize=vectorize
@@ -86,7 +92,7 @@ def bma_log_probs(
 def bma_probs(
     posterior: GaussianPosterior,
     *inputs: Any,
-    samples: int = 30,
+    samples: int = DEFAULT_BMA_SAMPLES,
     generator: torch.Generator | None = None,
     weights: Tensor | None = None,
 ) -> Tensor:

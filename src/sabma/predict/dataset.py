@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from sabma.config import DEFAULT_BMA_SAMPLES
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
@@ -16,7 +17,7 @@ from sabma.predict.bma import bma_log_probs
 def predict_log_probs(
     posterior: GaussianPosterior,
     x: Inputs,
-    samples: int = 30,
+    samples: int = DEFAULT_BMA_SAMPLES,
     *,
     point: bool = False,
     weights: Tensor | None = None,

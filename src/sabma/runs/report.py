@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from torch import Tensor
 
 from sabma.runs.figures import pyplot, save_figure
 from sabma.runs.files import atomic_write_text
-from sabma.runs.folder import METRICS, REPORT
+from sabma.runs.folder import REPORT, read_metrics
 
 
 def reliability_bins(probs: Tensor, labels: Tensor, bins: int = 15) -> dict[str, list[float]]:
@@ -116,7 +115,7 @@ def _posterior_line(shape: dict[str, Any]) -> str:
 
 def refresh_report(run_dir: Path) -> None:
     """Rewrite a run's report.md from its metrics.json and the figures in its directory."""
-    metrics = json.loads((run_dir / METRICS).read_text())
+    metrics = read_metrics(run_dir)
     write_report(run_dir / REPORT, metrics)
 
 

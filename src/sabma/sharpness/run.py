@@ -12,7 +12,6 @@ never averaged in.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,7 @@ from tqdm.auto import tqdm
 
 from sabma.models import inputs
 from sabma.pipeline.evaluate import LoadedRun, load_run
-from sabma.runs.files import atomic_write_json
-from sabma.runs.folder import METRICS
+from sabma.runs.folder import add_section, read_metrics
 from sabma.runs.report import refresh_report
 from sabma.sharpness.hessian import Batches, hutchinson_trace, hvp_fn, top_eigenvalues
 
@@ -131,13 +129,9 @@ def sharpness_run(
     run_dir: Path, options: SharpnessOptions, progress: bool = True
 ) -> dict[str, Any]:
     """Measure and add the ``"sharpness"`` section to the run's metrics.json (atomically)."""
-    metrics_path = run_dir / METRICS
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"{run_dir} holds no finished run (no metrics.json)")
+    read_metrics(run_dir)  # a finished run, or FileNotFoundError before any work
     result = measure_sharpness(load_run(run_dir), options, progress)
-    metrics = json.loads(metrics_path.read_text())
-    metrics["sharpness"] = result
-    atomic_write_json(metrics_path, metrics)
+    add_section(run_dir, "sharpness", result)
     refresh_report(run_dir)
     return result
 
@@ -151,7 +145,7 @@ def write_sharpness_summary(folder: Path) -> None:
     by_method: dict[str, list[dict[str, float]]] = {}
     failures = []
     for run_dir in benchmark_runs(folder):
-        metrics = json.loads((run_dir / METRICS).read_text())
+        metrics = read_metrics(run_dir)
         section = metrics.get("sharpness")
         if section is None:
             continue

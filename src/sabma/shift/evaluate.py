@@ -21,6 +21,7 @@ from sabma.data.tasks import Task
 from sabma.metrics import classification_metrics
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
+from sabma.predict.bma import check_samples
 from sabma.shift.cache import corrupted_test_set
 from sabma.shift.corruptions import (
     ALL_CORRUPTIONS,
@@ -77,8 +78,8 @@ class ShiftOptions:
         check_severities(self.severities)
         if self.size < 0:
             raise ValueError(f"the shift test size must be >= 0, got {self.size}")
-        if self.samples is not None and self.samples < 1:
-            raise ValueError(f"the shift BMA samples must be >= 1, got {self.samples}")
+        if self.samples is not None:
+            check_samples(self.samples, "the shift BMA samples")
 
 
 def shift_metrics(

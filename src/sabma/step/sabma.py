@@ -22,9 +22,7 @@ optimiser on E_q[NLL] + ``kl_weight``·KL(q‖p) instead (the research code's pa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
-from enum import StrEnum
 from typing import Any
 
 import torch
@@ -32,26 +30,16 @@ from torch import Tensor, nn
 
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
-from sabma.step.fisher import BLOCKS, dot, exact_kl_step, natural_direction
+from sabma.step.fisher import BLOCKS
+from sabma.step.kl_ball import Metric, ball_perturbation
 from sabma.step.two_step import TwoStepOptimizer
-from sabma.variance.natural import Curvature, NaturalVariance, Source, VarianceState
-
-LinAlgError: type[RuntimeError] = torch.linalg.LinAlgError  # type: ignore[attr-defined]
-
-#: The largest move of one log σ for which the second-order KL ball is trusted when K > 0: the
-#: diagonal log-std Fisher 2(σᵢ²Pᵢᵢ)² drops the s/D cross terms, and where D carries most of a
-#: coordinate's variance it is tiny, so F⁻¹g can move that σ by e^{10} (measured on the 64 px
-#: default: ‖ε_s‖ = 11.6 at one step and training diverged). Beyond it the exact KL sets the length.
-SECOND_ORDER_LOG_STD = 0.5
-
-
-class Metric(StrEnum):
-    """How the perturbation ball is measured."""
-
-    FISHER = "fisher"
-    """KL ball between posteriors: ½ εᵀ F(θ) ε ≤ ρ²/2, F the Fisher information of q_θ."""
-    EUCLIDEAN = "euclidean"
-    """Euclidean ball ‖ε‖ ≤ ρ in θ (F = I); with σ → 0 and mean-only perturbation this is SAM."""
+from sabma.variance.natural import (
+    Curvature,
+    NaturalVariance,
+    Source,
+    VarianceState,
+    natural_options,
+)
 
 
 class SABMA(TwoStepOptimizer):
@@ -115,7 +103,7 @@ class SABMA(TwoStepOptimizer):
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight!r}")
         if kl_weight > 0 and prior is None:
             raise ValueError("kl_weight > 0 needs a prior")
-        natural = _natural_options(variance, ess, kl_weight)
+        natural = natural_options(variance, ess, kl_weight)
         if natural is not None and prior is None:
             raise ValueError(
                 "the natural-gradient variance needs a prior (prior=...); "
@@ -184,36 +172,9 @@ class SABMA(TwoStepOptimizer):
         step = self.block_perturbation(grads) if grads else {}
         return [(params[b], eps) for b, eps in step.items()]
 
-    @torch.no_grad()
     def block_perturbation(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
         """ε* for the given block gradients (empty when the gradient is zero or ρ = 0)."""
-        rho = self.rho
-        if self.metric is Metric.EUCLIDEAN:
-            direction = dict(grads)
-        else:
-            q = self.posterior.gaussian()
-            q = LowRankGaussian(q.mean.detach(), q.var.detach(), q.factor.detach())
-            try:
-                direction = natural_direction(q, grads, self.damping)
-            except LinAlgError as err:  # Σ's capacitance is not definite
-                raise FloatingPointError(
-                    "SABMA: the posterior's covariance is not finite or not positive definite "
-                    f"({str(err).splitlines()[0]}); training has diverged (lower the learning rate)"
-                ) from None
-        sq_norm = float(dot(grads, direction))
-        if not sq_norm > 0 or rho == 0:
-            return {}
-        t = rho / math.sqrt(sq_norm)
-        if self.metric is Metric.FISHER and (
-            "factor" in direction
-            or (
-                q.rank
-                and "log_std" in direction
-                and t * float(direction["log_std"].abs().max()) > SECOND_ORDER_LOG_STD
-            )
-        ):
-            t = exact_kl_step(q, self.posterior.log_std.detach(), direction, rho**2 / 2, t)
-        return {b: t * v for b, v in direction.items()}
+        return ball_perturbation(self.posterior, grads, self.rho, self.metric, self.damping)
 
     def _first_pass_mode(self) -> None:
         self.posterior.factor_grad = not self._skip_factor_in_first_pass
@@ -327,30 +288,3 @@ class SABMA(TwoStepOptimizer):
             if g is not None:
                 p = params[block]
                 p.grad = g.clone() if p.grad is None else p.grad.add_(g)
-
-
-def _natural_options(
-    variance: NaturalVariance | str | None, ess: float | None, kl_weight: float
-) -> NaturalVariance | None:
-    """The natural-variance settings (None: the gradient path), after checks."""
-    if isinstance(variance, NaturalVariance):
-        options: NaturalVariance | None = variance
-    elif variance == "gradient":
-        options = None
-    elif variance is None or variance == "natural":
-        if ess is None:
-            raise ValueError(
-                "SABMA learns the variance by the natural-gradient rule, which needs ess= (the "
-                "number of training examples) and prior=; or pass variance='gradient'"
-            )
-        options = NaturalVariance(ess=ess)
-    else:
-        raise ValueError(
-            f"variance must be a NaturalVariance, 'natural' or 'gradient', got {variance!r}"
-        )
-    if options is not None and kl_weight > 0:
-        raise ValueError(
-            "kl_weight applies to variance='gradient'; the natural-gradient variance weighs "
-            "the prior by 1/ess"
-        )
-    return options

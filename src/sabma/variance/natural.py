@@ -200,3 +200,30 @@ class VarianceState:
             self.posterior.rank,
             previous=self.posterior.factor.detach(),
         )
+
+
+def natural_options(
+    variance: NaturalVariance | str | None, ess: float | None, kl_weight: float
+) -> NaturalVariance | None:
+    """The natural-variance settings (None: the gradient path), after checks."""
+    if isinstance(variance, NaturalVariance):
+        options: NaturalVariance | None = variance
+    elif variance == "gradient":
+        options = None
+    elif variance is None or variance == "natural":
+        if ess is None:
+            raise ValueError(
+                "SABMA learns the variance by the natural-gradient rule, which needs ess= (the "
+                "number of training examples) and prior=; or pass variance='gradient'"
+            )
+        options = NaturalVariance(ess=ess)
+    else:
+        raise ValueError(
+            f"variance must be a NaturalVariance, 'natural' or 'gradient', got {variance!r}"
+        )
+    if options is not None and kl_weight > 0:
+        raise ValueError(
+            "kl_weight applies to variance='gradient'; the natural-gradient variance weighs "
+            "the prior by 1/ess"
+        )
+    return options
