@@ -58,16 +58,45 @@ def test_training_with_autocast_ends_close_to_full_precision(
         assert all(entry["skipped_steps"] == 0 for entry in log)
 
 
-def test_fp16_is_refused_for_methods_with_their_own_update(
+@pytest.mark.parametrize("method", ["ivon", "bsam"])
+def test_fp16_is_refused_where_the_scaled_step_cannot_drive_the_update(
     tmp_path: Path,
     data_root: Path,  # noqa: F811
+    method: str,
 ) -> None:
-    with pytest.raises(ValueError, match=r"optim.amp=fp16 needs loss scaling, which method .vi."):
+    with pytest.raises(
+        ValueError, match=rf"optim.amp=fp16 needs loss scaling, which method .{method}."
+    ):
         train_run(
-            tiny_config(data_root, "optim.amp=fp16", "method.name=vi", "method.variance=gradient"),
+            tiny_config(data_root, "optim.amp=fp16", f"method.name={method}"),
             tmp_path / "r",
             progress=False,
         )
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ["method.name=vi", "method.variance=gradient"],
+        ["method.name=ptl"],
+        ["method.name=csgld"],
+        ["method.name=emcmc", "method.emcmc_eta=0.1"],
+    ],
+)
+def test_methods_with_their_own_objective_train_under_fp16_loss_scaling(
+    tmp_path: Path,
+    data_root: Path,  # noqa: F811
+    settings: list[str],
+) -> None:
+    """One step sequence for all: their objectives go through the scaled step like SGD's."""
+    metrics = train_run(
+        tiny_config(data_root, "optim.amp=fp16", *settings), tmp_path / "r", progress=False
+    )
+    assert 0 < metrics["test"]["bma"]["nll"] < 10
+    log = [
+        json.loads(line) for line in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert all(entry["skipped_steps"] == 0 for entry in log)
 
 
 @pytest.mark.parametrize("method", ["sabma", "sam", "fsam"])

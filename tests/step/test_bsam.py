@@ -57,7 +57,7 @@ def test_one_step_matches_algorithm_1_by_hand() -> None:
         torch.testing.assert_close(opt.variance(w), 1 / (n * s))
 
 
-def test_closure_step_equals_the_explicit_calls_and_restores_running_stats() -> None:
+def test_closure_step_equals_the_explicit_calls_and_keeps_the_first_pass_statistics() -> None:
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
@@ -84,9 +84,10 @@ def test_closure_step_equals_the_explicit_calls_and_restores_running_stats() -> 
     twin_opt.second_step()
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(p, q)
-    # the statistics are those from before the step: neither pass updates them
-    assert not torch.equal(stats_after_noisy, twin[1].running_mean)
-    torch.testing.assert_close(twin[1].running_mean, torch.zeros(4))
+    # the statistics are those of the first (noisy) pass, as in SAM: the second pass's are undone
+    assert not torch.equal(stats_after_noisy, torch.zeros(4))
+    torch.testing.assert_close(twin[1].running_mean, stats_after_noisy)
+    torch.testing.assert_close(model[1].running_mean, stats_after_noisy)
 
 
 def test_bad_arguments_and_call_order_are_clear_errors() -> None:

@@ -11,6 +11,7 @@ schedule, budget and model-selection rule.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar
 
 import torch
@@ -98,26 +99,50 @@ class Method:
     ) -> torch.optim.Optimizer:
         raise NotImplementedError
 
+    def loss(self, posterior: GaussianPosterior, x: Inputs, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(objective, data loss)`` on the batch: the backward pass runs on the objective (the
+        data loss plus whatever the method adds: a prior term, a potential), the data loss is what
+        the training log records. Default: the cross-entropy at the mean, or at the posterior's
+        current draw (``trains_at_mean = False``)."""
+        forward = posterior.mean_forward if self.trains_at_mean else posterior
+        value = cross_entropy(inputs.call(forward, x), y)
+        return value, value
+
+    def pass_context(self, optimizer: torch.optim.Optimizer) -> AbstractContextManager[Any]:
+        """The context each forward/backward pass runs in (IVON's weight sampling); none by
+        default."""
+        return nullcontext()
+
+    def after_update(self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer) -> None:
+        """Called after every update that was applied (Langevin noise, σ read back from the
+        optimiser, counters)."""
+
     def step(
         self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
     ) -> float:
-        """One update on the batch (x, y); returns the loss before it."""
-        forward = posterior.mean_forward if self.trains_at_mean else posterior
+        """One update on the batch (x, y); returns the data loss before it. The same sequence for
+        every method — zero the gradients; per pass (two for SAM-type optimisers) the objective of
+        :meth:`loss`, refused when not finite, its backward, the gradients summed over processes;
+        the update; :meth:`after_update`. Methods change :meth:`loss`, :meth:`pass_context` and
+        :meth:`after_update`, not this."""
         optimizer.zero_grad()
-        if isinstance(optimizer, TwoStepOptimizer):
+        data_losses: list[Tensor] = []
 
-            def closure() -> Tensor:
-                value = finite(cross_entropy(inputs.call(forward, x), y))
-                value.backward()
+        def closure() -> Tensor:
+            with self.pass_context(optimizer):
+                objective, data_loss = self.loss(posterior, x, y)
+                finite(objective).backward()
                 self.sync_gradients(optimizer)
-                return value
+            data_losses.append(data_loss.detach())
+            return objective
 
-            return optimizer.step(closure).item()
-        loss = finite(cross_entropy(inputs.call(forward, x), y))
-        loss.backward()
-        self.sync_gradients(optimizer)
-        optimizer.step()
-        return loss.item()
+        if isinstance(optimizer, TwoStepOptimizer):
+            optimizer.step(closure)
+        else:
+            closure()
+            optimizer.step()
+        self.after_update(posterior, optimizer)
+        return data_losses[0].item()
 
     #: this process's share n_r / n of the global batch (multi-process training)
     batch_weight: float = 1.0
@@ -134,8 +159,8 @@ class Method:
             distributed.sum_gradients(params, self.batch_weight)
 
     def supports_loss_scaling(self, cfg: Config) -> bool:
-        """Whether :meth:`step_scaled` (fp16 loss scaling) is supported: False for methods that
-        override :meth:`step` with their own update."""
+        """Whether :meth:`step_scaled` (fp16 loss scaling) is supported: False for methods whose
+        optimiser is a package's own (IVON), which a gradient scaler cannot step."""
         return True
 
     def step_scaled(
@@ -148,21 +173,27 @@ class Method:
     ) -> float:
         """:meth:`step` with fp16 loss scaling; an overflowing step is skipped (and returns
         NaN, which the training loop counts as skipped, not as divergence)."""
-        forward = posterior.mean_forward if self.trains_at_mean else posterior
         optimizer.zero_grad()
+        data_losses: list[Tensor] = []
 
         def loss_fn() -> Tensor:
-            return cross_entropy(inputs.call(forward, x), y)
+            with self.pass_context(optimizer):
+                objective, data_loss = self.loss(posterior, x, y)
+            data_losses.append(data_loss.detach())
+            return objective
 
         if isinstance(optimizer, TwoStepOptimizer):
-            loss, updated = scaled_step(optimizer, scaler, loss_fn)
-            return loss.item() if updated else float("nan")
-        loss = loss_fn()
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        before = scaler.get_scale()
-        scaler.update()
-        return loss.item() if scaler.get_scale() >= before else float("nan")
+            _, updated = scaled_step(optimizer, scaler, loss_fn)
+        else:
+            scaler.scale(loss_fn()).backward()
+            scaler.step(optimizer)
+            before = scaler.get_scale()
+            scaler.update()
+            updated = scaler.get_scale() >= before
+        if not updated:
+            return float("nan")
+        self.after_update(posterior, optimizer)
+        return data_losses[0].item()
 
     def train_mode(self, posterior: GaussianPosterior, cfg: Config) -> None:
         """Put the network in its training mode (every epoch)."""

@@ -15,13 +15,9 @@ model selection sees it.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
-from sabma.methods.base import Method, finite
-from sabma.models import inputs
-from sabma.models.inputs import Inputs
+from sabma.methods.base import Method
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.bsam import BSAM
@@ -33,7 +29,7 @@ class BSAMMethod(Method):
     point = False
 
     def supports_loss_scaling(self, cfg: Config) -> bool:
-        return False  # its own update (see Method.step_scaled)
+        return False  # the scaled step (sabma.step.amp) does not draw bSAM's noisy first pass
 
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
@@ -60,17 +56,6 @@ class BSAMMethod(Method):
     def _sync_std(posterior: GaussianPosterior, optimizer: BSAM) -> None:
         posterior.log_std.copy_(0.5 * optimizer.variance(posterior.mean).log())
 
-    def step(
-        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
-    ) -> float:
+    def after_update(self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer) -> None:
         assert isinstance(optimizer, BSAM)
-
-        def closure() -> Tensor:
-            value = finite(cross_entropy(inputs.call(posterior.mean_forward, x), y))
-            value.backward()
-            self.sync_gradients(optimizer)
-            return value
-
-        loss = optimizer.step(closure).item()
         self._sync_std(posterior, optimizer)
-        return loss

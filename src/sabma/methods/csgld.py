@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
-from sabma.methods.base import Method, finite
+from sabma.methods.base import Method
 from sabma.methods.sabma_method import check_kl_stability
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
@@ -38,9 +38,6 @@ class CSGLDMethod(Method):
     summary = "cyclical SG-MCMC (cSGHMC, cSGLD at momentum 0): samples at the end of each cycle"
     point = False
     select_best = False
-
-    def supports_loss_scaling(self, cfg: Config) -> bool:
-        return False  # its own update (see Method.step_scaled)
 
     def __init__(self) -> None:
         self._samples: list[Tensor] = []
@@ -105,14 +102,11 @@ class CSGLDMethod(Method):
         if buffer is not None and lr > 0:
             buffer.sub_(noise / lr)
 
-    def step(
-        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
-    ) -> float:
-        optimizer.zero_grad()
-        potential, data_loss = self.potential(posterior, x, y)
-        finite(potential).backward()
-        self.sync_gradients(optimizer)
-        optimizer.step()
+    def loss(self, posterior: GaussianPosterior, x: Inputs, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.potential(posterior, x, y)
+
+    def after_update(self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer) -> None:
+        """The Langevin noise, added to the velocity of the step just taken."""
         lr = optimizer.param_groups[0]["lr"]
         scale = self.langevin_scale(lr)
         if scale > 0:
@@ -120,7 +114,6 @@ class CSGLDMethod(Method):
             noise = scale * torch.randn_like(posterior.mean)
             self.add_to_velocity(posterior.mean, buffer, noise, lr)
         self._step += 1
-        return data_loss.item()
 
     def state_dict(self) -> dict[str, Any]:
         return {"samples": list(self._samples), "step": self._step}

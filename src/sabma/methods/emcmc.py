@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from sabma.config import Config
-from sabma.methods.base import finite
 from sabma.methods.csgld import CSGLDMethod
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
@@ -37,6 +36,7 @@ class EMCMCMethod(CSGLDMethod):
         super().__init__()
         self.guide: Tensor | None = None
         self.guide_buffer: Tensor | None = None  # the guide's heavy-ball buffer (as torch SGD's)
+        self._gap: Tensor | None = None  # w − w_a at the step's first pass
 
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
@@ -53,28 +53,28 @@ class EMCMCMethod(CSGLDMethod):
         self.guide_buffer = torch.zeros_like(self.guide)
         return super().optimizer(posterior, prior, cfg, n)
 
-    def step(
-        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
-    ) -> float:
-        assert self.guide is not None and self.guide_buffer is not None
-        eta, momentum = self._cfg.method.emcmc_eta, self._cfg.optim.momentum
-        optimizer.zero_grad()
+    def loss(self, posterior: GaussianPosterior, x: Inputs, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The potential plus the coupling ‖w − w_a‖²/(2η) to the guide w_a."""
+        assert self.guide is not None
         potential, data_loss = self.potential(posterior, x, y)
         gap = posterior.mean - self.guide  # w − w_a, before either moves
-        finite(potential + gap.pow(2).sum() / (2 * eta)).backward()
-        self.sync_gradients(optimizer)
+        self._gap = gap.detach()
+        return potential + gap.pow(2).sum() / (2 * self._cfg.method.emcmc_eta), data_loss
+
+    @torch.no_grad()
+    def after_update(self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer) -> None:
+        """The guide's own heavy-ball step on the coupling, then the Langevin noise on both."""
+        assert self.guide is not None and self.guide_buffer is not None and self._gap is not None
+        eta, momentum = self._cfg.method.emcmc_eta, self._cfg.optim.momentum
         lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        with torch.no_grad():
-            self.guide_buffer.mul_(momentum).sub_(gap.detach() / eta)
-            self.guide.sub_(self.guide_buffer, alpha=lr)
-            scale = self.langevin_scale(lr)
-            if scale > 0:
-                buffer = optimizer.state[posterior.mean].get("momentum_buffer")
-                for w, buf in ((posterior.mean, buffer), (self.guide, self.guide_buffer)):
-                    self.add_to_velocity(w, buf, scale * torch.randn_like(w), lr)
+        self.guide_buffer.mul_(momentum).sub_(self._gap / eta)
+        self.guide.sub_(self.guide_buffer, alpha=lr)
+        scale = self.langevin_scale(lr)
+        if scale > 0:
+            buffer = optimizer.state[posterior.mean].get("momentum_buffer")
+            for w, buf in ((posterior.mean, buffer), (self.guide, self.guide_buffer)):
+                self.add_to_velocity(w, buf, scale * torch.randn_like(w), lr)
         self._step += 1
-        return data_loss.item()
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "guide": self.guide, "guide_buffer": self.guide_buffer}

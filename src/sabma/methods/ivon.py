@@ -21,16 +21,13 @@ The predictive is BMA over N(μ, diag(1/(λ(h + δ)))): ``log_std`` follows h af
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
-from torch import Tensor
-from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
-from sabma.methods.base import Method, finite
-from sabma.models import inputs
-from sabma.models.inputs import Inputs
+from sabma.methods.base import Method
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 
@@ -77,17 +74,12 @@ class IVONMethod(Method):
         precision = group["ess"] * (group["hess"] + group["weight_decay"])
         posterior.log_std.copy_(-0.5 * precision.log())
 
-    def step(
-        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
-    ) -> float:
-        optimizer.zero_grad()
-        with optimizer.sampled_params(train=True):  # type: ignore[attr-defined]
-            loss = finite(cross_entropy(inputs.call(posterior.mean_forward, x), y))
-            loss.backward()
-            self.sync_gradients(optimizer)
-        optimizer.step()
+    def pass_context(self, optimizer: torch.optim.Optimizer) -> AbstractContextManager[Any]:
+        """Each pass runs at w ~ q, drawn by the package (its curvature estimate needs it)."""
+        return optimizer.sampled_params(train=True)  # type: ignore[attr-defined,no-any-return]
+
+    def after_update(self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer) -> None:
         self._sync_std(posterior, optimizer)
-        return loss.item()
 
     def state_dict(self) -> dict[str, Any]:
         """IVON's step count (its bias correction) lives outside its ``state_dict``."""

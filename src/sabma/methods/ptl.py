@@ -11,7 +11,6 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
-from sabma.methods.base import finite
 from sabma.methods.point import SGDMethod
 from sabma.methods.sabma_method import check_kl_stability
 from sabma.models import inputs
@@ -23,9 +22,6 @@ from sabma.posterior.lowrank import LowRankGaussian
 class PTLMethod(SGDMethod):
     name = "ptl"
     summary = "PTL: SGD on NLL − (λ/N)·log p(w) with the (SWAG / file) prior"
-
-    def supports_loss_scaling(self, cfg: Config) -> bool:
-        return False  # its own update (see Method.step_scaled)
 
     def __init__(self) -> None:
         self.prior: LowRankGaussian | None = None
@@ -40,13 +36,7 @@ class PTLMethod(SGDMethod):
         check_kl_stability(prior, self.weight, cfg.optim.lr, cfg.optim.momentum)
         return super().optimizer(posterior, prior, cfg, n)
 
-    def step(
-        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
-    ) -> float:
+    def loss(self, posterior: GaussianPosterior, x: Inputs, y: Tensor) -> tuple[Tensor, Tensor]:
         assert self.prior is not None
-        optimizer.zero_grad()
         data_loss = cross_entropy(inputs.call(posterior.mean_forward, x), y)
-        finite(data_loss - self.weight * self.prior.log_prob(posterior.mean)).backward()
-        self.sync_gradients(optimizer)
-        optimizer.step()
-        return data_loss.item()
+        return data_loss - self.weight * self.prior.log_prob(posterior.mean), data_loss

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
-from sabma.methods.base import Method, finite
+from sabma.methods.base import Method
 from sabma.methods.sabma_method import build_sabma, check_kl_stability
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
@@ -32,9 +32,6 @@ class VIMethod(Method):
     summary = "mean-field Gaussian VI: natural-gradient (the SA-BMA variance, ρ = 0) or BBB"
     point = False
     trains_at_mean = False
-
-    def supports_loss_scaling(self, cfg: Config) -> bool:
-        return cfg.method.variance == "natural"  # BBB has its own update
 
     def __init__(self) -> None:
         self.prior: LowRankGaussian | None = None
@@ -70,18 +67,11 @@ class VIMethod(Method):
         ]
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
-    def step(
-        self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer, x: Inputs, y: Tensor
-    ) -> float:
-        if self.natural:
-            return super().step(posterior, optimizer, x, y)
+    def loss(self, posterior: GaussianPosterior, x: Inputs, y: Tensor) -> tuple[Tensor, Tensor]:
+        if self.natural:  # SABMA with ρ = 0 draws the noise itself
+            return super().loss(posterior, x, y)
         posterior.resample()
-        optimizer.zero_grad()
         data_loss = cross_entropy(inputs.call(posterior, x), y)
-        loss = data_loss
         if self.kl_weight > 0 and self.prior is not None:
-            loss = loss + self.kl_weight * posterior.kl_to(self.prior)
-        finite(loss).backward()
-        self.sync_gradients(optimizer)
-        optimizer.step()
-        return data_loss.item()
+            return data_loss + self.kl_weight * posterior.kl_to(self.prior), data_loss
+        return data_loss, data_loss

@@ -17,6 +17,10 @@ set), γ a damping constant. Implemented from the paper, not from a third-party 
 *standard deviation* is √(1/(N·s)); the mean is restored before each of the two updates; the
 momentum averages g_ε + δ·μ (not g·δ); s is updated with √s·|g| (not squared).
 
+It is a :class:`~sabma.step.two_step.TwoStepOptimizer` whose first pass is at a noisy point:
+the shared machinery backs up, perturbs, restores and steps the update (``_BayesUpdate``), so
+``state_dict``, the closure API and ``abandon_step`` behave as SAM's and SA-BMA's.
+
 Call pattern (or ``step(closure)``, where the closure runs forward and backward)::
 
     opt.sample_noise(); loss(model(x)).backward()          # at μ + ε
@@ -33,11 +37,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sabma.running_stats import running_stat_buffers
+from sabma.step.two_step import TwoStepOptimizer
 from sabma.variance.rules import natural_variance
 
 
-class BSAM(torch.optim.Optimizer):
+class BSAM(TwoStepOptimizer):
     """The bSAM optimiser (see the module docstring for the update).
 
     Args:
@@ -49,9 +53,11 @@ class BSAM(torch.optim.Optimizer):
         betas: (β₁, β₂).
         gamma: damping γ of the precision update.
         s_init: initial precision s (default δ + γ, the fixed point when gradients vanish).
-        model: if given, its normalization running statistics are restored after each step, so
-            only the first (noisy) pass updates them, as in SAM.
+        model: if given, its normalization running statistics are restored after the second
+            pass, so only the first (noisy) pass updates them, as in SAM.
     """
+
+    first_pass_at_theta = False  # the first pass is at the noisy point μ + ε
 
     def __init__(
         self,
@@ -76,34 +82,21 @@ class BSAM(torch.optim.Optimizer):
             raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
         if s_init is not None:
             _check("s_init", s_init, positive=True)
-        defaults = {
+        listed = list(params)
+        groups = listed if listed and isinstance(listed[0], dict) else [{"params": listed}]
+        settings = {
             "lr": lr,
-            "rho": rho,
             "delta": delta,
             "betas": betas,
             "gamma": gamma,
             "s_init": s_init,
             "n_data": n_data,
         }
-        super().__init__(params, defaults)
-        self._stat_buffers = list(running_stat_buffers(model).values()) if model is not None else []
-        self._saved_stats: list[Tensor] = []
-        self._backup: list[tuple[Tensor, Tensor]] = []
-        self._phase = "idle"  # idle → noisy → perturbed → idle
+        super().__init__(groups, _BayesUpdate, rho, settings, stats_model=model)
+        self._noise_backup: list[tuple[Tensor, Tensor]] = []
 
-    # --- state ------------------------------------------------------------------------------
     def _params(self) -> list[tuple[dict[str, Any], Tensor]]:
         return [(g, p) for g in self.param_groups for p in g["params"]]
-
-    def _state(self, group: dict[str, Any], p: Tensor) -> dict[str, Any]:
-        state = self.state[p]
-        if not state:
-            delta = torch.as_tensor(group["delta"], dtype=p.dtype, device=p.device)
-            state["delta"] = delta.expand_as(p).clone()
-            state["prior_mean"] = torch.zeros_like(p)
-            state["s"] = self._initial_s(group, state["delta"])
-            state["momentum"] = torch.zeros_like(p)
-        return state
 
     @torch.no_grad()
     def set_prior(self, param: Tensor, mean: Tensor | float, precision: Tensor | float) -> None:
@@ -116,106 +109,99 @@ class BSAM(torch.optim.Optimizer):
         if bool((precision_t < 0).any()) or not bool(torch.isfinite(precision_t).all()):
             raise ValueError("set_prior: the precision must be finite and >= 0")
         self.state[param].clear()
-        state = self._state(group, param)
+        state = bsam_state(self.state, group, param)
         state["delta"] = (precision_t / group["n_data"]).expand_as(param).clone()
         state["prior_mean"] = torch.as_tensor(mean).to(param).expand_as(param).clone()
-        state["s"] = self._initial_s(group, state["delta"])
-
-    @staticmethod
-    def _initial_s(group: dict[str, Any], delta: Tensor) -> Tensor:
-        s0 = group["s_init"]
-        return delta + group["gamma"] if s0 is None else torch.full_like(delta, s0)
+        state["s"] = _initial_s(group, state["delta"])
 
     def variance(self, param: Tensor) -> Tensor:
         """σ² = 1/(N·s) of the Gaussian over ``param``: the natural-gradient variance rule of
         :mod:`sabma.variance` with λ = N, T = 1 and s = h + δ (bSAM's s already holds δ + γ)."""
         group = next(g for g, p in self._params() if p is param)
-        return natural_variance(self._state(group, param)["s"], group["n_data"], 0.0)
+        return natural_variance(bsam_state(self.state, group, param)["s"], group["n_data"], 0.0)
 
-    # --- the step ---------------------------------------------------------------------------
+    # --- the step: noise, then the two-step machinery of TwoStepOptimizer ------------------
     @torch.no_grad()
     def sample_noise(self, generator: torch.Generator | None = None) -> None:
         """Move μ to μ + ε with ε ~ N(0, 1/(N·s)), for the first (noisy) gradient."""
-        if self._phase != "idle":
-            raise RuntimeError(f"sample_noise called in phase {self._phase!r}")
-        self._saved_stats = [b.detach().clone() for b in self._stat_buffers]
+        if self._noise_backup or self._perturbed:
+            raise RuntimeError("sample_noise called while a step is in progress")
         for _, p in self._params():
             std = self.variance(p).sqrt()
             noise = torch.randn(p.shape, generator=generator, dtype=p.dtype, device=p.device)
-            self._backup.append((p, p.detach().clone()))
+            self._noise_backup.append((p, p.detach().clone()))
             p.add_(noise * std)
-        self._phase = "noisy"
+
+    def _before_first_pass(self) -> None:
+        self.sample_noise()
+
+    def _undo_noise(self) -> None:
+        for p, value in self._noise_backup:
+            p.copy_(value)
+        self._noise_backup = []
+
+    @torch.no_grad()
+    def perturbation(self) -> list[tuple[Tensor, Tensor]]:
+        """μ back from the noisy point; ε = ρ·g/s with g the noisy gradient (kept for s)."""
+        if not self._noise_backup:
+            raise RuntimeError("first_step needs sample_noise() and a backward pass first")
+        self._undo_noise()
+        eps = []
+        for group, p in self._params():
+            if p.grad is None:
+                continue
+            state = bsam_state(self.state, group, p)
+            state["noisy_grad"] = p.grad.detach().clone()
+            eps.append((p, group["rho"] * p.grad / state["s"]))
+        return eps
 
     @torch.no_grad()
     def abandon_step(self) -> None:
         """Give up the step in progress (a pass failed): μ and statistics restored."""
-        self._restore()
-        for buffer, value in zip(self._stat_buffers, self._saved_stats, strict=False):
-            buffer.copy_(value)
-        self._saved_stats = []
+        self._undo_noise()
+        super().abandon_step()
         for _, p in self._params():
             self.state[p].pop("noisy_grad", None)
-        self._phase = "idle"
 
-    def _restore(self) -> None:
-        for p, value in self._backup:
-            p.copy_(value)
-        self._backup = []
 
-    @torch.no_grad()
-    def first_step(self, zero_grad: bool = False) -> None:
-        """Restore μ and move to the adversarial point μ + ρ·g/s (g: the noisy gradient)."""
-        if self._phase != "noisy":
-            raise RuntimeError("first_step needs sample_noise() and a backward pass first")
-        self._restore()
-        for group, p in self._params():
-            if p.grad is None:
-                continue
-            state = self._state(group, p)
-            state["noisy_grad"] = p.grad.detach().clone()
-            self._backup.append((p, p.detach().clone()))
-            p.add_(group["rho"] * p.grad / state["s"])
-        self._phase = "perturbed"
-        if zero_grad:
-            self.zero_grad()
+class _BayesUpdate(torch.optim.Optimizer):
+    """bSAM's update, BSAM's base optimiser (it shares BSAM's groups and state): the momentum
+    from g_ε, the precision from the noisy g, then μ."""
+
+    def __init__(self, params: Any, **settings: Any) -> None:
+        super().__init__(params, settings)
 
     @torch.no_grad()
-    def second_step(self, zero_grad: bool = False) -> None:
-        """Restore μ; update the momentum with g_ε, the precision with g, then μ."""
-        if self._phase != "perturbed":
-            raise RuntimeError("second_step called without first_step")
-        self._restore()
-        for buffer, value in zip(self._stat_buffers, self._saved_stats, strict=True):
-            buffer.copy_(value)
-        self._saved_stats = []
-        for group, p in self._params():
-            state = self._state(group, p)
-            if p.grad is None or "noisy_grad" not in state:
-                continue
-            beta1, beta2 = group["betas"]
-            delta, s = state["delta"], state["s"]
-            adv_grad = p.grad + delta * (p - state["prior_mean"])
-            state["momentum"].mul_(beta1).add_(adv_grad, alpha=1 - beta1)
-            curvature = s.sqrt() * state.pop("noisy_grad").abs() + delta + group["gamma"]
-            s.mul_(beta2).add_(curvature, alpha=1 - beta2)
-            p.addcdiv_(state["momentum"], s, value=-group["lr"])
-        self._phase = "idle"
-        if zero_grad:
-            self.zero_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = bsam_state(self.state, group, p)
+                if p.grad is None or "noisy_grad" not in state:
+                    continue
+                beta1, beta2 = group["betas"]
+                delta, s = state["delta"], state["s"]
+                adv_grad = p.grad + delta * (p - state["prior_mean"])
+                state["momentum"].mul_(beta1).add_(adv_grad, alpha=1 - beta1)
+                curvature = s.sqrt() * state.pop("noisy_grad").abs() + delta + group["gamma"]
+                s.mul_(beta2).add_(curvature, alpha=1 - beta2)
+                p.addcdiv_(state["momentum"], s, value=-group["lr"])
 
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
-        """One full step; ``closure`` runs forward and backward (without zeroing gradients) and
-        returns the loss. It is called twice; the returned loss is the noisy one."""
-        if closure is None:
-            raise ValueError("BSAM.step needs a closure that runs forward and backward")
-        closure = torch.enable_grad()(closure)
-        self.zero_grad()
-        self.sample_noise()
-        loss = closure()
-        self.first_step(zero_grad=True)
-        closure()
-        self.second_step()
-        return loss
+
+def bsam_state(states: Any, group: dict[str, Any], p: Tensor) -> dict[str, Any]:
+    """The per-parameter state of bSAM (δ, μ₀, s, momentum), created on first use."""
+    state: dict[str, Any] = states[p]
+    if not state:
+        delta = torch.as_tensor(group["delta"], dtype=p.dtype, device=p.device)
+        state["delta"] = delta.expand_as(p).clone()
+        state["prior_mean"] = torch.zeros_like(p)
+        state["s"] = _initial_s(group, state["delta"])
+        state["momentum"] = torch.zeros_like(p)
+    return state
+
+
+def _initial_s(group: dict[str, Any], delta: Tensor) -> Tensor:
+    s0 = group["s_init"]
+    return delta + group["gamma"] if s0 is None else torch.full_like(delta, s0)
 
 
 def _check(name: str, value: float, positive: bool = False) -> None:

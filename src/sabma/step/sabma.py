@@ -139,7 +139,15 @@ class SABMA(TwoStepOptimizer):
             for group in groups:
                 if group["block"] == block:
                     group["lr"] = base_kwargs["lr"] * scale
-        super().__init__(groups, base_optimizer, rho, base_kwargs, perturb_every)
+        super().__init__(
+            groups,
+            base_optimizer,
+            rho,
+            base_kwargs,
+            perturb_every,
+            stats_model=posterior.model,
+            stats_between_passes=False,  # the posterior runs the second pass on copies
+        )
         self.posterior = posterior
         self.metric = metric
         self.perturb = tuple(

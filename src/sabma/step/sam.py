@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sabma.running_stats import running_stat_buffers, updates_running_stats
 from sabma.step.two_step import TwoStepOptimizer
 
 
@@ -45,10 +44,7 @@ class SAM(TwoStepOptimizer):
         groups = list(params)
         if groups and not isinstance(groups[0], dict):
             groups = [{"params": groups}]
-        super().__init__(groups, base_optimizer, rho, base_kwargs, perturb_every)
-        self._model = model
-        self._stat_buffers = list(running_stat_buffers(model).values()) if model is not None else []
-        self._saved_stats: list[Tensor] = []
+        super().__init__(groups, base_optimizer, rho, base_kwargs, perturb_every, stats_model=model)
 
     def perturbation(self) -> list[tuple[Tensor, Tensor]]:
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
@@ -57,12 +53,3 @@ class SAM(TwoStepOptimizer):
         norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
         scale = self.rho / (norm + 1e-12)
         return [(p, p.grad * scale) for p in params]
-
-    def _on_perturb(self) -> None:
-        if self._model is not None and updates_running_stats(self._model):
-            self._saved_stats = [b.detach().clone() for b in self._stat_buffers]
-
-    def _on_restore(self) -> None:
-        for buffer, value in zip(self._stat_buffers, self._saved_stats, strict=False):
-            buffer.copy_(value)
-        self._saved_stats = []

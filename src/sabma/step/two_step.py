@@ -20,7 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from sabma.running_stats import running_stat_buffers, updates_running_stats
 
 
 class TwoStepOptimizer(torch.optim.Optimizer):
@@ -33,6 +35,9 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         rho: float,
         base_kwargs: dict[str, Any],
         perturb_every: int = 1,
+        *,
+        stats_model: nn.Module | None = None,
+        stats_between_passes: bool = True,
     ) -> None:
         if not isinstance(rho, int | float) or not rho >= 0 or not math.isfinite(rho):
             raise ValueError(f"rho must be a finite number >= 0, got {rho!r}")
@@ -46,6 +51,28 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         self._perturbed = False
         self._last_eps: list[tuple[Tensor, Tensor]] | None = None  # None: no ε formed yet
         self._steps_since_fresh = 0
+        # Running statistics (BatchNorm) move once per step, with the first pass: they are saved
+        # after it and put back after the second (``stats_between_passes``; SA-BMA's posterior
+        # runs its second pass on copies instead). step() also saves them before the first pass,
+        # so that abandon_step() undoes a failed pass completely.
+        self._stats_model = stats_model
+        self._stat_buffers = (
+            list(running_stat_buffers(stats_model).values()) if stats_model is not None else []
+        )
+        self._stats_between_passes = stats_between_passes
+        self._first_pass_stats: list[Tensor] = []
+        self._pre_step_stats: list[Tensor] = []
+
+    def _stats_now(self) -> list[Tensor]:
+        """Copies of the running statistics, if a training-mode pass would update them."""
+        if self._stats_model is None or not updates_running_stats(self._stats_model):
+            return []
+        return [b.detach().clone() for b in self._stat_buffers]
+
+    @staticmethod
+    def _put_back(buffers: list[Tensor], values: list[Tensor]) -> None:
+        for buffer, value in zip(buffers, values, strict=False):
+            buffer.copy_(value)
 
     def _link_base(self) -> None:
         self.param_groups = self.base_optimizer.param_groups
@@ -77,6 +104,13 @@ class TwoStepOptimizer(torch.optim.Optimizer):
     def _before_reused_pass(self) -> None:
         """Called before the single pass of a lazy step (θ is at θ + ε_last)."""
 
+    def _before_first_pass(self) -> None:
+        """Called by :meth:`step` before the first pass of a fresh step (bSAM moves to a noisy
+        point there)."""
+
+    #: whether the first pass of a fresh step is taken at θ itself (then ρ = 0 needs one pass)
+    first_pass_at_theta: bool = True
+
     def _before_restore(self, update: bool) -> None:
         """Called when the step's last pass is over, while θ is still at θ + ε (``update``:
         whether the base optimiser will step)."""
@@ -94,6 +128,8 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         if self._perturbed:
             raise RuntimeError("first_step called twice without second_step")
         eps = self.perturbation()
+        if self._stats_between_passes:
+            self._first_pass_stats = self._stats_now()
         self._move(eps)
         if self.perturb_every > 1:
             self._last_eps = [(param, e.detach().clone()) for param, e in eps]
@@ -120,6 +156,8 @@ class TwoStepOptimizer(torch.optim.Optimizer):
             raise RuntimeError("second_step called without first_step")
         self._before_restore(update)
         self._restore()
+        self._put_back(self._stat_buffers, self._first_pass_stats)
+        self._first_pass_stats = []
         self._on_restore()
         if update:
             self._update()
@@ -154,26 +192,31 @@ class TwoStepOptimizer(torch.optim.Optimizer):
                 "backward; or call first_step() and second_step() yourself"
             )
         closure = torch.enable_grad()(closure)
+        self._pre_step_stats = self._stats_now()
         if self.reuse_due:
             self.reuse_first_step()
             loss = closure()
             self.second_step()
-            return loss
-        loss = closure()
-        if self.rho == 0:  # ε = 0: the gradient at θ is the one at θ + ε
-            self.first_step()
+        else:
+            self._before_first_pass()
+            loss = closure()
+            if self.rho == 0 and self.first_pass_at_theta:  # ε = 0: the gradient at θ + ε is at θ
+                self.first_step()
+            else:
+                self.first_step(zero_grad=True)
+                closure()
             self.second_step()
-            return loss
-        self.first_step(zero_grad=True)
-        closure()
-        self.second_step()
+        self._pre_step_stats = []
         return loss
 
     @torch.no_grad()
     def abandon_step(self) -> None:
-        """Give up the step in progress (a pass failed): θ restored, nothing updated."""
+        """Give up the step in progress (a pass failed): θ restored, nothing updated, and the
+        running statistics as they were before :meth:`step` began."""
         if self._perturbed:
             self.second_step(update=False)
+        self._put_back(self._stat_buffers, self._pre_step_stats)
+        self._pre_step_stats = []
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimiser's state, plus the lazy step's counter and last ε."""
