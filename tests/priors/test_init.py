@@ -12,7 +12,7 @@ from sabma.data.tasks import load_task
 from sabma.pipeline.build import build_posterior, build_prior
 from sabma.priors.initial import initial_posterior
 from sabma.priors.pretrained import head_mask
-from sabma.priors.swag import swag_gaussian
+from sabma.priors.swag_prior import swag_gaussian
 from tests.pipeline.test_pipeline import data_root, tiny_config  # noqa: F401
 
 SWAG = ["prior.swag_epochs=4", "prior.swag_start=1", "prior.swag_rank=3"]

@@ -8,7 +8,7 @@ from torch import nn
 
 from sabma import GaussianPosterior
 from sabma.variance import residual_factor, sampled_fisher_gradients
-from sabma.variance.fisher import _per_example_loop, _per_example_vmap
+from sabma.variance.fisher_gradients import _per_example_loop, _per_example_vmap
 from tests.conftest import mlp
 
 F64 = torch.float64

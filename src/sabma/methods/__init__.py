@@ -1,18 +1,18 @@
 """Training methods under one interface, by name (``sabma methods`` lists them)."""
 
 from sabma.methods.base import Method
-from sabma.methods.bsam import BSAMMethod
+from sabma.methods.bsam_method import BSAMMethod
 from sabma.methods.csgld import CSGLDMethod
 from sabma.methods.emcmc import EMCMCMethod
 from sabma.methods.ensemble import EnsembleMethod
-from sabma.methods.fsam import FSAMMethod
+from sabma.methods.fsam_method import FSAMMethod
 from sabma.methods.ivon import IVONMethod
 from sabma.methods.laplace import LaplaceMethod
 from sabma.methods.mcdropout import MCDropoutMethod
 from sabma.methods.point import SAMMethod, SGDMethod
 from sabma.methods.ptl import PTLMethod
 from sabma.methods.sabma_method import SABMAMethod
-from sabma.methods.swag import FSWAGMethod, SWAGMethod
+from sabma.methods.swag_method import FSWAGMethod, SWAGMethod
 from sabma.methods.vi import VIMethod
 
 #: name → method class; :func:`get_method` makes a fresh instance (methods may hold run state).

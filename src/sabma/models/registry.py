@@ -141,8 +141,8 @@ def prefer_channels_last(model: nn.Module) -> None:
 
     Measured on the 2-core CPU VM with EfficientNet-Lite0 at 64 px: a training pass (forward and
     backward, 25 images) 1.5× faster, the vmap per-example gradients of
-    :mod:`sabma.variance.fisher` 2.8× faster, BMA prediction 1.25× faster; outputs agree to
-    float rounding. Networks without 2-d convolutions are left as they are."""
+    :mod:`sabma.variance.fisher_gradients` 2.8× faster, BMA prediction 1.25× faster; outputs
+    agree to float rounding. Networks without 2-d convolutions are left as they are."""
     if any(isinstance(m, nn.Conv2d) for m in model.modules()):
         model.to(memory_format=torch.channels_last)
 

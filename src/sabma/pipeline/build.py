@@ -20,7 +20,7 @@ from sabma.priors.pretrained import (
     head_prior_variance,
     isotropic_prior,
 )
-from sabma.priors.swag import swag_prior
+from sabma.priors.swag_prior import swag_prior
 
 
 def build_posterior(cfg: Config, num_classes: int) -> tuple[GaussianPosterior, str]:

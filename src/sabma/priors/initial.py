@@ -25,7 +25,7 @@ from sabma.data.tasks import TrainData
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.priors.pretrained import file_prior
-from sabma.priors.swag import swag_gaussian
+from sabma.priors.swag_prior import swag_gaussian
 
 INIT_KINDS = ("fixed", "prior", "swag", "file")
 

@@ -31,7 +31,7 @@ from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.variance.factor import residual_factor
-from sabma.variance.fisher import sampled_fisher_gradients
+from sabma.variance.fisher_gradients import sampled_fisher_gradients
 from sabma.variance.rules import (
     check_rule,
     curvature_from_variance,
