@@ -9,6 +9,7 @@ from torch import nn
 from sabma import GaussianPosterior
 from sabma.variance import residual_factor, sampled_fisher_gradients
 from sabma.variance.fisher_gradients import _per_example_loop, _per_example_vmap
+from sabma.variance.layer_gradients import layer_gradients
 from tests.conftest import mlp
 
 F64 = torch.float64
@@ -104,3 +105,68 @@ def test_sampled_fisher_subset_restores_mode_and_refuses_bad_settings() -> None:
     assert posterior.model.training  # back in the mode it was in
     with pytest.raises(ValueError, match="label_samples"):
         sampled_fisher_gradients(posterior, x, label_samples=0)
+
+
+class _Tokens(nn.Module):
+    """Token features (n, positions, 6) → LayerNorm → Linear → mean over positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(6)
+        self.hidden = nn.Linear(6, 5)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.hidden(self.norm(x))).mean(1))
+
+
+def _conv_bn_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 6),
+        nn.BatchNorm1d(6),
+        nn.Linear(6, 3),
+    )
+
+
+@pytest.mark.parametrize(
+    ("build", "subset", "shape"),
+    [
+        (_conv_bn_net, "norm+head", (7, 2, 6, 6)),
+        (_Tokens, "all", (7, 4, 6)),
+    ],
+)
+def test_layer_hooks_give_the_per_example_gradients_of_vmap(build, subset, shape) -> None:
+    """BatchNorm on running statistics (2-d and 1-d), LayerNorm over tokens and Linear layers: the
+    one-pass hook gradients equal vmap's, column for column."""
+    torch.manual_seed(2)
+    model = build().double()
+    for m in model.modules():  # running statistics away from (0, 1), so x̂ matters
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    posterior = GaussianPosterior(model, subset).double()
+    posterior.eval()
+    x = torch.randn(*shape, dtype=F64)
+    y = torch.tensor([0, 1, 2, 1, 0, 2, 2])
+    w = posterior.mean.detach() + 0.1 * torch.randn(posterior.dim, dtype=F64)
+    hooks = layer_gradients(posterior, w, x, y)
+    assert hooks is not None
+    assert torch.allclose(hooks, _per_example_vmap(posterior, w, x, y), atol=1e-10)
+
+
+def test_layer_hooks_decline_what_they_cannot_do() -> None:
+    """A subset tensor outside BatchNorm/LayerNorm/Linear, or BatchNorm on batch statistics: None
+    (the caller falls back to vmap, and the sampled Fisher still comes out right)."""
+    conv = GaussianPosterior(_conv_bn_net(), "all")  # the conv's weights are in the subset
+    conv.eval()
+    x, y = torch.randn(5, 2, 6, 6), torch.tensor([0, 1, 2, 1, 0])
+    assert layer_gradients(conv, conv.mean.detach(), x, y) is None
+    batch_stats = GaussianPosterior(_conv_bn_net(), "norm+head")
+    batch_stats.train()
+    assert layer_gradients(batch_stats, batch_stats.mean.detach(), x, y) is None
+    grads = sampled_fisher_gradients(conv, x)
+    assert grads.shape == (5, conv.dim) and bool(torch.isfinite(grads).all())

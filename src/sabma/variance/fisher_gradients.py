@@ -9,8 +9,10 @@ would give the *empirical* Fisher, which is not a curvature (Kunstner et al. 201
 
 In few-shot transfer the whole training set is a few batches, so G is computed on all of it
 (or on a seeded random subset of at most ``max_examples``) instead of a one-sample estimate per
-step. Per-example gradients come from ``torch.func.vmap`` over ``torch.func.grad`` (one batched
-pass); networks whose operations vmap does not support fall back to one backward pass per example.
+step. Per-example gradients come, in order of preference, from layer hooks in one batched pass
+(:mod:`sabma.variance.layer_gradients`: subsets of BatchNorm, LayerNorm and Linear layers), from
+``torch.func.vmap`` over ``torch.func.grad``, or from one backward pass per example (networks
+whose operations vmap does not support).
 The network runs in eval mode (normalization layers on their running statistics): a per-example
 pass has no batch statistics.
 """
@@ -28,6 +30,7 @@ from torch.nn.functional import cross_entropy
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
+from sabma.variance.layer_gradients import layer_gradients
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,7 @@ def sampled_fisher_gradients(
     posterior.autocast_dtype = None
     rows: list[Tensor] = []
     vectorised, skipped = type(posterior.model) not in _LOOPED, 0
+    by_layers = True
     try:
         for part in index.split(batch_size):
             xb = inputs.to_device(inputs.take(x, part), posterior.device)
@@ -120,6 +124,12 @@ def sampled_fisher_gradients(
             draws = torch.multinomial(probs.cpu(), label_samples, True, generator=generator)
             for s in range(label_samples):
                 yb = draws[:, s].to(posterior.device)
+                if by_layers:
+                    g = layer_gradients(posterior, w, xb, yb)
+                    if g is not None:
+                        rows.append(g)
+                        continue
+                    by_layers = False
                 if vectorised:
                     try:
                         rows.append(_per_example_vmap(posterior, w, xb, yb).detach())

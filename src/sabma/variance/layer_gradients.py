@@ -1,0 +1,121 @@
+"""Per-example gradients of the usual Bayesian subset in one batched pass, from layer hooks.
+
+In eval mode the examples of a batch do not interact, so one backward pass of the summed loss
+gives each example's gradient with respect to each layer's *output*, ``g_i = ∂ℓ_i/∂out_i``. For
+the layers a transfer subset is made of, the parameter gradient is a cheap function of ``g_i``
+and the layer's input ``x_i`` (Goodfellow 2015, "Efficient per-example gradient computations"):
+
+* BatchNorm on its running statistics, ``out = γ x̂ + β``: ∂ℓ_i/∂γ = Σ g_i ⊙ x̂_i and
+  ∂ℓ_i/∂β = Σ g_i over every position of the example (x̂ from the running mean and variance);
+* LayerNorm (x̂ normalised per position): the same sums;
+* Linear, ``out = x Wᵀ + b``: ∂ℓ_i/∂W = Σ g_iᵀ x_i and ∂ℓ_i/∂b = Σ g_i over positions.
+
+One forward and one backward over a batch cost about what a training step costs, against a
+``vmap`` of per-example passes (EfficientNet-Lite0 at 64 px, 100 images, 2-core CPU: measured in
+docs/results.md). Where a subset tensor belongs to any other kind of layer, to a BatchNorm that
+uses batch statistics, or to a layer run twice in one pass, :func:`layer_gradients` returns None
+and the caller falls back to ``vmap``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.functional import cross_entropy, layer_norm
+
+from sabma.models import inputs
+from sabma.models.inputs import Inputs
+from sabma.posterior.gaussian import GaussianPosterior
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
+
+
+def _supported(module: nn.Module, attr: str) -> bool:
+    if attr not in ("weight", "bias"):
+        return False
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return module.track_running_stats and not module.training
+    return isinstance(module, nn.LayerNorm | nn.Linear)
+
+
+def _layers(posterior: GaussianPosterior) -> dict[str, nn.Module] | None:
+    """The subset's layers by name, or None when one of them is not supported."""
+    layers: dict[str, nn.Module] = {}
+    for name in posterior.names:
+        module_name, _, attr = name.rpartition(".")
+        module = posterior.model.get_submodule(module_name)
+        if not _supported(module, attr):
+            return None
+        layers[module_name] = module
+    return layers
+
+
+def _normalised(module: nn.Module, x: Tensor) -> Tensor:
+    """x̂, the layer's input before its affine map."""
+    if isinstance(module, nn.LayerNorm):
+        return layer_norm(x, module.normalized_shape, eps=module.eps)
+    assert isinstance(module, nn.modules.batchnorm._BatchNorm)
+    assert module.running_mean is not None and module.running_var is not None
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    mean = module.running_mean.view(shape)
+    return (x - mean) * torch.rsqrt(module.running_var.view(shape) + module.eps)
+
+
+def _parameter_gradients(module: nn.Module, x: Tensor, g: Tensor) -> dict[str, Tensor]:
+    """Per-example gradients (n, *shape) of the layer's weight and bias."""
+    n = g.shape[0]
+    if isinstance(module, nn.Linear):
+        gf, xf = g.reshape(n, -1, g.shape[-1]), x.reshape(n, -1, x.shape[-1])
+        return {"weight": torch.einsum("npo,npi->noi", gf, xf), "bias": gf.sum(1)}
+    xh = _normalised(module, x)
+    if isinstance(module, nn.LayerNorm):  # the parameters span the last dims; sum the rest
+        k = len(module.normalized_shape)
+        dims = tuple(range(1, g.dim() - k))
+    else:  # BatchNorm: the channel is dim 1; sum the positions
+        dims = tuple(range(2, g.dim()))
+    weight = (g * xh).sum(dims) if dims else g * xh
+    bias = g.sum(dims) if dims else g
+    return {"weight": weight, "bias": bias}
+
+
+def layer_gradients(posterior: GaussianPosterior, w: Tensor, x: Inputs, y: Tensor) -> Tensor | None:
+    """G (n, d): the per-example gradients of −log p(y_i | x_i, w) over the subset, in the
+    posterior's flat order; None where the layers do not allow it (see the module docstring).
+    The network must be in eval mode."""
+    layers = _layers(posterior)
+    if layers is None:
+        return None
+    seen: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in layers}
+
+    def hook(name: str) -> Any:
+        def capture(_m: nn.Module, args: tuple[Any, ...], out: Tensor) -> None:
+            seen[name].append((args[0].detach(), out))
+
+        return capture
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in layers.items()]
+    try:
+        with torch.enable_grad():
+            weights = w.detach().requires_grad_(True)  # so the activations carry gradients
+            out = inputs.call(posterior.forward_with, x, weights)
+            loss = cross_entropy(out, y, reduction="sum")
+            if any(len(calls) != 1 for calls in seen.values()):
+                return None  # a layer ran twice (shared) or not at all
+            outputs = [calls[0][1] for calls in seen.values()]
+            grads = torch.autograd.grad(loss, outputs, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    per_layer: dict[str, dict[str, Tensor]] = {}
+    for (name, module), g in zip(layers.items(), grads, strict=True):
+        x_in = seen[name][0][0]
+        g = torch.zeros_like(seen[name][0][1]) if g is None else g
+        per_layer[name] = _parameter_gradients(module, x_in, g.detach())
+    n = len(y)
+    columns = []
+    for full in posterior.names:
+        module_name, _, attr = full.rpartition(".")
+        columns.append(per_layer[module_name][attr].reshape(n, -1))
+    return torch.cat(columns, dim=1)
