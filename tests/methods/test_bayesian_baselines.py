@@ -31,7 +31,7 @@ def test_bsam_uses_the_run_prior_and_its_std_follows_the_precision() -> None:
     is_head = head_mask(posterior, "3")
     prior = isotropic_prior(posterior.mean.detach().clone(), is_head, norm_std=0.1, head_var=4.0)
     method = get_method("bsam")
-    opt = method.optimizer(posterior, prior, cfg, n=20)
+    opt = method.build_optimizer(posterior, prior, cfg, n=20)
     assert isinstance(opt, BSAM)
     state = opt.state[posterior.mean]
     expected = torch.where(is_head, torch.tensor(2 / (20 * 4.0)), torch.tensor(2 / (20 * 0.01)))
@@ -39,7 +39,7 @@ def test_bsam_uses_the_run_prior_and_its_std_follows_the_precision() -> None:
     torch.testing.assert_close(state["prior_mean"], prior.mean)
     assert opt.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr * 0.5 / (1 - 0.9))
     no_prior_cfg = config_from_dict({}, ["method.beta=0", "method.bsam_gamma=0.1"])
-    no_prior = get_method("bsam").optimizer(posterior, prior, no_prior_cfg, n=20)
+    no_prior = get_method("bsam").build_optimizer(posterior, prior, no_prior_cfg, n=20)
     assert isinstance(no_prior, BSAM)  # δ = 0: s = γ, σ² = 1/(N·γ)
     torch.testing.assert_close(no_prior.variance(posterior.mean), torch.full_like(expected, 0.5))
     x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
@@ -72,7 +72,7 @@ def test_csgld_descends_the_prior_between_sampling_phases() -> None:
     mu0 = torch.zeros(posterior.dim)
     prior = isotropic_prior(mu0, torch.zeros(posterior.dim, dtype=torch.bool), 0.5, 1.0)
     method = get_method("csgld")
-    opt = method.optimizer(posterior, prior, cfg, n=10)
+    opt = method.build_optimizer(posterior, prior, cfg, n=10)
     method.schedule(opt, steps_per_epoch=1, cfg=cfg)
     before = posterior.mean.detach().clone()
     method.step(posterior, opt, torch.zeros(4, 2), torch.randint(0, 50, (4,)))
@@ -97,7 +97,7 @@ def test_emcmc_couples_model_and_guide_and_keeps_the_guide() -> None:
     )
     posterior = _zero_input_linear()
     method = get_method("emcmc")
-    opt = method.optimizer(posterior, None, cfg, n=10)
+    opt = method.build_optimizer(posterior, None, cfg, n=10)
     schedule = method.schedule(opt, steps_per_epoch=1, cfg=cfg)
     assert method.guide is not None
     with torch.no_grad():
@@ -125,7 +125,7 @@ def test_emcmc_couples_model_and_guide_and_keeps_the_guide() -> None:
 def test_emcmc_rejects_an_unstable_coupling() -> None:
     cfg = config_from_dict({}, ["method.emcmc_eta=0.01", "optim.lr=0.05"])
     with pytest.raises(ValueError, match=r"must exceed optim\.lr"):
-        get_method("emcmc").optimizer(_zero_input_linear(), None, cfg, n=10)
+        get_method("emcmc").build_optimizer(_zero_input_linear(), None, cfg, n=10)
 
 
 @pytest.mark.parametrize(
@@ -182,7 +182,7 @@ def _confidence(run: Path, laplace: bool) -> float:
 def test_laplace_options_are_checked() -> None:
     cfg = config_from_dict({}, ["method.laplace_subset=subset", "method.laplace_hessian=kron"])
     with pytest.raises(ValueError, match=r"must be one of \('diag', 'full'\)"):
-        get_method("laplace").optimizer(_zero_input_linear(), None, cfg, n=10)
+        get_method("laplace").build_optimizer(_zero_input_linear(), None, cfg, n=10)
 
 
 def test_csghmc_noise_enters_the_velocity_with_friction_scaling() -> None:
@@ -201,7 +201,7 @@ def test_csghmc_noise_enters_the_velocity_with_friction_scaling() -> None:
     )
     posterior = GaussianPosterior(nn.Sequential(nn.Linear(2, 2000)), r"weight$")
     method = get_method("csgld")
-    opt = method.optimizer(posterior, None, cfg, n=10)
+    opt = method.build_optimizer(posterior, None, cfg, n=10)
     x, y = torch.zeros(4, 2), torch.randint(0, 2000, (4,))
     scale = (2 * 0.1 * 0.05 / 10) ** 0.5
     changes = []

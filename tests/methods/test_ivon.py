@@ -20,7 +20,7 @@ def test_ivon_samples_each_step_and_its_sigma_follows_the_packages_curvature() -
     )
     posterior = GaussianPosterior(mlp(), "all")
     method = get_method("ivon")
-    opt = method.optimizer(posterior, None, cfg, n=20)
+    opt = method.build_optimizer(posterior, None, cfg, n=20)
     group = opt.param_groups[0]
     # σ = 1/√(λ(h + δ)) with λ = N/T (T = method.temperature) and the package's h₀, δ
     ess = 20 / cfg.method.temperature

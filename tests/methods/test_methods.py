@@ -71,11 +71,11 @@ def test_sam_family_uses_the_euclidean_sam_radius() -> None:
     cfg = config_from_dict({}, ["method.sam_rho=0.07"])
     posterior = GaussianPosterior(mlp(), "all")
     for name in ("sam", "fswag", "fsam"):
-        opt = get_method(name).optimizer(posterior, None, cfg, n=10)
+        opt = get_method(name).build_optimizer(posterior, None, cfg, n=10)
         assert isinstance(opt, SAM) and opt.rho == 0.07
     from sabma.step.fsam import FSAM
 
-    fsam = get_method("fsam").optimizer(posterior, None, cfg, n=10)
+    fsam = get_method("fsam").build_optimizer(posterior, None, cfg, n=10)
     assert isinstance(fsam, FSAM) and fsam.eta == cfg.method.fsam_eta
 
 
@@ -137,7 +137,7 @@ def test_vi_starts_at_moped_and_draws_fresh_noise_every_step(variance: str) -> N
     torch.testing.assert_close(posterior.std.detach()[~is_head], 0.1 * w_pre[~is_head].abs())
     head_std = torch.full((int(is_head.sum()),), cfg.init.head_std)
     torch.testing.assert_close(posterior.std.detach()[is_head], head_std)
-    opt = method.optimizer(posterior, prior, cfg, n=20)
+    opt = method.build_optimizer(posterior, prior, cfg, n=20)
     x, y = torch.randn(8, 2), torch.randint(0, 3, (8,))
     calls = []
     model = posterior.model
@@ -176,7 +176,7 @@ def test_ptl_gradient_is_the_nll_plus_the_prior_pull() -> None:
     (g_data,) = torch.autograd.grad(cross_entropy(posterior.mean_forward(x), y), posterior.mean)
     pull = prior.precision_matvec(mu - prior.mean) * 2.0 / 10
     method = get_method("ptl")
-    opt = method.optimizer(posterior, prior, cfg, n=10)
+    opt = method.build_optimizer(posterior, prior, cfg, n=10)
     method.step(posterior, opt, x, y)
     torch.testing.assert_close(posterior.mean.detach(), mu - 0.1 * (g_data.detach() + pull))
 
@@ -228,7 +228,7 @@ def test_csgld_noise_has_the_langevin_scale_and_samples_come_from_the_cycle_ends
     )
     posterior = GaussianPosterior(nn.Sequential(nn.Linear(2, 500)), r"weight$")
     method = get_method("csgld")
-    opt = method.optimizer(posterior, None, cfg, n=50)
+    opt = method.build_optimizer(posterior, None, cfg, n=50)
     schedule = method.schedule(opt, steps_per_epoch=1, cfg=cfg)  # 2 cycles of 3 steps
     x, y = torch.zeros(4, 2), torch.randint(0, 500, (4,))
     kept = []

@@ -107,5 +107,5 @@ def test_perturb_every_reaches_the_optimiser(data_root: Path, method: str) -> No
     posterior, _ = build_posterior(cfg, 10)
     d = posterior.dim
     prior = LowRankGaussian(posterior.mean.detach().clone(), torch.ones(d), torch.zeros(d, 0))
-    optimizer = get_method(method).optimizer(posterior, prior, cfg, 50)
+    optimizer = get_method(method).build_optimizer(posterior, prior, cfg, 50)
     assert optimizer.perturb_every == 5  # type: ignore[attr-defined]

@@ -94,10 +94,25 @@ class Method:
         ``cfg.init`` (:mod:`sabma.priors.initial`)."""
         posterior.set_to(start)
 
+    def setup(
+        self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
+    ) -> None:
+        """Take from the run what training needs beyond the optimiser (the prior, N, settings),
+        after checks; called before :meth:`optimizer`, once per member."""
+
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
     ) -> torch.optim.Optimizer:
+        """The optimiser over the posterior's parameters (built only: state goes in
+        :meth:`setup`)."""
         raise NotImplementedError
+
+    def build_optimizer(
+        self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
+    ) -> torch.optim.Optimizer:
+        """:meth:`setup`, then :meth:`optimizer`: what the training loop calls."""
+        self.setup(posterior, prior, cfg, n)
+        return self.optimizer(posterior, prior, cfg, n)
 
     def loss(self, posterior: GaussianPosterior, x: Inputs, y: Tensor) -> tuple[Tensor, Tensor]:
         """``(objective, data loss)`` on the batch: the backward pass runs on the objective (the

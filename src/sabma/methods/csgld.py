@@ -59,12 +59,16 @@ class CSGLDMethod(Method):
         length = self._cycle_length(cfg)
         return (step % length) / length >= 1.0 - cfg.method.csgld_sample_fraction
 
+    def setup(
+        self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
+    ) -> None:
+        check_kl_stability(prior, 1.0 / n, cfg.optim.lr, cfg.optim.momentum)
+        self._n, self._cfg, self._prior = n, cfg, prior
+
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
     ) -> torch.optim.Optimizer:
-        self._n, self._cfg, self._prior = n, cfg, prior
         o = cfg.optim
-        check_kl_stability(prior, 1.0 / n, o.lr, o.momentum)
         return torch.optim.SGD(
             [posterior.mean], lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
         )

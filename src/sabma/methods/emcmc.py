@@ -38,9 +38,9 @@ class EMCMCMethod(CSGLDMethod):
         self.guide_buffer: Tensor | None = None  # the guide's heavy-ball buffer (as torch SGD's)
         self._gap: Tensor | None = None  # w − w_a at the step's first pass
 
-    def optimizer(
+    def setup(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
-    ) -> torch.optim.Optimizer:
+    ) -> None:
         eta, keep = cfg.method.emcmc_eta, cfg.method.emcmc_keep
         if not eta > cfg.optim.lr:
             raise ValueError(
@@ -49,9 +49,9 @@ class EMCMCMethod(CSGLDMethod):
             )
         if keep not in KEEP:
             raise ValueError(f"method.emcmc_keep must be one of {KEEP}, got {keep!r}")
+        super().setup(posterior, prior, cfg, n)
         self.guide = posterior.mean.detach().clone()
         self.guide_buffer = torch.zeros_like(self.guide)
-        return super().optimizer(posterior, prior, cfg, n)
 
     def loss(self, posterior: GaussianPosterior, x: Inputs, y: Tensor) -> tuple[Tensor, Tensor]:
         """The potential plus the coupling ‖w − w_a‖²/(2η) to the guide w_a."""

@@ -9,7 +9,6 @@ that of the deterministic network (dropout off).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from sabma.config import Config
@@ -38,11 +37,10 @@ class MCDropoutMethod(SGDMethod):
         self._posterior: GaussianPosterior | None = None
         self._draws = 1
 
-    def optimizer(
+    def setup(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
-    ) -> torch.optim.Optimizer:
+    ) -> None:
         self._posterior, self._draws = posterior, cfg.eval.samples
-        return super().optimizer(posterior, prior, cfg, n)
 
     def train_mode(self, posterior: GaussianPosterior, cfg: Config) -> None:
         super().train_mode(posterior, cfg)

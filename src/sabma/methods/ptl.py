@@ -6,7 +6,6 @@ A point estimate trained on NLL − (λ/N)·log p(w), λ = ``method.ptl_weight``
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torch.nn.functional import cross_entropy
 
@@ -27,14 +26,13 @@ class PTLMethod(SGDMethod):
         self.prior: LowRankGaussian | None = None
         self.weight = 0.0
 
-    def optimizer(
+    def setup(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
-    ) -> torch.optim.Optimizer:
+    ) -> None:
         if prior is None:
             raise ValueError("method ptl needs a prior (prior.kind)")
         self.prior, self.weight = prior, cfg.method.ptl_weight / n
         check_kl_stability(prior, self.weight, cfg.optim.lr, cfg.optim.momentum)
-        return super().optimizer(posterior, prior, cfg, n)
 
     def loss(self, posterior: GaussianPosterior, x: Inputs, y: Tensor) -> tuple[Tensor, Tensor]:
         assert self.prior is not None

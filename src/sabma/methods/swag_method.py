@@ -32,11 +32,10 @@ class SWAGCollection(Method):
         self.moments: SWAGMoments | None = None
         self._device = torch.device("cpu")
 
-    def optimizer(
+    def setup(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
-    ) -> torch.optim.Optimizer:
+    ) -> None:
         self._device = posterior.device  # where restored moments go (as collected ones)
-        return super().optimizer(posterior, prior, cfg, n)  # type: ignore[safe-super]
 
     def rank(self, cfg: Config) -> int:
         return cfg.method.rank

@@ -46,17 +46,22 @@ class VIMethod(Method):
         moped = (cfg.method.moped_delta * posterior.mean.abs()).clamp_min(1e-8)
         posterior.log_std.copy_(torch.where(is_head, posterior.log_std, moped.log()))
 
+    def setup(
+        self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
+    ) -> None:
+        self.natural = cfg.method.variance == "natural"
+        if self.natural:
+            return
+        self.prior = prior
+        self.kl_weight = cfg.method.beta / n if prior is not None else 0.0
+        check_kl_stability(prior, self.kl_weight, cfg.optim.lr, cfg.optim.momentum)
+
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
     ) -> torch.optim.Optimizer:
-        if cfg.method.variance == "natural":
-            self.natural = True
+        if self.natural:
             return build_sabma(self, posterior, prior, cfg, n, rho=0.0)
-        self.natural = False
         o = cfg.optim
-        self.prior = prior
-        self.kl_weight = cfg.method.beta / n if prior is not None else 0.0
-        check_kl_stability(prior, self.kl_weight, o.lr, o.momentum)
         groups: list[dict[str, Any]] = [
             {"params": [posterior.mean]},
             {

@@ -60,7 +60,7 @@ class MemberLoop:
         self.n = inputs.count(data.x_train)
         self.gen = torch.Generator().manual_seed(cfg.seed + 7919 * member)
         method.train_inputs = data.x_train
-        self.optimizer = method.optimizer(posterior, prior, cfg, self.n)
+        self.optimizer = method.build_optimizer(posterior, prior, cfg, self.n)
         steps_per_epoch = math.ceil(self.n / cfg.optim.batch_size)
         self.schedule = method.schedule(self.optimizer, steps_per_epoch, cfg)
         self.scaler = None
