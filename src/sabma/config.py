@@ -62,7 +62,7 @@ class PriorConfig:
     # the SWAG run behind prior.kind=swag and init.kind=swag:
     swag_epochs: int = 20  # SGD epochs from w_pre on the training split (constant LR)
     swag_lr: float = 0.01
-    swag_start: int = 10  # first epoch whose end is snapshotted
+    swag_start: int = 0  # first epoch whose end is snapshotted (0: half of swag_epochs)
     swag_every: int = 1  # snapshot every c epochs
     swag_rank: int = 5
     file_path: str | None = None  # file: folder holding <name>_{mean,variance,covmat}.pt

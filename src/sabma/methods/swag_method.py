@@ -19,7 +19,7 @@ from sabma.methods.base import Method
 from sabma.methods.point import SAMMethod, SGDMethod
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
-from sabma.posterior.swag import SWAGMoments
+from sabma.posterior.swag import SWAGMoments, SWAGSchedule
 
 
 class SWAGCollection(Method):
@@ -44,13 +44,16 @@ class SWAGCollection(Method):
         return cfg.method.swag_lr_ratio
 
     @staticmethod
-    def start_epoch(cfg: Config) -> int:
-        """The first collected epoch: ``method.swag_start``, or half the budget when it is 0."""
-        return cfg.method.swag_start or max(1, cfg.optim.epochs // 2)
+    def schedule_of(cfg: Config) -> SWAGSchedule:
+        """The collection epochs: from ``method.swag_start`` (0: half the budget) on."""
+        return SWAGSchedule(cfg.method.swag_start, cfg.method.swag_every, cfg.optim.epochs)
+
+    @classmethod
+    def start_epoch(cls, cfg: Config) -> int:
+        return cls.schedule_of(cfg).first
 
     def on_epoch_end(self, posterior: GaussianPosterior, epoch: int, cfg: Config) -> None:
-        start, every = self.start_epoch(cfg), cfg.method.swag_every
-        if epoch >= start and (epoch - start) % every == 0:
+        if self.schedule_of(cfg).collects(epoch):
             if self.moments is None:
                 self.moments = SWAGMoments(
                     posterior.dim, posterior.rank, posterior.mean.dtype, posterior.mean.device

@@ -11,6 +11,7 @@ so σ² = v / 2 and D = D̂ / √(2 (K − 1)) (no low-rank part when K ≤ 1).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,6 +34,31 @@ def swag_to_gaussian(
     var = (variance / 2).clamp_min(var_floor)
     factor = deviations / math.sqrt(2 * (k - 1)) if k > 1 else deviations[:, :0]
     return LowRankGaussian(mean, var, factor)
+
+
+@dataclass(frozen=True)
+class SWAGSchedule:
+    """Which epochs SWAG snapshots: every ``every``-th from ``start`` on (``start`` 0: from half
+    of ``epochs``). The one rule for the SWAG method and the SWAG prior."""
+
+    start: int
+    every: int
+    epochs: int
+
+    @property
+    def first(self) -> int:
+        return self.start or max(1, self.epochs // 2)
+
+    def collects(self, epoch: int) -> bool:
+        """Whether the end of (1-based) ``epoch`` is snapshotted."""
+        return epoch >= self.first and (epoch - self.first) % self.every == 0
+
+    def check(self, section: str) -> None:
+        if self.epochs < 1 or self.every < 1 or not 0 <= self.start <= self.epochs:
+            raise ValueError(
+                f"{section}.swag_start must lie in [0, {self.epochs}] (0: half the budget) and "
+                f"{section}.swag_every must be >= 1, got {self.start} and {self.every}"
+            )
 
 
 class SWAGMoments:

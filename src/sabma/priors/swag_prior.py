@@ -16,7 +16,7 @@ from sabma.methods.base import set_network_mode
 from sabma.models import inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
-from sabma.posterior.swag import SWAGMoments
+from sabma.posterior.swag import SWAGMoments, SWAGSchedule
 
 
 def swag_prior(
@@ -38,11 +38,8 @@ def swag_gaussian(posterior: GaussianPosterior, data: TrainData, cfg: Config) ->
     subset, snapshot the subset after every ``swag_every``-th epoch from ``swag_start`` on, and
     convert the moments (rank ``swag_rank``). The posterior and its model are not touched."""
     p = cfg.prior
-    if p.swag_epochs < 1 or not 1 <= p.swag_start <= p.swag_epochs or p.swag_every < 1:
-        raise ValueError(
-            "prior.swag_epochs, swag_start and swag_every must satisfy "
-            "1 <= swag_start <= swag_epochs and swag_every >= 1"
-        )
+    schedule = SWAGSchedule(p.swag_start, p.swag_every, p.swag_epochs)
+    schedule.check("prior")
     model = copy.deepcopy(posterior.model)
     names = set(posterior.names)
     point = GaussianPosterior(model, lambda n, _p: n in names, rank=0)
@@ -60,6 +57,6 @@ def swag_gaussian(posterior: GaussianPosterior, data: TrainData, cfg: Config) ->
             yb = data.y_train[idx].to(point.device)
             cross_entropy(inputs.call(point.mean_forward, xb), yb).backward()
             optimizer.step()
-        if epoch >= p.swag_start and (epoch - p.swag_start) % p.swag_every == 0:
+        if schedule.collects(epoch):
             moments.collect(point.mean)
     return moments.to_gaussian(p.var_floor)
