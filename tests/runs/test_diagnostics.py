@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from sabma.pipeline.train import train_run
-from sabma.runs.diagnostics import fit_warnings, selected_train_loss
+from sabma.runs.diagnostics import fit_warnings, selected_train_loss, training_losses
 from tests.pipeline.test_pipeline import data_root, tiny_config  # noqa: F401 (fixture)
 
 
@@ -16,6 +16,13 @@ def test_the_warnings_follow_the_temperature_and_the_training_loss() -> None:
     assert "over-confident" in fit_warnings(0.2, 1.0, 1.4)[0]
     assert "under-fitted" in fit_warnings(0.95, 1.0, None)[0]
     assert len(fit_warnings(0.95, 1.0, 0.5)) == 2
+    # later epochs fitted the training set and validation got no better: an early stop, not
+    # an under-fit (the advice differs)
+    early = fit_warnings(0.95, 1.0, None, later_train_loss=0.1)
+    assert (
+        len(early) == 1 and early[0].startswith("stopped early") and "under-fitted" not in early[0]
+    )
+    assert "under-fitted" in fit_warnings(0.95, 1.0, None, later_train_loss=0.9)[0]
 
 
 def test_the_kept_epochs_training_loss_is_read_from_the_log(tmp_path: Path) -> None:
@@ -28,6 +35,7 @@ def test_the_kept_epochs_training_loss_is_read_from_the_log(tmp_path: Path) -> N
     ]
     log.write_text("".join(json.dumps(e) + "\n" for e in entries))
     assert selected_train_loss(log) == 1.0
+    assert training_losses(log) == (1.0, 0.2)  # the kept epoch's loss, the lowest after it
     assert selected_train_loss(tmp_path / "none.jsonl") is None
 
 
