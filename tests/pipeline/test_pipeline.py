@@ -46,6 +46,16 @@ def tiny_config(root: Path, *extra: str):
     return config_from_dict({}, [*TINY, f"data.root={root}", *extra])
 
 
+def write_ptl_prior(folder: Path, data_root: Path, mean: float, variance: float) -> None:
+    """A PTL-layout prior ``folder/p_{mean,variance,covmat}.pt`` over the tiny network's
+    parameters off the head: constant mean and variance, a random rank-3 covariance factor."""
+    model = build_posterior(tiny_config(data_root), 10)[0].model
+    total = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("fc."))
+    torch.save(torch.full((total,), mean), folder / "p_mean.pt")
+    torch.save(torch.full((total,), variance), folder / "p_variance.pt")
+    torch.save(0.01 * torch.randn(3, total), folder / "p_covmat.pt")
+
+
 @pytest.mark.parametrize("method", ["sabma", "sgd"])
 def test_train_writes_a_complete_run_directory(
     tmp_path: Path, data_root: Path, method: str
@@ -141,12 +151,7 @@ def test_other_prior_kinds_run_end_to_end(tmp_path: Path, data_root: Path, kind:
         "prior.var_floor=0.01",
     ]
     if kind == "file":
-        cfg = tiny_config(data_root)
-        model = build_posterior(cfg, 10)[0].model
-        total = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("fc."))
-        torch.save(torch.zeros(total), tmp_path / "p_mean.pt")
-        torch.save(torch.full((total,), 1e-4), tmp_path / "p_variance.pt")
-        torch.save(0.01 * torch.randn(3, total), tmp_path / "p_covmat.pt")
+        write_ptl_prior(tmp_path, data_root, mean=0.0, variance=1e-4)
         extra = [f"prior.file_path={tmp_path}", "prior.file_name=p", "prior.scale=10"]
     metrics = train_run(
         tiny_config(data_root, f"prior.kind={kind}", *extra), tmp_path / "run", progress=False

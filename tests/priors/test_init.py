@@ -13,7 +13,7 @@ from sabma.pipeline.build import build_posterior, build_prior
 from sabma.priors.initial import initial_posterior
 from sabma.priors.pretrained import head_mask
 from sabma.priors.swag_prior import swag_gaussian
-from tests.pipeline.test_pipeline import data_root, tiny_config  # noqa: F401
+from tests.pipeline.test_pipeline import data_root, tiny_config, write_ptl_prior  # noqa: F401
 
 SWAG = ["prior.swag_epochs=4", "prior.swag_start=1", "prior.swag_rank=3"]
 
@@ -69,12 +69,7 @@ def test_the_head_prior_is_n0_alpha_for_every_kind(
 ) -> None:
     extra = [*SWAG, "prior.head_var=0.25"]
     if kind == "file":
-        cfg = tiny_config(data_root)
-        model = build_posterior(cfg, 10)[0].model
-        total = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("fc."))
-        torch.save(torch.ones(total), tmp_path / "p_mean.pt")
-        torch.save(torch.full((total,), 1e-3), tmp_path / "p_variance.pt")
-        torch.save(0.01 * torch.randn(3, total), tmp_path / "p_covmat.pt")
+        write_ptl_prior(tmp_path, data_root, mean=1.0, variance=1e-3)
         extra += [f"prior.file_path={tmp_path}", "prior.file_name=p"]
     *_, is_head, prior, _, _ = start(data_root, f"prior.kind={kind}", *extra)
     assert torch.all(prior.mean[is_head] == 0)

@@ -48,10 +48,6 @@ class SWAGCollection(Method):
         """The collection epochs: from ``method.swag_start`` (0: half the budget) on."""
         return SWAGSchedule(cfg.method.swag_start, cfg.method.swag_every, cfg.optim.epochs)
 
-    @classmethod
-    def start_epoch(cls, cfg: Config) -> int:
-        return cls.schedule_of(cfg).first
-
     def on_epoch_end(self, posterior: GaussianPosterior, epoch: int, cfg: Config) -> None:
         if self.schedule_of(cfg).collects(epoch):
             if self.moments is None:
@@ -77,7 +73,7 @@ class SWAGCollection(Method):
     def finish(self, posterior: GaussianPosterior, cfg: Config) -> None:
         if self.moments is None:
             raise ValueError(
-                f"method.swag_start={self.start_epoch(cfg)} is after the last epoch "
+                f"method.swag_start={self.schedule_of(cfg).first} is after the last epoch "
                 f"({cfg.optim.epochs}): SWAG collected no snapshot; lower method.swag_start "
                 "(0: half the budget)"
             )
