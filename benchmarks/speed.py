@@ -131,7 +131,7 @@ def step_functions(
     sam_model = models["sam"]
     sam = SAM(train_subset(sam_model, subset), lr=0.01, momentum=0.9, rho=0.05, model=sam_model)
     posteriors = {name: GaussianPosterior(models[name], subset, rank=rank) for name in names[2:]}
-    # the library's default step: method.rho and the natural-gradient variance, here with the
+    # the library's default step: method.sabma.rho and the natural-gradient variance, here with the
     # per-step (reparam) curvature; the trainer's Fisher refresh is a separate, once-an-epoch cost
     options: dict[str, Any] = {"lr": 0.01, "momentum": 0.9, "rho": 1.0, "ess": len(x)}
     sabma = SABMA(posteriors["sabma"], prior=flat_prior(posteriors["sabma"]), **options)

@@ -96,8 +96,8 @@ def _killed_run(tmp: Path, name: str, *extra: str) -> Path:
 
 
 def _foreign_checkpoint(tmp: Path) -> list[str]:
-    other = _killed_run(tmp, "rank2", "method.rank=2")
-    run = _killed_run(tmp, "rank3", "method.rank=3")
+    other = _killed_run(tmp, "rank2", "method.sabma.rank=2")
+    run = _killed_run(tmp, "rank3", "method.sabma.rank=3")
     shutil.copy(other / CHECKPOINT, run / CHECKPOINT)
     return ["--resume"]
 
@@ -112,7 +112,7 @@ def _foreign_posterior(tmp: Path) -> list[str]:
     done = _finished_run(tmp)
     root = tmp / "data"
     other = tmp / "other"
-    train_run(tiny_config(root, "optim.epochs=1", "method.rank=3"), other, progress=False)
+    train_run(tiny_config(root, "optim.epochs=1", "method.sabma.rank=3"), other, progress=False)
     for name in ("posterior.safetensors", "posterior.json"):
         shutil.copy(other / name, done / name)
     return []
@@ -164,14 +164,14 @@ CASES: list[tuple[str, str, Setup, str]] = [
     (
         "negative rank",
         "train",
-        lambda t: _tiny(_data(t), "method.rank=-1"),
-        "method.rank must be >= 0, got -1",
+        lambda t: _tiny(_data(t), "method.sabma.rank=-1"),
+        "method.sabma.rank must be >= 0, got -1",
     ),
     (
         "negative rho",
         "train",
-        lambda t: _tiny(_data(t), "method.rho=-0.5"),
-        "method.rho must be >= 0, got -0.5",
+        lambda t: _tiny(_data(t), "method.sabma.rho=-0.5"),
+        "method.sabma.rho must be >= 0, got -0.5",
     ),
     (
         "S < 1",
@@ -200,8 +200,8 @@ CASES: list[tuple[str, str, Setup, str]] = [
     (
         "malformed override",
         "train",
-        lambda t: ["--set", "method.rank"],
-        "override 'method.rank' is not of the form key.path=value",
+        lambda t: ["--set", "method.sabma.rank"],
+        "override 'method.sabma.rank' is not of the form key.path=value",
     ),
     (
         "unknown device",
@@ -279,8 +279,8 @@ def test_bad_input_is_one_clear_line(
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"method\.rank must be >= 0"):
-        main(["--debug", "train", "--out", str(tmp_path / "r"), "--set", "method.rank=-1"])
+    with pytest.raises(ValueError, match=r"method\.sabma\.rank must be >= 0"):
+        main(["--debug", "train", "--out", str(tmp_path / "r"), "--set", "method.sabma.rank=-1"])
 
 
 def test_nan_images_are_refused() -> None:
@@ -293,12 +293,12 @@ def test_nan_images_are_refused() -> None:
 
 KEYS = [
     "seed",
-    "method.rank",
-    "method.rho",
+    "method.sabma.rank",
+    "method.sabma.rho",
     "optim.lr",
     "data.shots",
     "method.name",
-    "method.perturb",
+    "method.sabma.perturb",
     "eval.temperature_scaling",
     "model.weights",
     "method",

@@ -166,7 +166,7 @@ def test_a_run_on_npz_data(tmp_path: Path) -> None:
             "optim.batch_size=5",
             "eval.samples=4",
             "eval.val_samples=2",
-            "method.rank=1",
+            "method.sabma.rank=1",
         ],
     )
     metrics = train_run(cfg, tmp_path / "run", progress=False)

@@ -26,7 +26,7 @@ from tests.pipeline.test_pipeline import TINY
 def test_bsam_uses_the_run_prior_and_its_std_follows_the_precision() -> None:
     """δᵢ = β/(N·vᵢ) from the prior's marginal variance, pulled toward the prior mean (none at
     β = 0); α = lr·γ/(1 − β₁); after a step log σ = −½ log(N·s)."""
-    cfg = config_from_dict({}, ["method.name=bsam", "method.bsam_gamma=0.5", "method.beta=2"])
+    cfg = config_from_dict({}, ["method.name=bsam", "method.bsam.gamma=0.5", "method.bsam.beta=2"])
     posterior = GaussianPosterior(mlp(), "all")
     is_head = head_mask(posterior, "3")
     prior = isotropic_prior(posterior.mean.detach().clone(), is_head, norm_std=0.1, head_var=4.0)
@@ -38,7 +38,7 @@ def test_bsam_uses_the_run_prior_and_its_std_follows_the_precision() -> None:
     torch.testing.assert_close(state["delta"], expected)
     torch.testing.assert_close(state["prior_mean"], prior.mean)
     assert opt.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr * 0.5 / (1 - 0.9))
-    no_prior_cfg = config_from_dict({}, ["method.beta=0", "method.bsam_gamma=0.1"])
+    no_prior_cfg = config_from_dict({}, ["method.bsam.beta=0", "method.bsam.gamma=0.1"])
     no_prior = get_method("bsam").build_optimizer(posterior, prior, no_prior_cfg, n=20)
     assert isinstance(no_prior, BSAM)  # δ = 0: s = γ, σ² = 1/(N·γ)
     torch.testing.assert_close(no_prior.variance(posterior.mean), torch.full_like(expected, 0.5))
@@ -63,7 +63,7 @@ def test_csgld_descends_the_prior_between_sampling_phases() -> None:
         [
             "method.name=csgld",
             "optim.epochs=3",
-            "method.csgld_cycles=1",
+            "method.csgld.cycles=1",
             "optim.lr=0.1",
             "optim.momentum=0",
         ],
@@ -88,11 +88,11 @@ def test_emcmc_couples_model_and_guide_and_keeps_the_guide() -> None:
         [
             "method.name=emcmc",
             "optim.epochs=4",
-            "method.csgld_cycles=1",
-            "method.csgld_sample_fraction=0.5",
+            "method.emcmc.cycles=1",
+            "method.emcmc.sample_fraction=0.5",
             "optim.lr=0.02",
             "optim.momentum=0",
-            "method.emcmc_eta=0.1",
+            "method.emcmc.eta=0.1",
         ],
     )
     posterior = _zero_input_linear()
@@ -123,7 +123,7 @@ def test_emcmc_couples_model_and_guide_and_keeps_the_guide() -> None:
 
 
 def test_emcmc_rejects_an_unstable_coupling() -> None:
-    cfg = config_from_dict({}, ["method.emcmc_eta=0.01", "optim.lr=0.05"])
+    cfg = config_from_dict({}, ["method.emcmc.eta=0.01", "optim.lr=0.05"])
     with pytest.raises(ValueError, match=r"must exceed optim\.lr"):
         get_method("emcmc").build_optimizer(_zero_input_linear(), None, cfg, n=10)
 
@@ -131,8 +131,8 @@ def test_emcmc_rejects_an_unstable_coupling() -> None:
 @pytest.mark.parametrize(
     "options",
     [
-        ["method.laplace_hessian=kron"],
-        ["method.laplace_subset=subset", "method.laplace_hessian=diag"],
+        ["method.laplace.hessian=kron"],
+        ["method.laplace.subset=subset", "method.laplace.hessian=diag"],
     ],
 )
 def test_laplace_predictive_is_less_confident_than_the_map(
@@ -154,7 +154,7 @@ def test_laplace_predictive_is_less_confident_than_the_map(
         tmp_path / "run", laplace=False
     )
     assert confidence_gap < 0
-    if "method.laplace_subset=subset" in options:
+    if "method.laplace.subset=subset" in options:
         return  # (slow) the re-evaluation is checked with the last-layer variant
     again = evaluate_run(tmp_path / "run", progress=False)
     assert again["test"]["bma"]["nll"] == pytest.approx(test["bma"]["nll"], rel=1e-5)
@@ -180,7 +180,7 @@ def _confidence(run: Path, laplace: bool) -> float:
 
 
 def test_laplace_options_are_checked() -> None:
-    cfg = config_from_dict({}, ["method.laplace_subset=subset", "method.laplace_hessian=kron"])
+    cfg = config_from_dict({}, ["method.laplace.subset=subset", "method.laplace.hessian=kron"])
     with pytest.raises(ValueError, match=r"must be one of \('diag', 'full'\)"):
         get_method("laplace").build_optimizer(_zero_input_linear(), None, cfg, n=10)
 
@@ -193,8 +193,8 @@ def test_csghmc_noise_enters_the_velocity_with_friction_scaling() -> None:
         [
             "method.name=csgld",
             "optim.epochs=2",
-            "method.csgld_cycles=1",
-            "method.csgld_sample_fraction=1.0",
+            "method.csgld.cycles=1",
+            "method.csgld.sample_fraction=1.0",
             "optim.lr=0.05",
             "optim.momentum=0.9",
         ],

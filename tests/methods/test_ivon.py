@@ -16,15 +16,15 @@ pytest.importorskip("ivon")
 def test_ivon_samples_each_step_and_its_sigma_follows_the_packages_curvature() -> None:
     cfg = config_from_dict(
         {},
-        ["method.name=ivon", "optim.lr=0.1", "method.ivon_hess_init=0.5", "method.ivon_beta2=0.9"],
+        ["method.name=ivon", "optim.lr=0.1", "method.ivon.hess_init=0.5", "method.ivon.beta2=0.9"],
     )
     posterior = GaussianPosterior(mlp(), "all")
     method = get_method("ivon")
     opt = method.build_optimizer(posterior, None, cfg, n=20)
     group = opt.param_groups[0]
-    # σ = 1/√(λ(h + δ)) with λ = N/T (T = method.temperature) and the package's h₀, δ
-    ess = 20 / cfg.method.temperature
-    expected = (ess * (0.5 + cfg.method.ivon_weight_decay)) ** -0.5
+    # σ = 1/√(λ(h + δ)) with λ = N/T (T = method.ivon.temperature) and the package's h₀, δ
+    ess = 20 / cfg.method.ivon.temperature
+    expected = (ess * (0.5 + cfg.method.ivon.weight_decay)) ** -0.5
     torch.testing.assert_close(posterior.std.detach(), torch.full_like(posterior.mean, expected))
     seen = []
     hook = posterior.model.register_forward_pre_hook(

@@ -37,10 +37,9 @@ def test_swag_method_forms_the_gaussian_of_the_collected_snapshots() -> None:
         {},
         [
             "method.name=swag",
-            "method.rank=2",
-            "method.swag_start=2",
-            "method.ptl_weight=0.01",
-            "method.swag_every=2",
+            "method.swag.rank=2",
+            "method.swag.start=2",
+            "method.swag.every=2",
             "prior.var_floor=1e-12",
         ],
     )
@@ -62,21 +61,29 @@ def test_swag_method_forms_the_gaussian_of_the_collected_snapshots() -> None:
 
 
 def test_swag_without_snapshots_is_a_clear_error() -> None:
-    cfg = config_from_dict({}, ["method.name=swag", "method.swag_start=99", "optim.epochs=5"])
+    cfg = config_from_dict({}, ["method.name=swag", "method.swag.start=99", "optim.epochs=5"])
     with pytest.raises(ValueError, match="collected no snapshot"):
         get_method("swag").finish(GaussianPosterior(mlp(), "all", rank=1), cfg)
 
 
-def test_sam_family_uses_the_euclidean_sam_radius() -> None:
-    cfg = config_from_dict({}, ["method.sam_rho=0.07"])
+@pytest.mark.parametrize("name", ["sam", "fswag", "fsam"])
+def test_sam_family_reads_its_own_radius(name: str) -> None:
+    cfg = config_from_dict({}, [f"method.{name}.rho=0.07", f"method.{name}.perturb_every=3"])
     posterior = GaussianPosterior(mlp(), "all")
-    for name in ("sam", "fswag", "fsam"):
-        opt = get_method(name).build_optimizer(posterior, None, cfg, n=10)
-        assert isinstance(opt, SAM) and opt.rho == 0.07
+    for other in {"sam", "fswag", "fsam"} - {name}:  # another method's section is not read
+        opt = get_method(other).build_optimizer(posterior, None, cfg, n=10)
+        assert isinstance(opt, SAM) and opt.rho == 0.05
+    opt = get_method(name).build_optimizer(posterior, None, cfg, n=10)
+    assert isinstance(opt, SAM) and opt.rho == 0.07 and opt.perturb_every == 3
+
+
+def test_fsam_reads_its_eta() -> None:
+    cfg = config_from_dict({}, ["method.fsam.eta=0.3"])
+    posterior = GaussianPosterior(mlp(), "all")
     from sabma.step.fsam import FSAM
 
     fsam = get_method("fsam").build_optimizer(posterior, None, cfg, n=10)
-    assert isinstance(fsam, FSAM) and fsam.eta == cfg.method.fsam_eta
+    assert isinstance(fsam, FSAM) and fsam.eta == 0.3
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -89,8 +96,8 @@ def test_every_method_trains_end_to_end(tmp_path: Path, name: str) -> None:
             *TINY,
             f"data.root={root}",
             f"method.name={name}",  # every method at its defaults on a 4-epoch budget (SWAG
-            "method.ptl_weight=0.01",  # collects from half the budget, whatever its length)
-            "method.emcmc_eta=0.5",
+            "method.ptl.weight=0.01",  # collects from half the budget, whatever its length)
+            "method.emcmc.eta=0.5",
             "prior.norm_std=0.1",  # a prior that plain SGLD at lr 0.05 descends stably
         ],
     )
@@ -116,11 +123,11 @@ def test_vi_starts_at_moped_and_draws_fresh_noise_every_step(variance: str) -> N
         {},
         [
             "method.name=vi",
-            "method.moped_delta=0.1",
-            "method.beta=1",
+            "method.vi.moped_delta=0.1",
+            "method.variance.beta=1",
             "optim.lr=0.01",
-            f"method.variance={variance}",
-            "method.curvature=reparam",
+            f"method.variance.kind={variance}",
+            "method.variance.curvature=reparam",
         ],
     )
     posterior = GaussianPosterior(mlp(), "all")
@@ -162,7 +169,7 @@ def test_ptl_gradient_is_the_nll_plus_the_prior_pull() -> None:
     from sabma.posterior.lowrank import LowRankGaussian
 
     cfg = config_from_dict(
-        {}, ["method.name=ptl", "method.ptl_weight=2.0", "optim.lr=0.1", "optim.momentum=0.0"]
+        {}, ["method.name=ptl", "method.ptl.weight=2.0", "optim.lr=0.1", "optim.momentum=0.0"]
     )
     posterior = GaussianPosterior(mlp(), "all").double()
     d = posterior.dim
@@ -192,7 +199,7 @@ def test_ensemble_members_differ_and_the_predictive_averages_them(tmp_path: Path
             *TINY,
             f"data.root={root}",
             "method.name=ensemble",
-            "method.ensemble_size=3",
+            "method.ensemble.size=3",
             "init.head_std=0.1",
         ],
     )
@@ -219,11 +226,11 @@ def test_csgld_noise_has_the_langevin_scale_and_samples_come_from_the_cycle_ends
         [
             "method.name=csgld",
             "optim.epochs=6",
-            "method.csgld_cycles=2",
-            "method.csgld_sample_fraction=0.5",
+            "method.csgld.cycles=2",
+            "method.csgld.sample_fraction=0.5",
             "optim.lr=0.02",
             "optim.momentum=0",
-            "method.csgld_temperature=2.0",
+            "method.csgld.temperature=2.0",
         ],
     )
     posterior = GaussianPosterior(nn.Sequential(nn.Linear(2, 500)), r"weight$")
@@ -256,7 +263,7 @@ def test_mc_dropout_averages_stochastic_passes_with_dropout_on(tmp_path: Path) -
     root = tmp_path / "data"
     write_fake_fashion_mnist(root)
     cfg = config_from_dict(
-        {}, [*TINY, f"data.root={root}", "method.name=mcdropout", "method.dropout_p=0.5"]
+        {}, [*TINY, f"data.root={root}", "method.name=mcdropout", "method.mcdropout.p=0.5"]
     )
     out = tmp_path / "run"
     metrics = train_run(cfg, out, progress=False)

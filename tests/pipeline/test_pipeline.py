@@ -29,7 +29,9 @@ TINY = [
     "eval.eval_every=2",
     "eval.samples=4",
     "eval.val_samples=2",
-    "method.rank=2",
+    "method.sabma.rank=2",
+    "method.swag.rank=2",
+    "method.fswag.rank=2",
     "prior.norm_std=0.1",  # the prior's pull on the mean stays stable at lr 0.05 with N = 50
 ]
 METRIC_KEYS = {"acc", "nll", "ece", "brier"}
@@ -119,7 +121,7 @@ def test_the_tiny_cnn_learns_the_fake_task(tmp_path: Path, data_root: Path) -> N
 def test_an_unstable_learning_rate_for_the_kl_term_is_refused(
     tmp_path: Path, data_root: Path
 ) -> None:
-    cfg = tiny_config(data_root, "optim.lr=0.5", "prior.norm_std=0.01", "method.beta=0.1")
+    cfg = tiny_config(data_root, "optim.lr=0.5", "prior.norm_std=0.01", "method.variance.beta=0.1")
     with pytest.raises(ValueError, match="unstable for the prior term"):
         train_run(cfg, tmp_path / "run", progress=False)
 
@@ -144,10 +146,10 @@ def test_posterior_loads_back_and_evaluate_reproduces(tmp_path: Path, data_root:
 @pytest.mark.parametrize("kind", ["swag", "file"])
 def test_other_prior_kinds_run_end_to_end(tmp_path: Path, data_root: Path, kind: str) -> None:
     extra = [
-        "prior.swag_epochs=3",
-        "prior.swag_start=1",
-        "prior.swag_rank=3",
-        "method.beta=1",
+        "prior.swag.epochs=3",
+        "prior.swag.start=1",
+        "prior.swag.rank=3",
+        "method.variance.beta=1",
         "prior.var_floor=0.01",
     ]
     if kind == "file":

@@ -77,10 +77,10 @@ def test_fp16_is_refused_where_the_scaled_step_cannot_drive_the_update(
 @pytest.mark.parametrize(
     "settings",
     [
-        ["method.name=vi", "method.variance=gradient"],
+        ["method.name=vi", "method.variance.kind=gradient"],
         ["method.name=ptl"],
         ["method.name=csgld"],
-        ["method.name=emcmc", "method.emcmc_eta=0.1"],
+        ["method.name=emcmc", "method.emcmc.eta=0.1"],
     ],
 )
 def test_methods_with_their_own_objective_train_under_fp16_loss_scaling(
@@ -102,7 +102,10 @@ def test_methods_with_their_own_objective_train_under_fp16_loss_scaling(
 @pytest.mark.parametrize("method", ["sabma", "sam", "fsam"])
 def test_perturb_every_reaches_the_optimiser(data_root: Path, method: str) -> None:  # noqa: F811
     cfg = tiny_config(
-        data_root, f"method.name={method}", "method.perturb_every=5", "method.curvature=reparam"
+        data_root,
+        f"method.name={method}",
+        f"method.{method}.perturb_every=5",
+        "method.variance.curvature=reparam",
     )
     posterior, _ = build_posterior(cfg, 10)
     d = posterior.dim

@@ -51,9 +51,9 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(
     method: str,
     kill_at: int,
 ) -> None:
-    extra = [f"method.name={method}", "optim.checkpoint_every=1", "method.ensemble_size=2"]
+    extra = [f"method.name={method}", "optim.checkpoint_every=1", "method.ensemble.size=2"]
     if method in ("swag", "csgld"):
-        extra += ["method.swag_start=2", "method.csgld_cycles=2", "optim.lr=0.01"]
+        extra += ["method.swag.start=2", "method.csgld.cycles=2", "optim.lr=0.01"]
     cfg = tiny_config(data_root, *extra)
     full = train_run(cfg, tmp_path / "full", progress=False)
     assert not (tmp_path / "full" / CHECKPOINT).exists()
@@ -132,7 +132,7 @@ def test_sigkill_at_a_random_moment_then_resume(tmp_path: Path, data_root: Path)
         "eval.eval_every=2",
         "eval.samples=4",
         "eval.val_samples=2",
-        "method.rank=2",
+        "method.sabma.rank=2",
         f"data.root={data_root}",
     ]
     args = [arg for o in overrides for arg in ("--set", o)]

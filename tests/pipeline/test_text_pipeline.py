@@ -47,7 +47,8 @@ def text_overrides(files: dict[str, Path], *extra: str) -> list[str]:
         "eval.eval_every=5",
         "eval.samples=4",
         "eval.val_samples=2",
-        "method.rank=2",
+        "method.sabma.rank=2",
+        "method.swag.rank=2",
         *extra,
     ]
     return [arg for o in overrides for arg in ("--set", o)]
@@ -108,7 +109,7 @@ def test_baselines_take_text_inputs(
     tmp_path: Path, text_files: dict[str, Path], method: str
 ) -> None:
     out = tmp_path / method
-    extra = text_overrides(text_files, "optim.epochs=6", "method.swag_start=3")
+    extra = text_overrides(text_files, "optim.epochs=6", "method.swag.start=3")
     assert (
         main(
             ["train", "--out", str(out), "--no-progress", *extra, "--set", f"method.name={method}"]

@@ -14,11 +14,11 @@ def test_start_zero_is_half_the_budget_and_every_counts_from_the_first() -> None
 
 
 def test_the_prior_default_is_the_old_explicit_value() -> None:
-    """prior.swag_start = 0 over the default 20 epochs starts where the old default 10 did."""
+    """prior.swag.start = 0 over the default 20 epochs starts where the old default 10 did."""
     from sabma.config import PriorConfig
 
-    p = PriorConfig()
-    assert SWAGSchedule(p.swag_start, p.swag_every, p.swag_epochs).first == 10
+    p = PriorConfig().swag
+    assert SWAGSchedule(p.start, p.every, p.epochs).first == 10
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from sabma.priors.pretrained import head_mask
 from sabma.priors.swag_prior import swag_gaussian
 from tests.pipeline.test_pipeline import data_root, tiny_config, write_ptl_prior  # noqa: F401
 
-SWAG = ["prior.swag_epochs=4", "prior.swag_start=1", "prior.swag_rank=3"]
+SWAG = ["prior.swag.epochs=4", "prior.swag.start=1", "prior.swag.rank=3"]
 
 
 def start(root: Path, *extra: str):

@@ -57,7 +57,7 @@ def test_benchmark_folder_table(tmp_path: Path) -> None:
         ["sgd", "swag"],
         [0],
         bench,
-        [*TINY, f"data.root={root}", "method.swag_start=2"],
+        [*TINY, f"data.root={root}", "method.swag.start=2"],
         progress=False,
     )
     args = [

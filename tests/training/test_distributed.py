@@ -34,14 +34,14 @@ def test_two_processes_match_one(
         "device=cpu",
         "model.subset=all",
         f"method.name={method}",
-        f"method.curvature={curvature}",
+        f"method.variance.curvature={curvature}",
         "optim.lr=0.2",
         "prior.norm_std=1",
         "prior.head_var=1",
         # the factor's eigen-directions are compared column by column; at the default T = 0.001
         # they differed by 7e-4 (σ, μ within tolerance) between one and two processes on this
         # tiny task — summation order turning a column of the subspace iteration
-        "method.temperature=0.01",
+        "method.variance.temperature=0.01",
         "optim.epochs=8",
         "optim.batch_size=9",  # uneven slices (5 + 4) and an uneven last batch (5 → 3 + 2)
     ]

@@ -1,8 +1,9 @@
-"""``sabma methods``: the training methods, one line each."""
+"""``sabma methods``: the training methods, one line each (``--options``: with their settings)."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from typing import Any
 
 
@@ -12,14 +13,25 @@ def add_parser(sub: Any) -> None:
         help="list the training methods",
         description="List every method usable as method.name=NAME.",
     )
+    parser.add_argument(
+        "--options",
+        action="store_true",
+        help="also list each method's settings (method.<section>.<key>) with their defaults",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from sabma.config import MethodConfig
     from sabma.methods import METHODS
 
+    defaults = MethodConfig()
     width = max(len(name) for name in METHODS)
     for name, cls in sorted(METHODS.items()):
         kind = "point" if cls.point else "Bayesian"
         print(f"{name:<{width}}  {kind:<8}  {cls.summary}")
+        if args.options:
+            for section in cls.sections:
+                for key, value in asdict(getattr(defaults, section)).items():
+                    print(f"{'':<{width}}    method.{section}.{key} = {value}")
     return 0

@@ -26,7 +26,9 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="YAML configuration (default: the embedded default task)",
     )
-    add_overrides(parser, "override a configuration value, e.g. --set method.rho=0.1 (repeatable)")
+    add_overrides(
+        parser, "override a configuration value, e.g. --set method.sabma.rho=0.1 (repeatable)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="the run directory to create")
     parser.add_argument(
         "--resume",

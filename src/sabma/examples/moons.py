@@ -38,7 +38,9 @@ MOONS_SETTINGS = (
     "optim.lr=0.05",
     "optim.warmup_epochs=5",
     "eval.eval_every=10",
-    "method.rank=2",
+    "method.sabma.rank=2",
+    "method.swag.rank=2",
+    "method.fswag.rank=2",
 )
 HEAD = "6"  # the last Linear of :func:`moons_mlp`
 

@@ -66,6 +66,8 @@ class Method:
     trains_at_mean: ClassVar[bool] = True
     #: keep the state with the best validation NLL (False: the method's own final state)
     select_best: ClassVar[bool] = True
+    #: the sections of ``cfg.method`` this method reads (``sabma methods --options`` lists them)
+    sections: ClassVar[tuple[str, ...]] = ()
 
     def rank(self, cfg: Config) -> int:
         """K of the posterior's low-rank factor this method needs."""

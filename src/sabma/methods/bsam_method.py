@@ -25,8 +25,9 @@ from sabma.step.bsam import BSAM
 
 class BSAMMethod(Method):
     name = "bsam"
-    summary = "bSAM: Bayesian SAM, mean-field Gaussian with an Adam-like precision (method.bsam_*)"
+    summary = "bSAM: Bayesian SAM, mean-field Gaussian with an Adam-like precision (method.bsam)"
     point = False
+    sections = ("bsam",)
 
     def supports_loss_scaling(self, cfg: Config) -> bool:
         return False  # the scaled step (sabma.step.amp) does not draw bSAM's noisy first pass
@@ -34,15 +35,15 @@ class BSAMMethod(Method):
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
     ) -> torch.optim.Optimizer:
-        o, m = cfg.optim, cfg.method
+        o, m = cfg.optim, cfg.method.bsam
         optimizer = BSAM(
             [posterior.mean],
-            lr=o.lr * m.bsam_gamma / (1 - o.momentum),
+            lr=o.lr * m.gamma / (1 - o.momentum),
             n_data=n,
-            rho=m.bsam_rho,
+            rho=m.rho,
             delta=o.weight_decay,
-            betas=(o.momentum, m.bsam_beta2),
-            gamma=m.bsam_gamma,
+            betas=(o.momentum, m.beta2),
+            gamma=m.gamma,
             model=posterior.model,
         )
         if prior is not None and m.beta > 0:

@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
+from sabma.config.method import CSGLDOptions
 from sabma.methods.base import Method
 from sabma.methods.sabma_method import check_kl_stability
 from sabma.models import inputs
@@ -38,6 +39,7 @@ class CSGLDMethod(Method):
     summary = "cyclical SG-MCMC (cSGHMC, cSGLD at momentum 0): samples at the end of each cycle"
     point = False
     select_best = False
+    sections = ("csgld",)
 
     def __init__(self) -> None:
         self._samples: list[Tensor] = []
@@ -47,17 +49,21 @@ class CSGLDMethod(Method):
         self._cfg = Config()
         self._prior: LowRankGaussian | None = None
 
+    def sampler_options(self, cfg: Config) -> CSGLDOptions:
+        """The cycles, sampling end and noise of ``cfg.method.csgld``."""
+        return cfg.method.csgld
+
     def _cycle_length(self, cfg: Config) -> int:
-        cycles = cfg.method.csgld_cycles
+        cycles = self.sampler_options(cfg).cycles
         if cycles < 1 or cfg.optim.epochs < cycles:
             raise ValueError(
-                f"method.csgld_cycles must be between 1 and optim.epochs, got {cycles}"
+                f"method.{self.name}.cycles must be between 1 and optim.epochs, got {cycles}"
             )
         return math.ceil(cfg.optim.epochs * self._steps_per_epoch / cycles)
 
     def _sampling(self, step: int, cfg: Config) -> bool:
         length = self._cycle_length(cfg)
-        return (step % length) / length >= 1.0 - cfg.method.csgld_sample_fraction
+        return (step % length) / length >= 1.0 - self.sampler_options(cfg).sample_fraction
 
     def setup(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
@@ -96,7 +102,9 @@ class CSGLDMethod(Method):
         if not self._sampling(self._step, self._cfg):
             return 0.0
         friction = 1.0 - self._cfg.optim.momentum
-        return math.sqrt(2.0 * friction * lr * self._cfg.method.csgld_temperature / self._n)
+        return math.sqrt(
+            2.0 * friction * lr * self.sampler_options(self._cfg).temperature / self._n
+        )
 
     @staticmethod
     @torch.no_grad()

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from sabma.config import Config
+from sabma.config.method import EMCMCOptions
 from sabma.methods.csgld import CSGLDMethod
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
@@ -30,7 +31,8 @@ KEEP = ("guide", "model")
 
 class EMCMCMethod(CSGLDMethod):
     name = "emcmc"
-    summary = "Entropy-MCMC: cyclical SGLD coupled to a flat-basin guide (method.emcmc_eta)"
+    summary = "Entropy-MCMC: cyclical SGLD coupled to a flat-basin guide (method.emcmc)"
+    sections = ("emcmc",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -38,17 +40,20 @@ class EMCMCMethod(CSGLDMethod):
         self.guide_buffer: Tensor | None = None  # the guide's heavy-ball buffer (as torch SGD's)
         self._gap: Tensor | None = None  # w − w_a at the step's first pass
 
+    def sampler_options(self, cfg: Config) -> EMCMCOptions:
+        return cfg.method.emcmc
+
     def setup(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
     ) -> None:
-        eta, keep = cfg.method.emcmc_eta, cfg.method.emcmc_keep
+        eta, keep = cfg.method.emcmc.eta, cfg.method.emcmc.keep
         if not eta > cfg.optim.lr:
             raise ValueError(
-                f"method.emcmc_eta ({eta}) must exceed optim.lr ({cfg.optim.lr}) for a stable "
+                f"method.emcmc.eta ({eta}) must exceed optim.lr ({cfg.optim.lr}) for a stable "
                 "coupling"
             )
         if keep not in KEEP:
-            raise ValueError(f"method.emcmc_keep must be one of {KEEP}, got {keep!r}")
+            raise ValueError(f"method.emcmc.keep must be one of {KEEP}, got {keep!r}")
         super().setup(posterior, prior, cfg, n)
         self.guide = posterior.mean.detach().clone()
         self.guide_buffer = torch.zeros_like(self.guide)
@@ -59,13 +64,13 @@ class EMCMCMethod(CSGLDMethod):
         potential, data_loss = self.potential(posterior, x, y)
         gap = posterior.mean - self.guide  # w − w_a, before either moves
         self._gap = gap.detach()
-        return potential + gap.pow(2).sum() / (2 * self._cfg.method.emcmc_eta), data_loss
+        return potential + gap.pow(2).sum() / (2 * self._cfg.method.emcmc.eta), data_loss
 
     @torch.no_grad()
     def after_update(self, posterior: GaussianPosterior, optimizer: torch.optim.Optimizer) -> None:
         """The guide's own heavy-ball step on the coupling, then the Langevin noise on both."""
         assert self.guide is not None and self.guide_buffer is not None and self._gap is not None
-        eta, momentum = self._cfg.method.emcmc_eta, self._cfg.optim.momentum
+        eta, momentum = self._cfg.method.emcmc.eta, self._cfg.optim.momentum
         lr = optimizer.param_groups[0]["lr"]
         self.guide_buffer.mul_(momentum).sub_(self._gap / eta)
         self.guide.sub_(self.guide_buffer, alpha=lr)
@@ -86,7 +91,7 @@ class EMCMCMethod(CSGLDMethod):
         self.guide_buffer.copy_(state["guide_buffer"])
 
     def kept(self, posterior: GaussianPosterior) -> Tensor:
-        if self._cfg.method.emcmc_keep == "guide":
+        if self._cfg.method.emcmc.keep == "guide":
             assert self.guide is not None
             return self.guide.clone()
         return super().kept(posterior)

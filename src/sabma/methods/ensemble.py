@@ -22,7 +22,8 @@ from sabma.posterior.lowrank import LowRankGaussian
 
 class EnsembleMethod(SGDMethod):
     name = "ensemble"
-    summary = "deep ensemble: method.ensemble_size independent SGD runs, random heads"
+    summary = "deep ensemble: method.ensemble.size independent SGD runs, random heads"
+    sections = ("ensemble",)
     point = False
 
     def __init__(self) -> None:
@@ -31,9 +32,10 @@ class EnsembleMethod(SGDMethod):
         self._members: list[Tensor] = []
 
     def members(self, cfg: Config) -> int:
-        if cfg.method.ensemble_size < 1:
-            raise ValueError(f"method.ensemble_size must be >= 1, got {cfg.method.ensemble_size}")
-        return cfg.method.ensemble_size
+        size = cfg.method.ensemble.size
+        if size < 1:
+            raise ValueError(f"method.ensemble.size must be >= 1, got {size}")
+        return size
 
     def initialise(
         self, posterior: GaussianPosterior, start: LowRankGaussian, is_head: Tensor, cfg: Config

@@ -5,14 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from sabma.config import Config
+from sabma.config.method import FSAMOptions
 from sabma.methods.point import SAMMethod
 from sabma.step.fsam import FSAM
 
 
 class FSAMMethod(SAMMethod):
     name = "fsam"
-    summary = "Fisher SAM (Kim et al., 2022): SAM ball preconditioned by 1 + η·g² (method.fsam_eta)"
+    summary = "Fisher SAM (Kim et al., 2022): SAM ball preconditioned by 1 + η·g² (method.fsam)"
     optimizer_class = FSAM
 
+    sections = ("fsam",)
+
+    def sam_options(self, cfg: Config) -> FSAMOptions:
+        return cfg.method.fsam
+
     def ascent_options(self, cfg: Config) -> dict[str, Any]:
-        return {"eta": cfg.method.fsam_eta}
+        return {"eta": cfg.method.fsam.eta}

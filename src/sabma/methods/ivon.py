@@ -3,11 +3,11 @@
 The reference implementation, the ``ivon-opt`` package, used as published over the Bayesian
 subset's mean: every step draws w ~ N(μ, 1/(λ(h + δ))) (``sampled_params``), takes the gradient
 there, updates h by the reparameterisation estimate with IVON's positivity-preserving average,
-and μ by the Adam-like step (m/(1 − β₁ᵗ) + δμ)/(h + δ). λ = ``method.ivon_ess`` (0: N/T, the
-number of training examples over SA-BMA's temperature ``method.temperature``, so that IVON targets
-the same tempered posterior; at T = 1 it is IVON's own choice, N), h₀ = ``method.ivon_hess_init``,
-β₁ = ``optim.momentum``,
-β₂ = ``method.ivon_beta2``, δ = ``method.ivon_weight_decay`` (the package's own prior: N(0, 1/(λδ)),
+and μ by the Adam-like step (m/(1 − β₁ᵗ) + δμ)/(h + δ). λ = ``method.ivon.ess`` (0: N/T, the
+number of training examples over ``method.ivon.temperature``, by default SA-BMA's T, so that IVON
+targets the same tempered posterior; at T = 1 it is IVON's own choice, N),
+h₀ = ``method.ivon.hess_init``, β₁ = ``optim.momentum``, β₂ = ``method.ivon.beta2``,
+δ = ``method.ivon.weight_decay`` (the package's own prior: N(0, 1/(λδ)),
 centred at 0 — the package has no other). Its learning rate is ``optim.lr``/(1 − β₁) on the
 shared schedule: IVON's momentum is an average, not heavy-ball's sum, so this makes its step
 (at h = h₀) that of heavy-ball SGD at ``optim.lr`` — one learning-rate grid serves every method,
@@ -45,6 +45,7 @@ def _ivon() -> Any:
 class IVONMethod(Method):
     name = "ivon"
     summary = "IVON: the ivon-opt package as published (natural-gradient VI, Adam-like mean step)"
+    sections = ("ivon",)
     point = False
 
     def supports_loss_scaling(self, cfg: Config) -> bool:
@@ -53,15 +54,15 @@ class IVONMethod(Method):
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
     ) -> torch.optim.Optimizer:
-        o, m = cfg.optim, cfg.method
+        o, m = cfg.optim, cfg.method.ivon
         optimizer = _ivon().IVON(
             [posterior.mean],
             lr=o.lr / (1.0 - o.momentum),
-            ess=m.ivon_ess or float(n) / m.temperature,
-            hess_init=m.ivon_hess_init,
+            ess=m.ess or float(n) / m.temperature,
+            hess_init=m.hess_init,
             beta1=o.momentum,
-            beta2=m.ivon_beta2,
-            weight_decay=m.ivon_weight_decay,
+            beta2=m.beta2,
+            weight_decay=m.weight_decay,
         )
         self._sync_std(posterior, optimizer)
         self._optimizer = optimizer

@@ -3,8 +3,8 @@
 Training is the ``sgd`` method's. For the predictive, laplace-torch (Daxberger et al., 2021) fits
 a Laplace approximation on the training split, with the normalization layers in eval mode:
 
-- ``method.laplace_subset = "last_layer"`` (default): the head only, ``Laplace(...,
-  subset_of_weights="last_layer", last_layer_name=<head>)``, Hessian ``method.laplace_hessian``
+- ``method.laplace.subset = "last_layer"`` (default): the head only, ``Laplace(...,
+  subset_of_weights="last_layer", last_layer_name=<head>)``, Hessian ``method.laplace.hessian``
   (``kron`` by default: KFAC), a scalar prior precision tuned by the marginal likelihood;
 - ``"subset"``: the whole Bayesian subset (laplace-torch's ``subset_of_weights="all"`` with only the
   subset requiring gradients), with the run's prior (its mean and the diagonal of its precision),
@@ -78,6 +78,7 @@ class _LabelledDataset(torch.utils.data.Dataset[Any]):
 class LaplaceMethod(SGDMethod):
     name = "laplace"
     summary = "Laplace (laplace-torch) at the SGD MAP: last-layer KFAC or subset, GLM probit"
+    sections = ("laplace",)
     point = False
 
     def optimizer(
@@ -88,17 +89,17 @@ class LaplaceMethod(SGDMethod):
 
     @staticmethod
     def check(cfg: Config) -> None:
-        subset, hessian = cfg.method.laplace_subset, cfg.method.laplace_hessian
+        subset, hessian = cfg.method.laplace.subset, cfg.method.laplace.hessian
         if subset not in SUBSETS:
-            raise ValueError(f"method.laplace_subset must be one of {SUBSETS}, got {subset!r}")
+            raise ValueError(f"method.laplace.subset must be one of {SUBSETS}, got {subset!r}")
         if hessian not in HESSIANS[subset]:
             raise ValueError(
-                f"method.laplace_hessian for subset {subset!r} must be one of "
+                f"method.laplace.hessian for subset {subset!r} must be one of "
                 f"{HESSIANS[subset]}, got {hessian!r}"
             )
 
     def evaluation_needs_prior(self, cfg: Config) -> bool:
-        return bool(cfg.method.laplace_subset == "subset")
+        return bool(cfg.method.laplace.subset == "subset")
 
     def predictive(
         self,
@@ -118,14 +119,14 @@ class LaplaceMethod(SGDMethod):
         loader = torch.utils.data.DataLoader(
             _LabelledDataset(x_train, y_train), batch_size=cfg.eval.batch_size
         )
-        m = cfg.method
+        m = cfg.method.laplace
         with _only_subset_trainable(posterior):
-            if m.laplace_subset == "last_layer":
+            if m.subset == "last_layer":
                 la = laplace_cls(
                     model,
                     "classification",
                     subset_of_weights="last_layer",
-                    hessian_structure=m.laplace_hessian,
+                    hessian_structure=m.hessian,
                     last_layer_name=head,
                 )
                 la.fit(loader, progress_bar=False)
@@ -134,13 +135,13 @@ class LaplaceMethod(SGDMethod):
                 )
             else:
                 if prior is None:
-                    raise ValueError("method.laplace_subset=subset needs a prior (prior.kind)")
+                    raise ValueError("method.laplace.subset=subset needs a prior (prior.kind)")
                 precision = 1.0 / (prior.var + prior.factor.pow(2).sum(1))
                 la = laplace_cls(
                     model,
                     "classification",
                     subset_of_weights="all",
-                    hessian_structure=m.laplace_hessian,
+                    hessian_structure=m.hessian,
                     prior_precision=precision,
                     prior_mean=prior.mean,
                 )

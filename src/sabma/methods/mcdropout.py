@@ -1,7 +1,7 @@
 """MC dropout (Gal & Ghahramani, 2016): SGD with dropout on, and dropout on at prediction.
 
 The network's dropout layers are active during training and prediction (normalization layers
-keep the configured mode); ``method.dropout_p`` sets their rate (None: the model's own). The
+keep the configured mode); ``method.mcdropout.p`` sets their rate (None: the model's own). The
 predictive averages S = ``eval.samples`` stochastic passes at the trained weights, which the
 evaluation sees as a weight set of S copies of μ; the validation NLL used for model selection is
 that of the deterministic network (dropout off).
@@ -30,7 +30,8 @@ def enable_dropout(model: nn.Module, p: float | None) -> None:
 
 class MCDropoutMethod(SGDMethod):
     name = "mcdropout"
-    summary = "MC dropout: SGD with dropout, BMA over S stochastic passes (method.dropout_p)"
+    summary = "MC dropout: SGD with dropout, BMA over S stochastic passes (method.mcdropout)"
+    sections = ("mcdropout",)
     point = False
 
     def __init__(self) -> None:
@@ -44,11 +45,11 @@ class MCDropoutMethod(SGDMethod):
 
     def train_mode(self, posterior: GaussianPosterior, cfg: Config) -> None:
         super().train_mode(posterior, cfg)
-        enable_dropout(posterior.model, cfg.method.dropout_p)
+        enable_dropout(posterior.model, cfg.method.mcdropout.p)
 
     def predict_mode(self, posterior: GaussianPosterior, cfg: Config) -> None:
         super().predict_mode(posterior, cfg)
-        enable_dropout(posterior.model, cfg.method.dropout_p)
+        enable_dropout(posterior.model, cfg.method.mcdropout.p)
 
     def samples(self) -> Tensor | None:
         if self._posterior is None:

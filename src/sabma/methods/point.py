@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from sabma.config import Config
+from sabma.config.method import SAMOptions
 from sabma.methods.base import Method
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
@@ -28,8 +29,13 @@ class SGDMethod(Method):
 
 class SAMMethod(Method):
     name = "sam"
-    summary = "SAM (Foret et al., 2021): ascent to ρ·g/‖g‖, update from there (method.sam_rho)"
+    summary = "SAM (Foret et al., 2021): ascent to ρ·g/‖g‖, update from there (method.sam)"
     optimizer_class: ClassVar[type[SAM]] = SAM
+    sections: ClassVar[tuple[str, ...]] = ("sam",)
+
+    def sam_options(self, cfg: Config) -> SAMOptions:
+        """The ascent's radius and period: ``cfg.method.sam``."""
+        return cfg.method.sam
 
     def ascent_options(self, cfg: Config) -> dict[str, Any]:
         """Extra arguments of the SAM-type optimiser (none for SAM itself)."""
@@ -38,13 +44,13 @@ class SAMMethod(Method):
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
     ) -> torch.optim.Optimizer:
-        o = cfg.optim
+        o, options = cfg.optim, self.sam_options(cfg)
         return self.optimizer_class(
             [posterior.mean],
             torch.optim.SGD,
-            rho=cfg.method.sam_rho,
+            rho=options.rho,
             model=posterior.model,
-            perturb_every=cfg.method.perturb_every,
+            perturb_every=options.perturb_every,
             lr=o.lr,
             momentum=o.momentum,
             weight_decay=o.weight_decay,

@@ -1,6 +1,6 @@
 """PTL (Shwartz-Ziv et al., 2022): fine-tuning with the pre-trained prior's log-density.
 
-A point estimate trained on NLL − (λ/N)·log p(w), λ = ``method.ptl_weight``. With the ``swag`` or
+A point estimate trained on NLL − (λ/N)·log p(w), λ = ``method.ptl.weight``. With the ``swag`` or
 ``file`` prior this is "Pre-Train Your Loss"; with the isotropic prior it is L2 toward w_pre.
 """
 
@@ -21,6 +21,7 @@ from sabma.posterior.lowrank import LowRankGaussian
 class PTLMethod(SGDMethod):
     name = "ptl"
     summary = "PTL: SGD on NLL − (λ/N)·log p(w) with the (SWAG / file) prior"
+    sections = ("ptl",)
 
     def __init__(self) -> None:
         self.prior: LowRankGaussian | None = None
@@ -31,7 +32,7 @@ class PTLMethod(SGDMethod):
     ) -> None:
         if prior is None:
             raise ValueError("method ptl needs a prior (prior.kind)")
-        self.prior, self.weight = prior, cfg.method.ptl_weight / n
+        self.prior, self.weight = prior, cfg.method.ptl.weight / n
         check_kl_stability(prior, self.weight, cfg.optim.lr, cfg.optim.momentum)
 
     def loss(self, posterior: GaussianPosterior, x: Inputs, y: Tensor) -> tuple[Tensor, Tensor]:

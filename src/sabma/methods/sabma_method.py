@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,16 +33,17 @@ def check_kl_stability(
             f"optim.lr={lr} is unstable for the prior term (curvature weight·max 1/σ²_prior = "
             f"{curvature:.3g}; need lr < {2 * (1 + momentum) / curvature:.3g}): lower optim.lr, "
             "widen the prior (prior.norm_std, prior.head_var) or lower the prior term's weight "
-            "(raise method.ess; method.beta, method.ptl_weight)"
+            "(raise method.variance.ess; method.variance.beta, method.ptl.weight)"
         )
 
 
 def natural_variance_options(cfg: Config, n: int, method: Method) -> NaturalVariance:
-    """The natural-gradient variance of ``cfg.method`` for a training split of n examples."""
-    m = cfg.method
+    """The natural-gradient variance of ``cfg.method.variance`` for a training split of n
+    examples."""
+    m = cfg.method.variance
     steps_per_epoch = math.ceil(n / cfg.optim.batch_size)
     if m.curvature == "fisher" and method.train_inputs is None:
-        raise ValueError("method.curvature=fisher needs the training inputs")
+        raise ValueError("method.variance.curvature=fisher needs the training inputs")
     return NaturalVariance(
         ess=m.ess or float(n),
         temperature=m.temperature,
@@ -61,15 +63,26 @@ class SABMAMethod(Method):
     summary = "SA-BMA: Gaussian posterior (diag + rank K) with the Fisher-KL sharpness-aware step"
     point = False
     trains_at_mean = False
+    sections = ("sabma", "variance")
 
     def rank(self, cfg: Config) -> int:
-        return cfg.method.rank
+        return cfg.method.sabma.rank
 
     def optimizer(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
     ) -> torch.optim.Optimizer:
-        m = cfg.method
-        return build_sabma(self, posterior, prior, cfg, n, rho=m.rho, metric=m.metric)
+        m = cfg.method.sabma
+        return build_sabma(
+            self,
+            posterior,
+            prior,
+            cfg,
+            n,
+            rho=m.rho,
+            metric=m.metric,
+            perturb=m.perturb,
+            perturb_every=m.perturb_every,
+        )
 
 
 def build_sabma(
@@ -80,22 +93,25 @@ def build_sabma(
     n: int,
     rho: float,
     metric: str = "fisher",
+    perturb: Sequence[str] = ("mean", "log_std"),
+    perturb_every: int = 1,
 ) -> SABMA:
-    """The SA-BMA optimiser of ``cfg`` (ρ = 0: natural-gradient VI with the same variance)."""
-    o, m = cfg.optim, cfg.method
+    """The SA-BMA optimiser of ``cfg`` with the variance of ``cfg.method.variance`` (ρ = 0:
+    natural-gradient VI with the same variance)."""
+    o, m = cfg.optim, cfg.method.variance
     step: dict[str, Any] = {
         "rho": rho,
-        "perturb_every": m.perturb_every,
+        "perturb_every": perturb_every,
         "metric": metric,
-        "perturb": m.perturb,
+        "perturb": list(perturb),
         "prior": prior,
         "lr": o.lr,
         "momentum": o.momentum,
         "weight_decay": o.weight_decay,
     }
-    if m.variance == "natural":
+    if m.kind == "natural":
         if prior is None:
-            raise ValueError("method.variance=natural needs a prior (prior.kind)")
+            raise ValueError("method.variance.kind=natural needs a prior (prior.kind)")
         options = natural_variance_options(cfg, n, method)
         check_kl_stability(prior, 1.0 / options.ess, o.lr, o.momentum)
         return SABMA(posterior, torch.optim.SGD, variance=options, **step)

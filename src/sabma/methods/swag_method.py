@@ -1,11 +1,11 @@
 """SWAG (Maddox et al., 2019) and F-SWAG (SWAG with a SAM inner optimiser), over the subset.
 
-The inner optimiser runs the shared schedule, whose cosine decay stops at
-``method.swag_lr_ratio × lr``; from epoch ``method.swag_start`` on (0, the default: from half the
-budget, so a shorter budget still collects), the subset is snapshotted
-after every ``method.swag_every``-th epoch. At the end the posterior becomes
-N(w̄, ½ diag(v) + D̂D̂ᵀ/(2(K−1))) (:func:`sabma.posterior.swag.swag_to_gaussian`). SWAG's
-posterior is the average over its collection phase, so it takes no best-epoch selection.
+The inner optimiser runs the shared schedule, whose cosine decay stops at ``method.swag.lr_ratio ×
+lr``; from epoch ``method.swag.start`` on (0, the default: from half the budget, so a shorter budget
+still collects), the subset is snapshotted after every ``method.swag.every``-th epoch (F-SWAG: the
+same keys under ``method.fswag``). At the end the posterior becomes N(w̄, ½ diag(v) +
+D̂D̂ᵀ/(2(K−1))) (:func:`sabma.posterior.swag.swag_to_gaussian`). SWAG's posterior is the average
+over its collection phase, so it takes no best-epoch selection.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from sabma.config import Config
+from sabma.config.method import FSWAGOptions, SWAGOptions
 from sabma.methods.base import Method
 from sabma.methods.point import SAMMethod, SGDMethod
 from sabma.posterior.gaussian import GaussianPosterior
@@ -37,16 +38,20 @@ class SWAGCollection(Method):
     ) -> None:
         self._device = posterior.device  # where restored moments go (as collected ones)
 
+    def swag_options(self, cfg: Config) -> SWAGOptions:
+        """The snapshots and schedule of ``cfg.method.swag``."""
+        return cfg.method.swag
+
     def rank(self, cfg: Config) -> int:
-        return cfg.method.rank
+        return self.swag_options(cfg).rank
 
     def lr_floor(self, cfg: Config) -> float:
-        return cfg.method.swag_lr_ratio
+        return self.swag_options(cfg).lr_ratio
 
-    @staticmethod
-    def schedule_of(cfg: Config) -> SWAGSchedule:
-        """The collection epochs: from ``method.swag_start`` (0: half the budget) on."""
-        return SWAGSchedule(cfg.method.swag_start, cfg.method.swag_every, cfg.optim.epochs)
+    def schedule_of(self, cfg: Config) -> SWAGSchedule:
+        """The collection epochs: from ``start`` (0: half the budget) on."""
+        options = self.swag_options(cfg)
+        return SWAGSchedule(options.start, options.every, cfg.optim.epochs)
 
     def on_epoch_end(self, posterior: GaussianPosterior, epoch: int, cfg: Config) -> None:
         if self.schedule_of(cfg).collects(epoch):
@@ -73,8 +78,8 @@ class SWAGCollection(Method):
     def finish(self, posterior: GaussianPosterior, cfg: Config) -> None:
         if self.moments is None:
             raise ValueError(
-                f"method.swag_start={self.schedule_of(cfg).first} is after the last epoch "
-                f"({cfg.optim.epochs}): SWAG collected no snapshot; lower method.swag_start "
+                f"method.{self.name}.start={self.schedule_of(cfg).first} is after the last epoch "
+                f"({cfg.optim.epochs}): SWAG collected no snapshot; lower method.{self.name}.start "
                 "(0: half the budget)"
             )
         q = self.moments.to_gaussian(cfg.prior.var_floor)
@@ -87,8 +92,16 @@ class SWAGCollection(Method):
 class SWAGMethod(SWAGCollection, SGDMethod):
     name = "swag"
     summary = "SWAG: Gaussian (diag + rank K) from the moments of SGD iterates"
+    sections = ("swag",)
 
 
 class FSWAGMethod(SWAGCollection, SAMMethod):
     name = "fswag"
     summary = "F-SWAG: SWAG collected along SAM iterates (flat-basin SWAG)"
+    sections = ("fswag",)
+
+    def swag_options(self, cfg: Config) -> FSWAGOptions:
+        return cfg.method.fswag
+
+    def sam_options(self, cfg: Config) -> FSWAGOptions:
+        return cfg.method.fswag

@@ -1,13 +1,14 @@
 """Mean-field Gaussian VI with MOPED initialisation (Krishnan et al., 2020).
 
-With ``method.variance=natural`` (the default) this is natural-gradient VI (VON/IVON's variance
+With ``method.variance.kind=natural`` (the default) this is natural-gradient VI (VON/IVON's variance
 rule, Khan et al. 2018): the SA-BMA optimiser with ρ = 0 and no low-rank factor, i.e. the same
 tempered-posterior objective, curvature estimate and σ² = T/(λ(h + δ)) as ``sabma`` — so the two
-differ by the sharpness-aware ascent and the factor alone. With ``method.variance=gradient`` it is
-Bayes by Backprop (Blundell et al., 2015): E_q[NLL] + (β/N)·KL(q‖p), one reparameterised draw per
+differ by the sharpness-aware ascent and the factor alone. With ``method.variance.kind=gradient`` it
+is Bayes by Backprop (Blundell et al., 2015): E_q[NLL] + (β/N)·KL(q‖p), one reparameterised draw per
 step, plain SGD on (μ, log σ).
-MOPED sets the initial σ from the pre-trained weights, σᵢ = δ·|w_pre,i| (δ = ``method.moped_delta``,
-floored at 10⁻⁸), for the normalization parameters; the new head starts at ``init.head_std``.
+MOPED sets the initial σ from the pre-trained weights, σᵢ = δ·|w_pre,i| (δ =
+``method.vi.moped_delta``, floored at 10⁻⁸), for the normalization parameters; the new head starts
+at ``init.head_std``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sabma.posterior.lowrank import LowRankGaussian
 class VIMethod(Method):
     name = "vi"
     summary = "mean-field Gaussian VI: natural-gradient (the SA-BMA variance, ρ = 0) or BBB"
+    sections = ("vi", "variance")
     point = False
     trains_at_mean = False
 
@@ -43,17 +45,17 @@ class VIMethod(Method):
         self, posterior: GaussianPosterior, start: LowRankGaussian, is_head: Tensor, cfg: Config
     ) -> None:
         super().initialise(posterior, start, is_head, cfg)
-        moped = (cfg.method.moped_delta * posterior.mean.abs()).clamp_min(1e-8)
+        moped = (cfg.method.vi.moped_delta * posterior.mean.abs()).clamp_min(1e-8)
         posterior.log_std.copy_(torch.where(is_head, posterior.log_std, moped.log()))
 
     def setup(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
     ) -> None:
-        self.natural = cfg.method.variance == "natural"
+        self.natural = cfg.method.variance.kind == "natural"
         if self.natural:
             return
         self.prior = prior
-        self.kl_weight = cfg.method.beta / n if prior is not None else 0.0
+        self.kl_weight = cfg.method.variance.beta / n if prior is not None else 0.0
         check_kl_stability(prior, self.kl_weight, cfg.optim.lr, cfg.optim.momentum)
 
     def optimizer(
@@ -67,7 +69,7 @@ class VIMethod(Method):
             {
                 "params": [posterior.log_std],
                 "weight_decay": 0.0,
-                "lr": o.lr * cfg.method.log_std_lr_scale,
+                "lr": o.lr * cfg.method.variance.log_std_lr_scale,
             },
         ]
         return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)

@@ -32,7 +32,9 @@ def build_posterior(cfg: Config, num_classes: int) -> tuple[GaussianPosterior, s
     backbone = build_backbone(cfg.model.backbone, num_classes, cfg.model.weights)
     rank = get_method(cfg.method.name).rank(cfg)
     if rank < 0:
-        raise ValueError(f"method.rank must be >= 0, got {rank}")
+        raise ValueError(
+            f"the posterior's rank must be >= 0, got {rank} (method.{cfg.method.name}.rank)"
+        )
     backbone.model.to(distributed.local_device(resolve_device(cfg.device)))
     posterior = GaussianPosterior(backbone.model, cfg.model.subset, rank=rank, head=backbone.head)
     posterior.autocast_dtype = amp_dtype(cfg.optim.amp)

@@ -52,16 +52,17 @@ def check_config(cfg: Config) -> None:
         raise ValueError(f"unknown prior kind {cfg.prior.kind!r}; choose one of {PRIOR_KINDS}")
     if cfg.init.kind not in INIT_KINDS:
         raise ValueError(f"unknown init kind {cfg.init.kind!r}; choose one of {INIT_KINDS}")
+    variance = cfg.method.variance
     for name, choice, allowed in (
-        ("method.variance", cfg.method.variance, ("natural", "gradient")),
-        ("method.curvature", cfg.method.curvature, ("fisher", "reparam")),
-        ("method.curvature_source", cfg.method.curvature_source, ("clean", "perturbed")),
+        ("method.variance.kind", variance.kind, ("natural", "gradient")),
+        ("method.variance.curvature", variance.curvature, ("fisher", "reparam")),
+        ("method.variance.curvature_source", variance.curvature_source, ("clean", "perturbed")),
     ):
         if choice not in allowed:
             raise ValueError(f"{name} must be one of {list(allowed)}, got {choice!r}")
-    if not 0 <= cfg.method.curvature_beta2 < 1:
+    if not 0 <= variance.curvature_beta2 < 1:
         raise ValueError(
-            f"method.curvature_beta2 must lie in [0, 1), got {cfg.method.curvature_beta2}"
+            f"method.variance.curvature_beta2 must lie in [0, 1), got {variance.curvature_beta2}"
         )
     if cfg.model.bn_mode not in ("train", "eval"):
         raise ValueError(f"model.bn_mode must be 'train' or 'eval', got {cfg.model.bn_mode!r}")
@@ -73,13 +74,7 @@ def check_config(cfg: Config) -> None:
         ("data.test_size", cfg.data.test_size, 0, False),
         ("data.resolution", cfg.data.resolution, 8, False),
         ("data.max_tokens", cfg.data.max_tokens, 2, False),
-        ("method.rank", cfg.method.rank, 0, False),
-        ("method.rho", cfg.method.rho, 0, False),
-        ("method.sam_rho", cfg.method.sam_rho, 0, False),
-        ("method.bsam_rho", cfg.method.bsam_rho, 0, False),
-        ("method.beta", cfg.method.beta, 0, False),
-        ("method.perturb_every", cfg.method.perturb_every, 1, False),
-        ("method.ensemble_size", cfg.method.ensemble_size, 1, False),
+        *_method_bounds(cfg),
         ("optim.lr", cfg.optim.lr, 0, True),
         ("optim.epochs", cfg.optim.epochs, 1, False),
         ("optim.batch_size", cfg.optim.batch_size, 1, False),
@@ -97,21 +92,46 @@ def check_config(cfg: Config) -> None:
         ("init.norm_std", cfg.init.norm_std, 0, True),
         ("init.head_std", cfg.init.head_std, 0, True),
         ("init.scale", cfg.init.scale, 0, True),
-        ("method.temperature", cfg.method.temperature, 0, True),
-        ("method.ess", cfg.method.ess, 0, False),
-        ("method.refresh_epochs", cfg.method.refresh_epochs, 1, False),
-        ("method.fisher_samples", cfg.method.fisher_samples, 1, False),
-        ("method.fisher_examples", cfg.method.fisher_examples, 1, False),
     ):
         _at_least(key, value, low, strict)
     check_grid(cfg.optim.lr_grid)
     if not cfg.optim.momentum < 1:
         raise ValueError(f"optim.momentum must be < 1, got {cfg.optim.momentum}")
-    blocks = cfg.method.perturb
+    blocks = cfg.method.sabma.perturb
     if not blocks or not set(blocks) <= {"mean", "log_std", "factor"}:
         raise ValueError(
-            f"method.perturb must list blocks of ['mean', 'log_std', 'factor'], got {blocks!r}"
+            "method.sabma.perturb must list blocks of ['mean', 'log_std', 'factor'], "
+            f"got {blocks!r}"
         )
+
+
+def _method_bounds(cfg: Config) -> list[tuple[str, float, float, bool]]:
+    """(key, value, lower bound, strict) of the method sections' numbers."""
+    m = cfg.method
+    bounds: list[tuple[str, float, float, bool]] = [
+        ("method.sabma.rank", m.sabma.rank, 0, False),
+        ("method.sabma.rho", m.sabma.rho, 0, False),
+        ("method.bsam.rho", m.bsam.rho, 0, False),
+        ("method.bsam.beta", m.bsam.beta, 0, False),
+        ("method.variance.beta", m.variance.beta, 0, False),
+        ("method.variance.temperature", m.variance.temperature, 0, True),
+        ("method.variance.ess", m.variance.ess, 0, False),
+        ("method.variance.refresh_epochs", m.variance.refresh_epochs, 1, False),
+        ("method.variance.fisher_samples", m.variance.fisher_samples, 1, False),
+        ("method.variance.fisher_examples", m.variance.fisher_examples, 1, False),
+        ("method.ivon.temperature", m.ivon.temperature, 0, True),
+        ("method.ensemble.size", m.ensemble.size, 1, False),
+        ("method.sabma.perturb_every", m.sabma.perturb_every, 1, False),
+    ]
+    for name in ("sam", "fsam", "fswag"):
+        options = getattr(m, name)
+        bounds += [
+            (f"method.{name}.rho", options.rho, 0, False),
+            (f"method.{name}.perturb_every", options.perturb_every, 1, False),
+        ]
+    for name in ("swag", "fswag"):
+        bounds.append((f"method.{name}.rank", getattr(m, name).rank, 0, False))
+    return bounds
 
 
 def _data_matches_backbone(cfg: Config) -> None:

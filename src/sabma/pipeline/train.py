@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from sabma import distributed
-from sabma.config import Config, dump_config
+from sabma.config import Config, dump_config, load_config
 from sabma.data.tasks import load_task
 from sabma.device import resolve_device
 from sabma.methods import get_method
@@ -41,6 +41,12 @@ def _prepare_out_dir(out: Path) -> None:
         raise ValueError(f"output folder {out} is not writable ({err.strerror})") from None
 
 
+def same_config(saved: Path, cfg: Config) -> bool:
+    """Whether the run configuration saved at ``saved`` is ``cfg`` (compared as configurations,
+    so a folder written with the old flat method keys still matches)."""
+    return load_config(saved) == cfg
+
+
 def _resume_state(cfg: Config, out: Path) -> LoopState | None:
     """The checkpoint to resume ``out`` from (None: start from scratch), after checks."""
     if (out / METRICS).exists():
@@ -48,7 +54,7 @@ def _resume_state(cfg: Config, out: Path) -> LoopState | None:
     saved = out / CONFIG
     if not saved.is_file():
         raise ValueError(f"{out} holds no run to resume (no config.yaml)")
-    if saved.read_text() != dump_config(cfg):
+    if not same_config(saved, cfg):
         raise ValueError(
             f"the configuration differs from the one of the run in {out}; "
             "resume with the same --config/--set, or with none"
@@ -162,7 +168,7 @@ def run_or_reuse(cfg: Config, out: Path, progress: bool, test: bool = True) -> d
     """Train into ``out``, or reuse a finished run there with the same configuration."""
     metrics_file = out / METRICS
     if metrics_file.is_file():
-        if (out / CONFIG).read_text() != dump_config(cfg):
+        if not same_config(out / CONFIG, cfg):
             raise ValueError(
                 f"{out} holds a finished run with another configuration; choose another --out"
             )

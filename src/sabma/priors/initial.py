@@ -8,7 +8,7 @@ The mean always starts at the pre-trained weights w_pre off the head and at 0 on
 * ``prior``: the prior's variances and factor off the head (× ``init.scale``), ``init.head_std``
   on the head — the first implementation's behaviour, where a wide prior meant a wide start;
 * ``swag``: the SWAG moments of an SGD run from w_pre on the training split, head included
-  (the authors' scheme: SWAG gives the initial σ and D; ``prior.swag_*`` settings), × scale;
+  (the authors' scheme: SWAG gives the initial σ and D; ``prior.swag`` settings), × scale;
 * ``file``: the Pre-Train-Your-Loss moments of ``prior.file_path`` off the head, × scale.
 
 With the natural-gradient variance the starting σ only matters until the first curvature

@@ -35,21 +35,22 @@ def swag_prior(
 
 def swag_gaussian(posterior: GaussianPosterior, data: TrainData, cfg: Config) -> LowRankGaussian:
     """Run constant-LR SGD (momentum ``optim.momentum``) on a copy of the network over the same
-    subset, snapshot the subset after every ``swag_every``-th epoch from ``swag_start`` on, and
-    convert the moments (rank ``swag_rank``). The posterior and its model are not touched."""
-    p = cfg.prior
-    schedule = SWAGSchedule(p.swag_start, p.swag_every, p.swag_epochs)
+    subset, snapshot the subset after every ``every``-th epoch from ``start`` on, and convert
+    the moments (rank ``rank``) — the settings of ``cfg.prior.swag``. The posterior and its
+    model are not touched."""
+    p = cfg.prior.swag
+    schedule = SWAGSchedule(p.start, p.every, p.epochs)
     schedule.check("prior")
     model = copy.deepcopy(posterior.model)
     names = set(posterior.names)
     point = GaussianPosterior(model, lambda n, _p: n in names, rank=0)
     with torch.no_grad():
         point.mean.copy_(posterior.mean)
-    optimizer = torch.optim.SGD([point.mean], lr=p.swag_lr, momentum=cfg.optim.momentum)
-    moments = SWAGMoments(point.dim, p.swag_rank, point.mean.dtype, point.mean.device)
+    optimizer = torch.optim.SGD([point.mean], lr=p.lr, momentum=cfg.optim.momentum)
+    moments = SWAGMoments(point.dim, p.rank, point.mean.dtype, point.mean.device)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     set_network_mode(point, cfg.model.bn_mode)
-    for epoch in range(1, p.swag_epochs + 1):
+    for epoch in range(1, p.epochs + 1):
         n = inputs.count(data.x_train)
         for idx in torch.randperm(n, generator=gen).split(cfg.optim.batch_size):
             optimizer.zero_grad()
@@ -59,4 +60,4 @@ def swag_gaussian(posterior: GaussianPosterior, data: TrainData, cfg: Config) ->
             optimizer.step()
         if schedule.collects(epoch):
             moments.collect(point.mean)
-    return moments.to_gaussian(p.var_floor)
+    return moments.to_gaussian(cfg.prior.var_floor)

@@ -65,7 +65,7 @@ def fit_warnings(
             f"under-confident: temperature scaling fits T = {temperature:.2f} < 1 on validation "
             "(under-fitted, or more posterior noise than the data bear): try a larger "
             "optim.lr or a learning-rate search (optim.lr_grid), a longer optim.epochs, or a "
-            "lower method.temperature"
+            "lower method.variance.temperature"
         )
     if temperature is not None and temperature > OVER_CONFIDENT:
         lines.append(

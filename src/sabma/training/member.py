@@ -230,5 +230,6 @@ class MemberLoop:
                 where = f"; the last good checkpoint is {saved.path}" if saved else ""
                 raise FloatingPointError(
                     f"training diverged: {self.bad_in_a_row} non-finite losses in a row at epoch "
-                    f"{epoch + 1}{where} (lower optim.lr or method.rho, then --resume)"
+                    f"{epoch + 1}{where} (lower optim.lr or the method's radius, e.g. "
+                    "method.sabma.rho, then --resume)"
                 ) from None
