@@ -10,6 +10,7 @@ import torch
 
 from sabma.data.tasks import load_task
 from sabma.pipeline.build import build_posterior, build_prior
+from sabma.pipeline.evaluate import evaluate_run
 from sabma.pipeline.train import run_or_reuse, train_run
 from sabma.priors.pretrained import HEAD_LOGIT_VAR, head_feature_scale, head_mask
 from sabma.training.selection import patience_spent
@@ -40,6 +41,10 @@ def test_the_learning_rate_is_chosen_on_validation_and_only_it_sees_the_test_set
     assert set(metrics["test"]) >= {"bma", "mean"}
     # a finished search is reused as it is
     assert run_or_reuse(cfg, out, progress=False)["lr"] == metrics["lr"]
+    # and a re-evaluation (sabma evaluate) keeps the chosen rate and the search's scores
+    again = evaluate_run(out, progress=False)
+    assert again["lr"] == metrics["lr"] and again["lr_search"] == metrics["lr_search"]
+    assert again["test"]["bma"] == metrics["test"]["bma"]
 
 
 def test_bad_grids_are_refused(tmp_path: Path, data_root: Path) -> None:  # noqa: F811

@@ -25,9 +25,9 @@ RELIABILITY = "reliability.png"
 CHECKPOINT = "checkpoint.safetensors"
 SEARCH_DIR = "lr_search"
 SEARCH_RESULT = "lr_search.json"
-#: metrics.json sections written by other commands (evaluate --shift, sharpness): a
-#: re-evaluation that does not redo them keeps them
-CARRIED_SECTIONS = ("shift", "sharpness")
+#: metrics.json sections written by other steps (the learning-rate search, evaluate --shift,
+#: sharpness): a re-evaluation that does not redo them keeps them
+CARRIED_SECTIONS = ("lr", "lr_search", "shift", "sharpness")
 
 
 def is_finished(run_dir: Path) -> bool:
