@@ -50,6 +50,30 @@ def test_shift_section_per_corruption_and_mean(tmp_path: Path) -> None:
     assert "## Distribution shift" in report and "| severity 5 |" in report
 
 
+def test_shift_reports_the_temperature_scaled_metrics_with_the_clean_temperature(
+    tmp_path: Path,
+) -> None:
+    """A point method's clean shift row is its test row: raw and, with the validation-fitted
+    temperature applied, temperature-scaled; every corrupted set and mean gets ts_nll/ts_ece."""
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    cfg = config_from_dict({}, [*TINY, f"data.root={root}", "method.name=sgd"])
+    run = tmp_path / "run"
+    train_run(cfg, run, progress=False)
+    options = ShiftOptions(corruptions=("contrast",), severities=(3,), cache_dir=tmp_path / "c")
+    metrics = evaluate_run(run, progress=False, shift=options, temperature_scaling=True)
+    assert metrics["temperature"] != pytest.approx(1.0)
+    clean, test = metrics["shift"]["clean"], metrics["test"]
+    assert clean["nll"] == pytest.approx(test["bma"]["nll"])
+    assert clean["ts_nll"] == pytest.approx(test["bma_ts"]["nll"])
+    assert clean["ts_ece"] == pytest.approx(test["bma_ts"]["ece"])
+    corrupted = metrics["shift"]["per_corruption"]["contrast"]["3"]
+    assert corrupted["ts_nll"] != pytest.approx(corrupted["nll"])
+    assert metrics["shift"]["mean"]["3"]["ts_nll"] == pytest.approx(corrupted["ts_nll"])
+    plain = evaluate_run(run, progress=False, shift=options, temperature_scaling=False)
+    assert "ts_nll" not in plain["shift"]["clean"]
+
+
 def test_benchmark_folder_shift_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "data"
     write_fake_fashion_mnist(root)
@@ -79,6 +103,7 @@ def test_benchmark_folder_shift_summary(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 0
     table = (bench / "shift.md").read_text()
     assert "| sabma |" in table and "| sgd |" in table and "| method | clean | s2 | s4 |" in table
+    assert "## NLL (TS)" in table and "## ECE (TS)" in table  # raw and calibrated side by side
     assert (bench / "shift.png").stat().st_size > 1000
     report = (bench / "report.md").read_text()
     assert report.startswith("# Benchmark") and "## Corruption benchmark" in report

@@ -166,8 +166,9 @@ def shift_curves(folder: Path) -> dict[str, dict[int, dict[str, list[float]]]]:
         per_severity = {0: shift["clean"], **{int(s): v for s, v in shift["mean"].items()}}
         method = curves.setdefault(metrics["method"], {})
         for severity, values in per_severity.items():
-            for m in METRICS:
-                method.setdefault(severity, {}).setdefault(m, []).append(values[m])
+            for m in (*METRICS, *TS_METRICS):
+                if m in values:  # TS metrics: runs evaluated with temperature scaling
+                    method.setdefault(severity, {}).setdefault(m, []).append(values[m])
     return curves
 
 
@@ -179,10 +180,14 @@ def write_shift_summary(folder: Path) -> None:
         raise ValueError(f"no run in {folder} has a shift section; run 'sabma evaluate --shift'")
     severities = sorted({s for method in curves.values() for s in method})
     lines = ["# Corruption benchmark: mean over corruptions, mean ± std over seeds", ""]
-    for metric in ("acc", "nll", "ece"):
+    present = {m for method in curves.values() for values in method.values() for m in values}
+    for metric in ("acc", "nll", "ts_nll", "ece", "ts_ece"):
+        if metric not in present:
+            continue
         header = " | ".join("clean" if s == 0 else f"s{s}" for s in severities)
+        title = metric.removeprefix("ts_").upper() + (" (TS)" if metric.startswith("ts_") else "")
         lines += [
-            f"## {metric.upper()}",
+            f"## {title}",
             "",
             f"| method | {header} |",
             "|---" * (len(severities) + 1) + "|",

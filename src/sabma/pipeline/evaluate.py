@@ -165,17 +165,17 @@ def evaluate_and_write(
     if not method.point:
         metrics["posterior"] = shape_summary(posterior.gaussian())
     metrics.update(carried or {})
+    temperature = fit_temperature(val["bma"], task.y_val) if temperature_scaling else None
     if shift is not None:
         on_shift = (
             predictive if shift.samples is None else replace(predictive, samples=shift.samples)
         )
-        metrics["shift"] = shift_metrics(on_shift, task, cfg, shift, progress)
+        metrics["shift"] = shift_metrics(on_shift, task, cfg, shift, progress, temperature)
         metrics["shift"]["samples"] = on_shift.samples_used
     curves = {"BMA": (test_lp["bma"].exp(), task.y_test)}
     if not method.point:
         curves["posterior mean"] = (test_lp["mean"].exp(), task.y_test)
-    if temperature_scaling:
-        temperature = fit_temperature(val["bma"], task.y_val)
+    if temperature is not None:
         scaled = apply_temperature(test_lp["bma"], temperature).exp()
         metrics["temperature"] = temperature
         metrics["test"]["bma_ts"] = classification_metrics(scaled, task.y_test)

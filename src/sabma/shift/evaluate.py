@@ -22,6 +22,7 @@ from sabma.metrics import classification_metrics
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.predict.bma import check_samples
+from sabma.predict.temperature import apply_temperature
 from sabma.shift.cache import corrupted_test_set
 from sabma.shift.corruptions import (
     ALL_CORRUPTIONS,
@@ -32,6 +33,8 @@ from sabma.shift.corruptions import (
 from sabma.shift.text import TEXT_CORRUPTIONS, corrupt_texts
 
 METRIC_KEYS = ("acc", "nll", "ece", "brier")
+#: reported again after temperature scaling (``ts_nll``, ``ts_ece``) when a temperature is given
+TS_KEYS = ("nll", "ece")
 
 
 #: per kind of data: (every corruption, the default ones)
@@ -88,19 +91,27 @@ def shift_metrics(
     cfg: Config,
     options: ShiftOptions,
     progress: bool = False,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """{"corruptions", "severities", "size", "clean", "per_corruption": {name: {severity:
     metrics}}, "mean": {severity: metrics averaged over the corruptions}}.
 
     ``predictive(x, generator)`` returns log-probabilities; its draws are seeded the same way for
-    every corrupted set, so the sets differ only by their inputs."""
+    every corrupted set, so the sets differ only by their inputs. With ``temperature`` (fitted on
+    the clean validation split) every set also gets ``ts_nll`` and ``ts_ece``: the calibrated
+    log-likelihood, which separates methods that differ in their confidence only."""
     corruptions = corruptions_for(task.kind, options.corruptions)
     n = options.size or len(task.y_test)
     clean, labels = task.x_test_raw[:n], task.y_test[:n]
 
     def evaluate(x: Inputs) -> dict[str, float]:
         generator = torch.Generator().manual_seed(cfg.seed + 5)
-        return classification_metrics(predictive(x, generator).exp(), labels)
+        log_probs = predictive(x, generator)
+        metrics = classification_metrics(log_probs.exp(), labels)
+        if temperature is not None:  # the clean validation split's T, applied unchanged
+            scaled = classification_metrics(apply_temperature(log_probs, temperature).exp(), labels)
+            metrics.update({f"ts_{k}": scaled[k] for k in TS_KEYS})
+        return metrics
 
     def corrupted(name: str, severity: int) -> Any:
         if task.kind == "text":
@@ -129,7 +140,7 @@ def shift_metrics(
     result["mean"] = {
         str(s): {
             k: sum(result["per_corruption"][c][str(s)][k] for c in corruptions) / len(corruptions)
-            for k in METRIC_KEYS
+            for k in (*METRIC_KEYS, *(f"ts_{k}" for k in TS_KEYS if temperature is not None))
         }
         for s in options.severities
     }
