@@ -170,3 +170,29 @@ def test_layer_hooks_decline_what_they_cannot_do() -> None:
     assert layer_gradients(batch_stats, batch_stats.mean.detach(), x, y) is None
     grads = sampled_fisher_gradients(conv, x)
     assert grads.shape == (5, conv.dim) and bool(torch.isfinite(grads).all())
+
+
+def test_labels_drawn_in_the_hooked_pass_are_those_of_a_separate_forward() -> None:
+    """The sampled Fisher draws its labels from the hooked pass's own probabilities (one forward
+    instead of two): the same labels, so the same G, as a no-grad forward then one hooked pass per
+    draw; batches, draws and the generator's stream all line up."""
+    torch.manual_seed(3)
+    model = _conv_bn_net().double()
+    posterior = GaussianPosterior(model, "norm+head").double()
+    posterior.eval()
+    x = torch.randn(9, 2, 6, 6, dtype=F64)
+    w = posterior.mean.detach() + 0.1 * torch.randn(posterior.dim, dtype=F64)
+    fused = sampled_fisher_gradients(
+        posterior, x, w, label_samples=3, batch_size=4, generator=torch.Generator().manual_seed(5)
+    )
+    generator, rows = torch.Generator().manual_seed(5), []
+    for part in torch.arange(9).split(4):
+        with torch.no_grad():
+            probs = torch.softmax(posterior.forward_with(w, x[part]), dim=-1)
+        draws = torch.multinomial(probs, 3, True, generator=generator)
+        for s in range(3):
+            separate = layer_gradients(posterior, w, x[part], draws[:, s])
+            assert separate is not None
+            rows.append(separate)
+    assert fused.shape == (27, posterior.dim)
+    assert torch.equal(fused, torch.cat(rows))

@@ -30,7 +30,7 @@ from torch.nn.functional import cross_entropy
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
-from sabma.variance.layer_gradients import layer_gradients
+from sabma.variance.layer_gradients import sampled_layer_gradients
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,23 @@ def sampled_fisher_gradients(
     rows: list[Tensor] = []
     vectorised, skipped = type(posterior.model) not in _LOOPED, 0
     by_layers = True
+
+    def draw(probs: Tensor, keep: Tensor) -> Tensor:
+        labels = torch.multinomial(probs.cpu(), label_samples, True, generator=generator)
+        return labels.to(posterior.device)
+
     try:
         for part in index.split(batch_size):
             xb = inputs.to_device(inputs.take(x, part), posterior.device)
+            if by_layers:  # labels drawn from the hooked pass itself: one forward
+                hooked = sampled_layer_gradients(posterior, w, xb, draw)
+                if hooked is not None:
+                    grads, kept = hooked
+                    skipped += len(part) - len(kept)
+                    if len(kept):
+                        rows.append(grads)
+                    continue
+                by_layers = False
             with torch.no_grad():
                 probs = torch.softmax(inputs.call(posterior.forward_with, xb, w), dim=-1)
             finite = torch.isfinite(probs).all(dim=1)
@@ -121,15 +135,9 @@ def sampled_fisher_gradients(
                 xb, probs = inputs.take(xb, keep), probs[keep]
                 if not len(keep):
                     continue
-            draws = torch.multinomial(probs.cpu(), label_samples, True, generator=generator)
+            draws = draw(probs, torch.arange(len(probs)))
             for s in range(label_samples):
-                yb = draws[:, s].to(posterior.device)
-                if by_layers:
-                    g = layer_gradients(posterior, w, xb, yb)
-                    if g is not None:
-                        rows.append(g)
-                        continue
-                    by_layers = False
+                yb = draws[:, s]
                 if vectorised:
                     try:
                         rows.append(_per_example_vmap(posterior, w, xb, yb).detach())

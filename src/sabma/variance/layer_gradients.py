@@ -19,6 +19,7 @@ and the caller falls back to ``vmap``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -82,8 +83,25 @@ def _parameter_gradients(module: nn.Module, x: Tensor, g: Tensor) -> dict[str, T
 
 def layer_gradients(posterior: GaussianPosterior, w: Tensor, x: Inputs, y: Tensor) -> Tensor | None:
     """G (n, d): the per-example gradients of −log p(y_i | x_i, w) over the subset, in the
-    posterior's flat order; None where the layers do not allow it (see the module docstring).
-    The network must be in eval mode."""
+    posterior's flat order (rows of the examples whose outputs are finite); None where the layers
+    do not allow it (see the module docstring). The network must be in eval mode."""
+    result = sampled_layer_gradients(posterior, w, x, lambda probs, keep: y[keep].reshape(-1, 1))
+    return None if result is None else result[0]
+
+
+def sampled_layer_gradients(
+    posterior: GaussianPosterior,
+    w: Tensor,
+    x: Inputs,
+    draw: Callable[[Tensor, Tensor], Tensor],
+) -> tuple[Tensor, Tensor] | None:
+    """Per-example gradients of −log p(ŷ | x, w) with the labels drawn from the same pass.
+
+    One forward pass gives the probabilities; ``draw(probs, keep)`` maps those of the examples
+    whose outputs are finite (their indices ``keep``), (n', C), to labels (n', S); one backward
+    pass per column gives G_s (n', d). Returns (G (S·n', d), draw-major as [G_1; …; G_S]; the
+    indices of the n' kept examples), or None — before ``draw`` is called — where the layers do
+    not allow it."""
     layers = _layers(posterior)
     if layers is None:
         return None
@@ -100,22 +118,43 @@ def layer_gradients(posterior: GaussianPosterior, w: Tensor, x: Inputs, y: Tenso
         with torch.enable_grad():
             weights = w.detach().requires_grad_(True)  # so the activations carry gradients
             out = inputs.call(posterior.forward_with, x, weights)
-            loss = cross_entropy(out, y, reduction="sum")
-            if any(len(calls) != 1 for calls in seen.values()):
-                return None  # a layer ran twice (shared) or not at all
-            outputs = [calls[0][1] for calls in seen.values()]
-            grads = torch.autograd.grad(loss, outputs, allow_unused=True)
     finally:
         for handle in handles:
             handle.remove()
+    if any(len(calls) != 1 for calls in seen.values()):
+        return None  # a layer ran twice (shared) or not at all
+    probs = torch.softmax(out.detach(), dim=-1)
+    keep = torch.isfinite(probs).all(dim=1).nonzero().flatten()
+    if not len(keep):
+        return out.new_zeros(0, posterior.dim), keep
+    labels = draw(probs[keep], keep)
+    outputs = [calls[0][1] for calls in seen.values()]
+    draws = []
+    for s in range(labels.shape[1]):
+        with torch.enable_grad():  # the optimiser refreshes inside its no-grad update
+            loss = cross_entropy(out[keep], labels[:, s], reduction="sum")
+            last = s == labels.shape[1] - 1
+            grads = torch.autograd.grad(loss, outputs, retain_graph=not last, allow_unused=True)
+        draws.append(_flat_gradients(posterior, layers, seen, grads, keep))
+    return torch.cat(draws), keep
+
+
+def _flat_gradients(
+    posterior: GaussianPosterior,
+    layers: dict[str, nn.Module],
+    seen: dict[str, list[tuple[Tensor, Tensor]]],
+    grads: tuple[Tensor | None, ...],
+    keep: Tensor,
+) -> Tensor:
+    """The kept examples' parameter gradients from the layers' output gradients, as (n', d) in
+    the posterior's flat order."""
     per_layer: dict[str, dict[str, Tensor]] = {}
     for (name, module), g in zip(layers.items(), grads, strict=True):
-        x_in = seen[name][0][0]
-        g = torch.zeros_like(seen[name][0][1]) if g is None else g
-        per_layer[name] = _parameter_gradients(module, x_in, g.detach())
-    n = len(y)
+        x_in, out = seen[name][0]
+        g = torch.zeros_like(out) if g is None else g.detach()
+        per_layer[name] = _parameter_gradients(module, x_in[keep], g[keep])
     columns = []
     for full in posterior.names:
         module_name, _, attr = full.rpartition(".")
-        columns.append(per_layer[module_name][attr].reshape(n, -1))
+        columns.append(per_layer[module_name][attr].reshape(len(keep), -1))
     return torch.cat(columns, dim=1)
