@@ -51,21 +51,36 @@ def selected_train_loss(log_path: Path) -> float | None:
     return None if losses is None else losses[0]
 
 
+#: per method, the setting that narrows its predictive's noise (the under-confident advice)
+LESS_NOISE = {
+    "sabma": "a lower method.variance.temperature",
+    "vi": "a lower method.variance.temperature",
+    "ivon": "a lower method.ivon.temperature",
+    "csgld": "a lower method.csgld.temperature",
+    "emcmc": "a lower method.emcmc.temperature",
+    "bsam": "a larger method.bsam.gamma",
+    "mcdropout": "a lower method.mcdropout.p",
+}
+
+
 def fit_warnings(
     train_loss: float | None,
     val_nll: float,
     temperature: float | None,
     later_train_loss: float | None = None,
+    method: str | None = None,
 ) -> list[str]:
     """One line per sign that the predictive is not fitted (empty when none);
-    ``later_train_loss``: the lowest training loss after the kept epoch."""
+    ``later_train_loss``: the lowest training loss after the kept epoch; ``method``: whose
+    setting of the posterior's noise the advice names (:data:`LESS_NOISE`)."""
     lines = []
     if temperature is not None and temperature < UNDER_CONFIDENT:
+        noise = LESS_NOISE.get(method or "")
         lines.append(
             f"under-confident: temperature scaling fits T = {temperature:.2f} < 1 on validation "
             "(under-fitted, or more posterior noise than the data bear): try a larger "
-            "optim.lr or a learning-rate search (optim.lr_grid), a longer optim.epochs, or a "
-            "lower method.variance.temperature"
+            "optim.lr or a learning-rate search (optim.lr_grid), "
+            + (f"a longer optim.epochs, or {noise}" if noise else "or a longer optim.epochs")
         )
     if temperature is not None and temperature > OVER_CONFIDENT:
         lines.append(
@@ -95,6 +110,10 @@ def diagnostics(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     losses = training_losses(run_dir / TRAIN_LOG)
     train_loss, later = losses if losses is not None else (None, None)
     warnings = fit_warnings(
-        train_loss, metrics["val"]["bma"]["nll"], metrics.get("temperature"), later
+        train_loss,
+        metrics["val"]["bma"]["nll"],
+        metrics.get("temperature"),
+        later,
+        metrics.get("method"),
     )
     return {"train_loss": train_loss, "later_train_loss": later, "warnings": warnings}
