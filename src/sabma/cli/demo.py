@@ -23,7 +23,8 @@ def add_parser(sub: Any) -> None:
         "chosen on each seed's validation split), with a frozen-feature linear probe for "
         "reference; prints test ACC / NLL / ECE / Brier as mean ± std over seeds. "
         "--task text runs 32-shot fresh-vs-rotten sentiment (Rotten Tomatoes snippets) "
-        "from all-MiniLM-L6-v2 with every LayerNorm + the head Bayesian; "
+        "from all-MiniLM-L6-v2 with every LayerNorm + the head Bayesian (there SA-BMA's "
+        "learning rate is searched on validation too); "
         "--task moons the two-moons toy.",
     )
     parser.add_argument(
