@@ -47,6 +47,21 @@ def test_the_learning_rate_is_chosen_on_validation_and_only_it_sees_the_test_set
     assert again["test"]["bma"] == metrics["test"]["bma"]
 
 
+def test_a_candidate_folder_of_another_configuration_stops_the_search(
+    tmp_path: Path,
+    data_root: Path,  # noqa: F811
+) -> None:
+    """A stale candidate (a finished run of other settings in lr_search/lr=…) is an error, not a
+    learning rate that 'failed to train' and is silently left out of the choice."""
+    out = tmp_path / "run"
+    stale = tiny_config(data_root, "method.name=sgd", "optim.lr=0.05", "optim.epochs=2")
+    run_or_reuse(stale, out / "lr_search" / "lr=0.05", progress=False, test=False)
+    cfg = tiny_config(data_root, "method.name=sgd", "optim.lr_grid=[1e-5,0.05]")
+    with pytest.raises(ValueError, match=r"lr=0\.05 holds a finished run with another config"):
+        train_run(cfg, out, progress=False)
+    assert not (out / "lr_search" / "lr=1e-05").exists()  # nothing trained before the check
+
+
 def test_bad_grids_are_refused(tmp_path: Path, data_root: Path) -> None:  # noqa: F811
     for grid, message in (("[0.1,-1.0]", "positive learning rates"), ("[0.1,0.1]", "repeated")):
         with pytest.raises(ValueError, match=message):

@@ -60,11 +60,13 @@ def train_with_lr_search(cfg: Config, out: Path, progress: bool = True) -> dict[
     """Train every candidate of ``cfg.optim.lr_grid``, keep the best on validation, evaluate it
     on the test split; returns its metrics (see the module docstring)."""
     from sabma.pipeline.evaluate import evaluate_run
-    from sabma.pipeline.train import run_or_reuse
+    from sabma.pipeline.train import check_reusable, run_or_reuse
 
     check_grid(cfg.optim.lr_grid)
     if (out / METRICS).exists():
         raise ValueError(f"{out} already holds a finished run; choose another --out")
+    for lr in cfg.optim.lr_grid:  # before training: a stale candidate is an error, not a failed lr
+        check_reusable(candidate_config(cfg, lr), candidate_dir(out, lr))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / CONFIG, dump_config(cfg))
     start = time.perf_counter()

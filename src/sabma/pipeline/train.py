@@ -164,14 +164,20 @@ def train_run(
     return metrics
 
 
+def check_reusable(cfg: Config, out: Path) -> None:
+    """Refuse ``out`` if it holds a finished run of another configuration (it would be neither
+    reused nor overwritten)."""
+    if (out / METRICS).is_file() and not same_config(out / CONFIG, cfg):
+        raise ValueError(
+            f"{out} holds a finished run with another configuration; choose another --out"
+        )
+
+
 def run_or_reuse(cfg: Config, out: Path, progress: bool, test: bool = True) -> dict[str, Any]:
     """Train into ``out``, or reuse a finished run there with the same configuration."""
     metrics_file = out / METRICS
     if metrics_file.is_file():
-        if not same_config(out / CONFIG, cfg):
-            raise ValueError(
-                f"{out} holds a finished run with another configuration; choose another --out"
-            )
+        check_reusable(cfg, out)
         log.info("reusing the finished run in %s", out)
         return json.loads(metrics_file.read_text())
     if (out / CHECKPOINT).is_file() and (out / CONFIG).is_file():
