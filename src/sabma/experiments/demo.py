@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sabma.config import Config, config_from_dict
 from sabma.data.tasks import load_task
+from sabma.experiments.benchmark import LR_GRID as BENCHMARK_LR_GRID
 from sabma.experiments.probe import linear_probe
 from sabma.models import build_backbone
 from sabma.pipeline.train import run_or_reuse
@@ -51,7 +52,7 @@ QUICK: dict[str, list[str]] = {
 #: all three benchmark seeds, docs/results.md) so the demo stays within 10 minutes; on text both
 #: methods search, because SA-BMA at a fixed lr under-fits there on some seeds.
 LR_GRIDS: dict[str, dict[str, str]] = {
-    "fashion_mnist": {"sgd": "[0.0003,0.001,0.003]"},
+    "fashion_mnist": {"sgd": BENCHMARK_LR_GRID},
     "text": {"sgd": "[0.003,0.01,0.03]", "sabma": "[0.003,0.01,0.03]"},
 }
 
