@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sabma.cli.main import main
-from sabma.experiments.benchmark import parse_methods, parse_seeds, run_benchmark
+from sabma.experiments.benchmark import knob_override, parse_methods, parse_seeds, run_benchmark
 from sabma.methods import METHODS
 from tests.data.helpers import write_fake_fashion_mnist
 from tests.pipeline.test_pipeline import TINY
@@ -59,3 +59,35 @@ def test_argument_parsing_and_cli_errors(capsys: pytest.CaptureFixture[str]) -> 
         parse_methods("sgd,nope")
     assert main(["benchmark", "--out", "x", "--seeds", "a,b"]) == 2
     assert "--seeds must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_every_method_knob_grid_is_valid_and_holds_its_default() -> None:
+    """The grids ``--knob-search`` gives each method pass the configuration checks, name a
+    real setting, and contain the configured default (so stage 1's run is one candidate), or
+    extend a default of None (the model's own dropout rate)."""
+    from sabma.config import config_from_dict
+    from sabma.pipeline.checks import check_config
+    from sabma.pipeline.search import configured_knob
+
+    searched = {name for name, cls in METHODS.items() if cls.knob}
+    assert searched == set(METHODS) - {"sgd", "ensemble"}
+    for name in sorted(searched):
+        cfg = config_from_dict({}, [f"method.name={name}", *knob_override(name)])
+        check_config(cfg)
+        assert cfg.optim.knob_grid == [float(v) for v in METHODS[name].knob_grid]
+        default = configured_knob(cfg)
+        assert default is None or default in cfg.optim.knob_grid, name
+    assert knob_override("sgd") == []
+
+
+def test_benchmark_knob_search_reaches_each_run(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    overrides = [*TINY, f"data.root={root}", "optim.epochs=2"]
+    rows = run_benchmark(
+        None, ["sam", "sgd"], [0], tmp_path / "b", overrides, progress=False, knob_search=True
+    )
+    search = json.loads((tmp_path / "b" / "sam" / "seed0" / "lr_search.json").read_text())
+    assert search["knob"]["name"] == "method.sam.rho"
+    assert set(search["knob"]["grid"]) == {"0.01", "0.05", "0.2"}
+    assert rows[0]["knob"] == search["knob"]["chosen"] and rows[1]["knob"] is None

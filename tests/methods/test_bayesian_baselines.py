@@ -158,11 +158,18 @@ def test_laplace_predictive_is_less_confident_than_the_map(
         return  # (slow) the re-evaluation is checked with the last-layer variant
     again = evaluate_run(tmp_path / "run", progress=False)
     assert again["test"]["bma"]["nll"] == pytest.approx(test["bma"]["nll"], rel=1e-5)
+    # a fixed prior precision (the validation-searched knob) replaces the marginal-likelihood
+    # fit: a very strong prior leaves the MAP's predictive, a weak one widens it further
+    map_confidence = _confidence(tmp_path / "run", laplace=False)
+    strong = _confidence(tmp_path / "run", True, "method.laplace.prior_precision=1e8")
+    weak = _confidence(tmp_path / "run", True, "method.laplace.prior_precision=0.1")
+    assert strong == pytest.approx(map_confidence, abs=1e-3)
+    assert weak < confidence_gap + map_confidence < strong
 
 
-def _confidence(run: Path, laplace: bool) -> float:
+def _confidence(run: Path, laplace: bool, *overrides: str) -> float:
     """Mean max-probability of the Laplace predictive or of the MAP on the run's test set."""
-    cfg = load_config(run / "config.yaml")
+    cfg = config_from_dict(load_config(run / "config.yaml").to_dict(), list(overrides))
     task = load_task(cfg, cfg.seed)
     posterior, head = build_posterior(cfg, task.num_classes)
     prior = build_prior(cfg, posterior, head, task.train_data())
@@ -183,6 +190,21 @@ def test_laplace_options_are_checked() -> None:
     cfg = config_from_dict({}, ["method.laplace.subset=subset", "method.laplace.hessian=kron"])
     with pytest.raises(ValueError, match=r"must be one of \('diag', 'full'\)"):
         get_method("laplace").build_optimizer(_zero_input_linear(), None, cfg, n=10)
+    for options, message in (
+        (["method.laplace.prior_precision=-1"], r"prior_precision must be >= 0"),
+        (
+            [
+                "method.laplace.subset=subset",
+                "method.laplace.hessian=diag",
+                "method.laplace.prior_precision=10",
+            ],
+            r"prior_precision applies to subset=last_layer",
+        ),
+    ):
+        with pytest.raises(ValueError, match=message):
+            get_method("laplace").build_optimizer(
+                _zero_input_linear(), None, config_from_dict({}, options), n=10
+            )
 
 
 def test_csghmc_noise_enters_the_velocity_with_friction_scaling() -> None:

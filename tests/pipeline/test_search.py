@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from sabma.config import load_config
 from sabma.data.tasks import load_task
 from sabma.pipeline.build import build_posterior, build_prior
-from sabma.pipeline.evaluate import evaluate_run
+from sabma.pipeline.evaluate import evaluate_run, load_run
 from sabma.pipeline.train import run_or_reuse, train_run
 from sabma.priors.pretrained import HEAD_LOGIT_VAR, head_feature_scale, head_mask
 from sabma.training.selection import patience_spent
@@ -60,6 +61,66 @@ def test_a_candidate_folder_of_another_configuration_stops_the_search(
     with pytest.raises(ValueError, match=r"lr=0\.05 holds a finished run with another config"):
         train_run(cfg, out, progress=False)
     assert not (out / "lr_search" / "lr=1e-05").exists()  # nothing trained before the check
+
+
+def test_the_knob_is_chosen_after_the_learning_rate_and_evaluation_uses_the_winner(
+    tmp_path: Path,
+    data_root: Path,  # noqa: F811
+) -> None:
+    """Stage 1 picks the learning rate at the configured knob, stage 2 tries the knob's other
+    values at that rate; the best of all candidates on validation is the run, and re-loading
+    the run gives the winner's settings, not the configured ones."""
+    cfg = tiny_config(
+        data_root,
+        "method.name=sam",
+        "method.sam.rho=5.0",  # a ball far too wide: the search should leave it
+        "optim.lr_grid=[1e-5,0.5]",
+        "optim.knob_grid=[0.0,0.01,5.0]",
+        "optim.epochs=8",
+        "model.bn_mode=train",
+    )
+    out = tmp_path / "run"
+    metrics = train_run(cfg, out, progress=False)
+    search = json.loads((out / "lr_search.json").read_text())
+    knob = search["knob"]
+    best_lr = knob["lr"]
+    assert best_lr == min((1e-5, 0.5), key=lambda lr: search["grid"][f"{lr:g}"])
+    folders = sorted(p.name for p in (out / "lr_search").iterdir())
+    assert folders == sorted(
+        ["lr=1e-05", "lr=0.5", f"lr={best_lr:g},rho=0", f"lr={best_lr:g},rho=0.01"]
+    )
+    assert set(knob["grid"]) == {"0", "0.01", "5"}
+    assert knob["grid"]["5"] == search["grid"][f"{best_lr:g}"]  # stage 1's run, reused
+    every = [v for v in (*search["grid"].values(), *knob["grid"].values()) if v is not None]
+    winner = min(knob["grid"], key=lambda k: knob["grid"][k])
+    assert knob["grid"][winner] == min(every)
+    assert winner != "5"  # the too-wide ball lost on validation
+    assert knob["chosen"] == float(winner) and metrics["knob"]["value"] == float(winner)
+    assert metrics["lr"] == best_lr
+    folder = out / "lr_search" / f"lr={best_lr:g},rho={winner}"
+    assert (out / "posterior.safetensors").read_bytes() == (
+        folder / "posterior.safetensors"
+    ).read_bytes()
+    candidate = json.loads((folder / "metrics.json").read_text())
+    assert candidate["val"]["bma"]["nll"] == pytest.approx(knob["grid"][winner])
+    loaded = load_run(out).cfg
+    assert loaded.method.sam.rho == float(winner) and loaded.optim.lr == best_lr
+    assert loaded == load_config(folder / "config.yaml")
+    assert evaluate_run(out, progress=False)["knob"] == metrics["knob"]  # carried
+
+
+def test_knob_grids_are_checked(tmp_path: Path, data_root: Path) -> None:  # noqa: F811
+    for options, message in (
+        (["method.name=sgd", "optim.knob_grid=[0.1]"], r"method 'sgd' has no knob to search"),
+        (["method.name=sam", "optim.knob_grid=[0.1,0.1]"], "repeated values"),
+        (
+            ["method.name=laplace", "optim.knob_grid=[0.0,-1.0]"],
+            r"knob_grid value -1: method.laplace.prior_precision must be >= 0",
+        ),
+    ):
+        with pytest.raises(ValueError, match=message):
+            train_run(tiny_config(data_root, *options), tmp_path / "r", False)
+        assert not (tmp_path / "r").exists()
 
 
 def test_bad_grids_are_refused(tmp_path: Path, data_root: Path) -> None:  # noqa: F811

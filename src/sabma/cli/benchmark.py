@@ -38,6 +38,13 @@ def add_parser(sub: Any) -> None:
         help="every method chooses its learning rate on its validation split from "
         "[3e-4, 1e-3, 3e-3] (one full run each; default on; --no-lr-search: optim.lr)",
     )
+    parser.add_argument(
+        "--knob-search",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="then every method chooses its main knob (sabma methods lists each one and its "
+        "grid) on validation, at the chosen learning rate (default on)",
+    )
     add_overrides(parser, "override a configuration value of every run (repeatable)")
     add_progress(parser)
     parser.set_defaults(run=run)
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         args.quick,
         progress=not args.no_progress,
         lr_search=args.lr_search,
+        knob_search=args.knob_search,
     )
     print((args.out / "results.md").read_text())
     return 0

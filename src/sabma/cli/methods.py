@@ -30,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
     for name, cls in sorted(METHODS.items()):
         kind = "point" if cls.point else "Bayesian"
         print(f"{name:<{width}}  {kind:<8}  {cls.summary}")
+        if cls.knob:
+            grid = ", ".join(f"{v:g}" for v in cls.knob_grid)
+            print(f"{'':<{width}}    knob: {cls.knob}, benchmark grid [{grid}]")
         if args.options:
             for section in cls.sections:
                 for key, value in asdict(getattr(defaults, section)).items():

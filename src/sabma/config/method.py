@@ -111,6 +111,8 @@ class EMCMCOptions(CSGLDOptions):
 class LaplaceOptions:
     subset: str = "last_layer"  # last_layer | subset
     hessian: str = "kron"  # kron | diag | full (subset: diag | full)
+    # last_layer: the prior precision (0: fitted by marginal likelihood, laplace-torch's way)
+    prior_precision: float = 0.0
 
 
 @dataclass

@@ -62,16 +62,19 @@ def run_benchmark(
     quick: bool = False,
     progress: bool = True,
     lr_search: bool = False,
+    knob_search: bool = False,
 ) -> list[dict[str, Any]]:
     """Run (or reuse) every (method, seed); write ``results.{csv,json,md}`` and ``results.png``.
     ``lr_search``: every method chooses its learning rate from :data:`LR_GRID` on validation
-    (unless the configuration sets ``optim.lr_grid`` itself)."""
+    (unless the configuration sets ``optim.lr_grid`` itself); ``knob_search``: then the value of
+    its main knob from the method's ``knob_grid`` (:mod:`sabma.pipeline.search`)."""
     grid = [f"optim.lr_grid={LR_GRID}"] if lr_search else []
     base = load_config(config, [*(QUICK if quick else []), *grid, *overrides]).to_dict()
     rows = []
     for method in methods:
+        knob = knob_override(method) if knob_search else []
         for seed in seeds:
-            cfg = config_from_dict(base, [f"method.name={method}", f"seed={seed}"])
+            cfg = config_from_dict(base, [f"method.name={method}", f"seed={seed}", *knob])
             log.info("benchmark: %s seed %d", method, seed)
             metrics = run_or_reuse(cfg, out / method / f"seed{seed}", progress)
             bma = with_scaled(metrics["test"], "bma")
@@ -82,11 +85,18 @@ def run_benchmark(
                     **{m: bma[m] for m in METRICS},
                     **{m: bma.get(m, float("nan")) for m in TS_METRICS},
                     "lr": metrics.get("lr", cfg.optim.lr),
+                    "knob": metrics.get("knob", {}).get("value"),
                     "train_s": metrics["timing"]["train_s"],
                 }
             )
     write_results(out, rows)
     return rows
+
+
+def knob_override(method: str) -> list[str]:
+    """``optim.knob_grid`` set to the method's grid (nothing for a method without a knob)."""
+    grid = METHODS[method].knob_grid
+    return [f"optim.knob_grid=[{','.join(repr(float(v)) for v in grid)}]"] if grid else []
 
 
 def paired_table(by_method: dict[str, list[dict[str, Any]]], reference: str) -> str:

@@ -68,6 +68,11 @@ class Method:
     select_best: ClassVar[bool] = True
     #: the sections of ``cfg.method`` this method reads (``sabma methods --options`` lists them)
     sections: ClassVar[tuple[str, ...]] = ()
+    #: the method's main setting besides the learning rate (a configuration key), which
+    #: ``optim.knob_grid`` searches on validation ("": none); ``knob_grid`` is the grid
+    #: ``sabma benchmark`` gives it (:mod:`sabma.pipeline.search`)
+    knob: ClassVar[str] = ""
+    knob_grid: ClassVar[tuple[float, ...]] = ()
 
     def rank(self, cfg: Config) -> int:
         """K of the posterior's low-rank factor this method needs."""

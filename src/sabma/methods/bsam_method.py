@@ -26,6 +26,8 @@ from sabma.step.bsam import BSAM
 class BSAMMethod(Method):
     name = "bsam"
     summary = "bSAM: Bayesian SAM, mean-field Gaussian with an Adam-like precision (method.bsam)"
+    knob = "method.bsam.rho"
+    knob_grid = (0.01, 0.05, 0.2)
     point = False
     sections = ("bsam",)
 

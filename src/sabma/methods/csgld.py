@@ -37,6 +37,8 @@ from sabma.posterior.lowrank import LowRankGaussian
 class CSGLDMethod(Method):
     name = "csgld"
     summary = "cyclical SG-MCMC (cSGHMC, cSGLD at momentum 0): samples at the end of each cycle"
+    knob = "method.csgld.temperature"
+    knob_grid = (0.01, 0.1, 1.0)
     point = False
     select_best = False
     sections = ("csgld",)

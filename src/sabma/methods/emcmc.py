@@ -32,6 +32,8 @@ KEEP = ("guide", "model")
 class EMCMCMethod(CSGLDMethod):
     name = "emcmc"
     summary = "Entropy-MCMC: cyclical SGLD coupled to a flat-basin guide (method.emcmc)"
+    knob = "method.emcmc.eta"
+    knob_grid = (0.01, 0.03, 0.1)
     sections = ("emcmc",)
 
     def __init__(self) -> None:

@@ -13,6 +13,8 @@ from sabma.step.fsam import FSAM
 class FSAMMethod(SAMMethod):
     name = "fsam"
     summary = "Fisher SAM (Kim et al., 2022): SAM ball preconditioned by 1 + η·g² (method.fsam)"
+    knob = "method.fsam.rho"
+    knob_grid = (0.01, 0.05, 0.2)
     optimizer_class = FSAM
 
     sections = ("fsam",)

@@ -45,6 +45,8 @@ def _ivon() -> Any:
 class IVONMethod(Method):
     name = "ivon"
     summary = "IVON: the ivon-opt package as published (natural-gradient VI, Adam-like mean step)"
+    knob = "method.ivon.temperature"
+    knob_grid = (1e-4, 1e-3, 1e-2)
     sections = ("ivon",)
     point = False
 

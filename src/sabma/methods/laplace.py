@@ -5,7 +5,8 @@ a Laplace approximation on the training split, with the normalization layers in 
 
 - ``method.laplace.subset = "last_layer"`` (default): the head only, ``Laplace(...,
   subset_of_weights="last_layer", last_layer_name=<head>)``, Hessian ``method.laplace.hessian``
-  (``kron`` by default: KFAC), a scalar prior precision tuned by the marginal likelihood;
+  (``kron`` by default: KFAC), a scalar prior precision tuned by the marginal likelihood, or
+  fixed by ``method.laplace.prior_precision`` (the knob a validation search chooses);
 - ``"subset"``: the whole Bayesian subset (laplace-torch's ``subset_of_weights="all"`` with only the
   subset requiring gradients), with the run's prior (its mean and the diagonal of its precision),
   Hessian ``diag`` or ``full``.
@@ -78,6 +79,8 @@ class _LabelledDataset(torch.utils.data.Dataset[Any]):
 class LaplaceMethod(SGDMethod):
     name = "laplace"
     summary = "Laplace (laplace-torch) at the SGD MAP: last-layer KFAC or subset, GLM probit"
+    knob = "method.laplace.prior_precision"
+    knob_grid = (0.0, 1e3, 1e4)
     sections = ("laplace",)
     point = False
 
@@ -96,6 +99,14 @@ class LaplaceMethod(SGDMethod):
             raise ValueError(
                 f"method.laplace.hessian for subset {subset!r} must be one of "
                 f"{HESSIANS[subset]}, got {hessian!r}"
+            )
+        precision = cfg.method.laplace.prior_precision
+        if not precision >= 0:
+            raise ValueError(f"method.laplace.prior_precision must be >= 0, got {precision}")
+        if precision > 0 and subset != "last_layer":
+            raise ValueError(
+                "method.laplace.prior_precision applies to subset=last_layer; subset=subset "
+                "takes its precision from the prior (prior.kind)"
             )
 
     def evaluation_needs_prior(self, cfg: Config) -> bool:
@@ -128,11 +139,13 @@ class LaplaceMethod(SGDMethod):
                     subset_of_weights="last_layer",
                     hessian_structure=m.hessian,
                     last_layer_name=head,
+                    prior_precision=m.prior_precision or 1.0,
                 )
                 la.fit(loader, progress_bar=False)
-                la.optimize_prior_precision(
-                    pred_type="glm", method="marglik", prior_structure="scalar"
-                )
+                if m.prior_precision == 0:
+                    la.optimize_prior_precision(
+                        pred_type="glm", method="marglik", prior_structure="scalar"
+                    )
             else:
                 if prior is None:
                     raise ValueError("method.laplace.subset=subset needs a prior (prior.kind)")

@@ -31,6 +31,8 @@ def enable_dropout(model: nn.Module, p: float | None) -> None:
 class MCDropoutMethod(SGDMethod):
     name = "mcdropout"
     summary = "MC dropout: SGD with dropout, BMA over S stochastic passes (method.mcdropout)"
+    knob = "method.mcdropout.p"
+    knob_grid = (0.1, 0.4)
     sections = ("mcdropout",)
     point = False
 

@@ -30,6 +30,8 @@ class SGDMethod(Method):
 class SAMMethod(Method):
     name = "sam"
     summary = "SAM (Foret et al., 2021): ascent to ρ·g/‖g‖, update from there (method.sam)"
+    knob = "method.sam.rho"
+    knob_grid = (0.01, 0.05, 0.2)
     optimizer_class: ClassVar[type[SAM]] = SAM
     sections: ClassVar[tuple[str, ...]] = ("sam",)
 

@@ -21,6 +21,8 @@ from sabma.posterior.lowrank import LowRankGaussian
 class PTLMethod(SGDMethod):
     name = "ptl"
     summary = "PTL: SGD on NLL − (λ/N)·log p(w) with the (SWAG / file) prior"
+    knob = "method.ptl.weight"
+    knob_grid = (0.01, 1.0, 100.0)
     sections = ("ptl",)
 
     def __init__(self) -> None:

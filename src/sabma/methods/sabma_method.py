@@ -61,6 +61,8 @@ def natural_variance_options(cfg: Config, n: int, method: Method) -> NaturalVari
 class SABMAMethod(Method):
     name = "sabma"
     summary = "SA-BMA: Gaussian posterior (diag + rank K) with the Fisher-KL sharpness-aware step"
+    knob = "method.sabma.rho"
+    knob_grid = (0.3, 1.0, 3.0)
     point = False
     trains_at_mean = False
     sections = ("sabma", "variance")

@@ -92,12 +92,16 @@ class SWAGCollection(Method):
 class SWAGMethod(SWAGCollection, SGDMethod):
     name = "swag"
     summary = "SWAG: Gaussian (diag + rank K) from the moments of SGD iterates"
+    knob = "method.swag.lr_ratio"
+    knob_grid = (0.25, 0.5, 1.0)
     sections = ("swag",)
 
 
 class FSWAGMethod(SWAGCollection, SAMMethod):
     name = "fswag"
     summary = "F-SWAG: SWAG collected along SAM iterates (flat-basin SWAG)"
+    knob = "method.fswag.rho"
+    knob_grid = (0.01, 0.05, 0.2)
     sections = ("fswag",)
 
     def swag_options(self, cfg: Config) -> FSWAGOptions:

@@ -31,6 +31,8 @@ from sabma.posterior.lowrank import LowRankGaussian
 class VIMethod(Method):
     name = "vi"
     summary = "mean-field Gaussian VI: natural-gradient (the SA-BMA variance, ρ = 0) or BBB"
+    knob = "method.variance.temperature"
+    knob_grid = (1e-4, 1e-3, 1e-2)
     sections = ("vi", "variance")
     point = False
     trains_at_mean = False

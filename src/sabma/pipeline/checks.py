@@ -18,7 +18,7 @@ from sabma.data.tasks import check_backbone_kind
 from sabma.device import amp_dtype, resolve_device
 from sabma.methods import METHODS
 from sabma.models.registry import check_backbone_name
-from sabma.pipeline.search import check_grid
+from sabma.pipeline.search import check_grid, check_knob_grid
 from sabma.priors.initial import INIT_KINDS
 from sabma.priors.pretrained import PRIOR_KINDS
 from sabma.runs.folder import METRICS
@@ -64,6 +64,9 @@ def check_config(cfg: Config) -> None:
         raise ValueError(
             f"method.variance.curvature_beta2 must lie in [0, 1), got {variance.curvature_beta2}"
         )
+    p = cfg.method.mcdropout.p
+    if p is not None and not 0 <= p < 1:
+        raise ValueError(f"method.mcdropout.p must lie in [0, 1), got {p}")
     if cfg.model.bn_mode not in ("train", "eval"):
         raise ValueError(f"model.bn_mode must be 'train' or 'eval', got {cfg.model.bn_mode!r}")
     amp_dtype(cfg.optim.amp)
@@ -95,6 +98,7 @@ def check_config(cfg: Config) -> None:
     ):
         _at_least(key, value, low, strict)
     check_grid(cfg.optim.lr_grid)
+    check_knob_grid(cfg)
     if not cfg.optim.momentum < 1:
         raise ValueError(f"optim.momentum must be < 1, got {cfg.optim.momentum}")
     blocks = cfg.method.sabma.perturb
@@ -122,6 +126,11 @@ def _method_bounds(cfg: Config) -> list[tuple[str, float, float, bool]]:
         ("method.ivon.temperature", m.ivon.temperature, 0, True),
         ("method.ensemble.size", m.ensemble.size, 1, False),
         ("method.sabma.perturb_every", m.sabma.perturb_every, 1, False),
+        ("method.ptl.weight", m.ptl.weight, 0, False),
+        ("method.laplace.prior_precision", m.laplace.prior_precision, 0, False),
+        ("method.csgld.temperature", m.csgld.temperature, 0, False),
+        ("method.emcmc.temperature", m.emcmc.temperature, 0, False),
+        ("method.emcmc.eta", m.emcmc.eta, 0, True),
     ]
     for name in ("sam", "fsam", "fswag"):
         options = getattr(m, name)
@@ -131,6 +140,7 @@ def _method_bounds(cfg: Config) -> list[tuple[str, float, float, bool]]:
         ]
     for name in ("swag", "fswag"):
         bounds.append((f"method.{name}.rank", getattr(m, name).rank, 0, False))
+        bounds.append((f"method.{name}.lr_ratio", getattr(m, name).lr_ratio, 0, False))
     return bounds
 
 

@@ -20,6 +20,7 @@ from sabma.metrics import classification_metrics
 from sabma.models.inputs import Inputs
 from sabma.pipeline.build import build_posterior, build_prior
 from sabma.pipeline.predictive import RunPredictive
+from sabma.pipeline.search import resolved_config
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.posterior.summary import shape_summary
@@ -58,7 +59,7 @@ def load_run(run_dir: Path) -> LoadedRun:
     """Rebuild a run from its directory (the prior only where the method's predictive needs it)."""
     if not (run_dir / CONFIG).is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = load_config(run_dir / CONFIG)
+    cfg = resolved_config(load_config(run_dir / CONFIG), run_dir)
     task = load_task(cfg, cfg.seed)
     posterior, head = build_posterior(cfg, task.num_classes)
     method = get_method(cfg.method.name)

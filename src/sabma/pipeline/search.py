@@ -1,28 +1,39 @@
-"""Choosing the learning rate on the validation split, the same way for every method.
+"""Choosing the learning rate, then the method's main knob, on the validation split — the same
+way for every method.
 
-With ``optim.lr_grid`` set, a run is trained once per learning rate of the grid — each candidate
-a complete run of its own in ``OUT/lr_search/lr=<value>`` (same data, seed, budget, model
-selection), evaluated on the validation split only — and the candidate with the lowest
-validation NLL of the method's predictive becomes the run: its posterior and training log are
-copied into ``OUT``, and only then is the test split evaluated, once. Candidates that cannot run
-at a learning rate (the prior term would be unstable, training diverged) are recorded as
-failed and skipped. ``lr_search.json`` keeps every candidate's validation NLL; ``metrics.json``
-gets ``"lr"`` and ``"lr_search"``.
+Every candidate is a complete run of its own in ``OUT/lr_search/<name>`` (same data, seed,
+budget, model selection), evaluated on the validation split only; the lowest validation NLL of
+the method's predictive wins. Two stages, one knob at a time:
+
+1. the learning rate: one candidate per value of ``optim.lr_grid`` (``lr=<value>``; the
+   configuration's ``optim.lr`` alone when the grid is empty), at the configured knob;
+2. the knob (``optim.knob_grid``; the method's :attr:`~sabma.methods.base.Method.knob`, e.g.
+   ``method.sam.rho``): one candidate per other value of the grid, at the learning rate stage 1
+   chose (``lr=<value>,<knob>=<value>``). The configured value's candidate is stage 1's run.
+
+The winner of all candidates becomes the run: its posterior and training log are copied into
+``OUT``, and only then is the test split evaluated, once. Candidates that cannot run (the prior
+term would be unstable, training diverged) are recorded as failed and skipped.
+``lr_search.json`` keeps every candidate's validation NLL; ``metrics.json`` gets ``"lr"``,
+``"lr_search"`` and, with a knob grid, ``"knob"``. The run's ``config.yaml`` keeps the grids;
+:func:`resolved_config` gives the configuration of the candidate that won (what evaluation and
+analyses load).
 
 Interrupted searches resume: finished candidates are reused, a half-trained one is resumed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sabma.config import Config, dump_config
+from sabma.config import Config, config_from_dict, dump_config
 from sabma.runs.files import atomic_write_json, atomic_write_text
 from sabma.runs.folder import (
     CONFIG,
@@ -40,64 +51,198 @@ log = logging.getLogger(__name__)
 COPIED = (POSTERIOR, POSTERIOR_META, TRAIN_LOG)
 
 
-def candidate_config(cfg: Config, lr: float) -> Config:
-    """``cfg`` at one learning rate of its grid (the grid removed)."""
-    return replace(cfg, optim=replace(cfg.optim, lr=float(lr), lr_grid=[]))
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search: a learning rate, and a value of the knob (None: as configured)."""
+
+    lr: float
+    knob: float | None = None
+
+    def folder(self, out: Path, knob_name: str) -> Path:
+        name = f"lr={self.lr:g}"
+        if self.knob is not None:
+            name += f",{knob_name.rsplit('.', 1)[-1]}={self.knob:g}"
+        return out / SEARCH_DIR / name
+
+
+def candidate_config(cfg: Config, lr: float, knob: float | None = None) -> Config:
+    """``cfg`` at one learning rate (and value of its method's knob), the grids removed."""
+    plain = replace(cfg, optim=replace(cfg.optim, lr=float(lr), lr_grid=[], knob_grid=[]))
+    if knob is None:
+        return plain
+    values = plain.to_dict()
+    *sections, leaf = method_knob(cfg).split(".")
+    node = values
+    for section in sections:
+        node = node[section]
+    node[leaf] = float(knob)
+    return config_from_dict(values)
 
 
 def candidate_dir(out: Path, lr: float) -> Path:
-    return out / SEARCH_DIR / f"lr={lr:g}"
+    """The folder of stage 1's candidate at learning rate ``lr``."""
+    return Candidate(lr).folder(out, "")
 
 
-def check_grid(grid: list[float]) -> None:
+def method_knob(cfg: Config) -> str:
+    """The configuration key of the method's main knob ("" when it has none)."""
+    from sabma.methods import METHODS
+
+    cls = METHODS.get(cfg.method.name)
+    return cls.knob if cls is not None else ""
+
+
+def configured_knob(cfg: Config) -> Any:
+    """The configured value of the method's knob."""
+    node: Any = cfg
+    for part in method_knob(cfg).split("."):
+        node = getattr(node, part)
+    return node
+
+
+def check_grid(grid: list[float], key: str = "optim.lr_grid", what: str = "learning rates") -> None:
     if any(not (isinstance(v, float) and math.isfinite(v) and v > 0) for v in grid):
-        raise ValueError(f"optim.lr_grid must hold positive learning rates, got {grid}")
+        raise ValueError(f"{key} must hold positive {what}, got {grid}")
     if len(set(grid)) != len(grid):
-        raise ValueError(f"optim.lr_grid has repeated values: {grid}")
+        raise ValueError(f"{key} has repeated values: {grid}")
 
 
-def train_with_lr_search(cfg: Config, out: Path, progress: bool = True) -> dict[str, Any]:
-    """Train every candidate of ``cfg.optim.lr_grid``, keep the best on validation, evaluate it
-    on the test split; returns its metrics (see the module docstring)."""
+def check_knob_grid(cfg: Config) -> None:
+    """``optim.knob_grid``: only for a method with a knob, finite values, no repeats, each a
+    valid setting of the knob (checked as the candidate's configuration)."""
+    grid = cfg.optim.knob_grid
+    if not grid:
+        return
+    knob = method_knob(cfg)
+    if not knob:
+        raise ValueError(
+            f"optim.knob_grid is set, but method {cfg.method.name!r} has no knob to search "
+            "besides the learning rate; remove optim.knob_grid"
+        )
+    if any(not (isinstance(v, int | float) and math.isfinite(v)) for v in grid):
+        raise ValueError(f"optim.knob_grid must hold finite values of {knob}, got {grid}")
+    if len(set(grid)) != len(grid):
+        raise ValueError(f"optim.knob_grid has repeated values: {grid}")
+    from sabma.pipeline.checks import check_config
+
+    for value in grid:
+        try:
+            check_config(candidate_config(cfg, cfg.optim.lr, value))
+        except ValueError as err:
+            raise ValueError(f"optim.knob_grid value {value:g}: {err}") from None
+
+
+def is_search(cfg: Config) -> bool:
+    return bool(cfg.optim.lr_grid or cfg.optim.knob_grid)
+
+
+def train_with_search(cfg: Config, out: Path, progress: bool = True) -> dict[str, Any]:
+    """Train every candidate, keep the best on validation, evaluate it on the test split;
+    returns its metrics (see the module docstring)."""
     from sabma.pipeline.evaluate import evaluate_run
-    from sabma.pipeline.train import check_reusable, run_or_reuse
+    from sabma.pipeline.train import check_reusable
 
     check_grid(cfg.optim.lr_grid)
+    check_knob_grid(cfg)
     if (out / METRICS).exists():
         raise ValueError(f"{out} already holds a finished run; choose another --out")
-    for lr in cfg.optim.lr_grid:  # before training: a stale candidate is an error, not a failed lr
-        check_reusable(candidate_config(cfg, lr), candidate_dir(out, lr))
+    knob = method_knob(cfg) if cfg.optim.knob_grid else ""
+    lrs = cfg.optim.lr_grid or [cfg.optim.lr]
+    current = configured_knob(cfg) if knob else None
+    others = [float(v) for v in cfg.optim.knob_grid if v != current]
+    # before training: a stale candidate is an error, not a failed candidate
+    for candidate in [Candidate(lr) for lr in lrs] + [
+        Candidate(lr, v) for lr in lrs for v in others
+    ]:
+        check_reusable(
+            candidate_config(cfg, candidate.lr, candidate.knob), candidate.folder(out, knob)
+        )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / CONFIG, dump_config(cfg))
     start = time.perf_counter()
-    scores: dict[str, float | None] = {}
-    for lr in cfg.optim.lr_grid:
-        try:
-            metrics = run_or_reuse(
-                candidate_config(cfg, lr), candidate_dir(out, lr), progress, False
-            )
-        except (ValueError, FloatingPointError) as err:  # unstable or diverged at this lr
-            log.warning("lr %g: %s", lr, str(err).splitlines()[0])
-            scores[f"{lr:g}"] = None
-            continue
-        scores[f"{lr:g}"] = float(metrics["val"]["bma"]["nll"])
-        log.info("lr %g: validation NLL %.4f", lr, scores[f"{lr:g}"])
-    finished = {k: v for k, v in scores.items() if v is not None and math.isfinite(v)}
-    if not finished:
-        raise FloatingPointError(
-            f"no learning rate of optim.lr_grid={cfg.optim.lr_grid} trained; lower the grid"
+    scores: dict[Candidate, float | None] = {}
+    for lr in lrs:
+        scores[Candidate(lr)] = _score(cfg, Candidate(lr), out, knob, progress)
+    best_lr = _best(scores, cfg).lr
+    for value in others:
+        scores[Candidate(best_lr, value)] = _score(
+            cfg, Candidate(best_lr, value), out, knob, progress
         )
-    best = min(finished, key=lambda k: finished[k])
-    chosen = candidate_dir(out, float(best))
-    train_s = sum(read_metrics(candidate_dir(out, float(k)))["timing"]["train_s"] for k in finished)
+    best = _best(scores, cfg)
+    chosen = best.folder(out, knob)
     for name in COPIED:
         shutil.copy2(chosen / name, out / name)
-    search = {"grid": scores, "chosen": float(best), "search_s": time.perf_counter() - start}
+    finished = [c for c, v in scores.items() if v is not None]
+    train_s = sum(read_metrics(c.folder(out, knob))["timing"]["train_s"] for c in finished)
+    lr_scores = {f"{c.lr:g}": v for c, v in scores.items() if c.knob is None}
+    search: dict[str, Any] = {
+        "grid": lr_scores,
+        "chosen": best.lr,
+        "search_s": time.perf_counter() - start,
+    }
+    knob_section = None
+    if knob:
+        knob_scores = {_label(v): scores[Candidate(best_lr, v)] for v in others}
+        knob_scores[_label(current)] = scores[Candidate(best_lr)]
+        won = current if best.knob is None else best.knob
+        knob_section = {"name": knob, "lr": best_lr, "grid": knob_scores, "chosen": won}
+        search["knob"] = knob_section
     atomic_write_json(out / SEARCH_RESULT, search)
     metrics = evaluate_run(out, progress=progress, temperature_scaling=cfg.eval.temperature_scaling)
-    chosen_train_s = read_metrics(chosen)["timing"]["train_s"]
-    metrics["lr"] = float(best)
-    metrics["lr_search"] = {"grid": scores, "train_s": train_s}
-    metrics["timing"]["train_s"] = chosen_train_s
+    metrics["lr"] = best.lr
+    metrics["lr_search"] = {"grid": lr_scores, "train_s": train_s}
+    if knob_section is not None:
+        metrics["lr_search"]["knob"] = knob_section
+        metrics["knob"] = {"name": knob, "value": knob_section["chosen"]}
+    metrics["timing"]["train_s"] = read_metrics(chosen)["timing"]["train_s"]
     atomic_write_json(out / METRICS, metrics)
     return metrics
+
+
+def _label(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
+def _score(cfg: Config, candidate: Candidate, out: Path, knob: str, progress: bool) -> float | None:
+    """Train (or reuse) one candidate; its validation NLL (None: it could not train)."""
+    from sabma.pipeline.train import run_or_reuse
+
+    label = candidate.folder(out, knob).name
+    try:
+        metrics = run_or_reuse(
+            candidate_config(cfg, candidate.lr, candidate.knob),
+            candidate.folder(out, knob),
+            progress,
+            False,
+        )
+    except (ValueError, FloatingPointError) as err:  # unstable or diverged here
+        log.warning("%s: %s", label, str(err).splitlines()[0])
+        return None
+    nll = float(metrics["val"]["bma"]["nll"])
+    if not math.isfinite(nll):
+        return None
+    log.info("%s: validation NLL %.4f", label, nll)
+    return nll
+
+
+def _best(scores: dict[Candidate, float | None], cfg: Config) -> Candidate:
+    finished = {c: v for c, v in scores.items() if v is not None}
+    if not finished:
+        raise FloatingPointError(
+            f"no candidate of optim.lr_grid={cfg.optim.lr_grid} (optim.knob_grid="
+            f"{cfg.optim.knob_grid}) trained; lower the learning rates"
+        )
+    return min(finished, key=lambda c: finished[c])
+
+
+def resolved_config(cfg: Config, run_dir: Path) -> Config:
+    """The configuration the run's posterior was trained with: ``cfg`` itself, or for a searched
+    run, the configuration of the candidate that won (its learning rate and knob value)."""
+    if not is_search(cfg) or not (run_dir / SEARCH_RESULT).is_file():
+        return cfg
+    search = json.loads((run_dir / SEARCH_RESULT).read_text())
+    knob = search.get("knob")
+    value = None
+    if knob is not None and knob["chosen"] != configured_knob(cfg):
+        value = float(knob["chosen"])
+    return candidate_config(cfg, float(search["chosen"]), value)

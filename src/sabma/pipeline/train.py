@@ -19,6 +19,7 @@ from sabma.methods import get_method
 from sabma.pipeline.build import build_posterior, build_prior
 from sabma.pipeline.checks import check_config, check_out_dir
 from sabma.pipeline.evaluate import evaluate_and_write
+from sabma.pipeline.search import is_search, train_with_search
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.priors.initial import initial_posterior
 from sabma.priors.pretrained import head_mask
@@ -83,15 +84,14 @@ def train_run(
     Training state is checkpointed to ``out/checkpoint.safetensors`` every
     ``optim.checkpoint_every`` steps; ``resume=True`` continues an interrupted run there (the
     same final metrics as an uninterrupted run, timings aside). The checkpoint is removed once
-    ``metrics.json`` is written. With ``optim.lr_grid`` the learning rate is chosen on the
-    validation split first (:mod:`sabma.pipeline.search`). ``test=False`` evaluates the
-    validation split only (a search candidate: its test metrics are never computed).
+    ``metrics.json`` is written. With ``optim.lr_grid`` (or ``optim.knob_grid``) the learning
+    rate (and the method's knob) is chosen on the validation split first
+    (:mod:`sabma.pipeline.search`). ``test=False`` evaluates the validation split only (a
+    search candidate: its test metrics are never computed).
     """
-    if cfg.optim.lr_grid:
-        from sabma.pipeline.search import train_with_lr_search
-
+    if is_search(cfg):
         check_config(cfg)
-        return train_with_lr_search(cfg, out, progress)
+        return train_with_search(cfg, out, progress)
     check_config(cfg)
     distributed.init(distributed.local_device(resolve_device(cfg.device)))
     main = distributed.is_main()

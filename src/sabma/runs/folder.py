@@ -3,8 +3,8 @@
 A run folder holds ``config.yaml`` (resolved), ``train_log.jsonl``, ``posterior.safetensors``
 with ``posterior.json`` (its metadata), ``reliability.png``, ``report.md`` and, written last,
 ``metrics.json`` — whose presence marks the run as finished. ``checkpoint.safetensors`` exists
-while it trains; ``lr_search/`` and ``lr_search.json`` when its learning rate was searched;
-``flatness.*`` and ``landscape.*`` after those analyses.
+while it trains; ``lr_search/`` and ``lr_search.json`` when its learning rate (and knob) was
+searched; ``flatness.*`` and ``landscape.*`` after those analyses.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ RELIABILITY = "reliability.png"
 CHECKPOINT = "checkpoint.safetensors"
 SEARCH_DIR = "lr_search"
 SEARCH_RESULT = "lr_search.json"
-#: metrics.json sections written by other steps (the learning-rate search, evaluate --shift,
-#: sharpness): a re-evaluation that does not redo them keeps them
-CARRIED_SECTIONS = ("lr", "lr_search", "shift", "sharpness")
+#: metrics.json sections written by other steps (the search of the learning rate and knob,
+#: evaluate --shift, sharpness): a re-evaluation that does not redo them keeps them
+CARRIED_SECTIONS = ("lr", "lr_search", "knob", "shift", "sharpness")
 
 
 def is_finished(run_dir: Path) -> bool:
