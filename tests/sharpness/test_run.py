@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,15 @@ from sabma.cli.main import main
 from sabma.config import Config, config_from_dict
 from sabma.experiments.benchmark import run_benchmark
 from sabma.methods import get_method
-from sabma.pipeline.evaluate import LoadedRun, evaluate_run
+from sabma.pipeline.evaluate import LoadedRun, evaluate_run, load_run
 from sabma.pipeline.train import train_run
-from sabma.sharpness.run import SharpnessOptions, posterior_samples, sharpness_run
+from sabma.sharpness.hessian import hvp_fn
+from sabma.sharpness.run import (
+    SharpnessOptions,
+    posterior_samples,
+    sharpness_run,
+    training_batches,
+)
 from tests.conftest import mlp
 from tests.data.helpers import write_fake_fashion_mnist
 from tests.pipeline.test_pipeline import TINY
@@ -40,6 +47,24 @@ def test_sharpness_section_of_a_gaussian_run(tmp_path: Path) -> None:
     assert "## Sharpness" in (run / "report.md").read_text()
     assert "sharpness" in evaluate_run(run, progress=False)  # kept by a re-evaluation
     assert "## Sharpness" in (run / "report.md").read_text()
+
+    # at the mean: the same measures at μ, which no sample equals
+    centred = sharpness_run(run, replace(options, at_mean=True), progress=False)
+    unchanged = [{k: v for k, v in s.items() if k != "seconds"} for s in centred["per_sample"]]
+    assert unchanged == [
+        {k: v for k, v in s.items() if k != "seconds"} for s in result["per_sample"]
+    ]
+    at_mean = centred["at_mean"]
+    assert centred["mean_lambda_max"] == at_mean["eigenvalues"][0] not in lam
+    run_state = load_run(run)
+    run_state.posterior.eval()
+    hvp = hvp_fn(
+        run_state.posterior, training_batches(run_state, options), run_state.posterior.mean
+    )
+    probe = torch.randn(run_state.posterior.dim, generator=torch.Generator().manual_seed(0))
+    rayleigh = float(probe @ hvp(probe) / probe.dot(probe))
+    assert rayleigh <= centred["mean_lambda_max"] * (1 + 1e-3)  # λ_max bounds every Rayleigh
+    assert "At the posterior mean: λ_max" in (run / "report.md").read_text()
 
     failing = sharpness_run(
         run, SharpnessOptions(top_k=3, samples=1, probes=2, max_matvecs=2), False

@@ -30,6 +30,12 @@ def add_parser(sub: Any) -> None:
         help="use the first N training images (default 0: the whole training split)",
     )
     parser.add_argument("--tol", type=float, default=1e-3, help="Lanczos tolerance (default 1e-3)")
+    parser.add_argument(
+        "--at-mean",
+        action="store_true",
+        help="also measure at the posterior mean (for a Gaussian posterior: the like-for-like "
+        "comparison with a point estimate)",
+    )
     add_seeds_filter(parser)
     add_progress(parser)
     parser.set_defaults(run=run)
@@ -45,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         probes=args.probes,
         images=args.images,
         tol=args.tol,
+        at_mean=args.at_mean,
     )
     progress = not args.no_progress
     runs = benchmark_runs(args.run_dir, args.seeds)
@@ -52,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
         result = sharpness_run(run_dir, options, progress)
         lam = result["lambda_max"]
         shown = "failed" if lam is None else f"{lam:.4g}"
-        print(f"{run_dir}: lambda_max {shown}, trace {result['trace']:.4g}")
+        centre = result.get("mean_lambda_max")
+        extra = "" if centre is None else f", lambda_max at the mean {centre:.4g}"
+        print(f"{run_dir}: lambda_max {shown}, trace {result['trace']:.4g}{extra}")
     if runs:
         write_sharpness_summary(args.run_dir)
         print(f"sharpness summary written to {args.run_dir / 'sharpness.md'}")

@@ -152,6 +152,13 @@ def _sharpness_section(metrics: dict[str, Any]) -> list[str]:
         f"mean trace {shown(sharp['trace'])}.",
         "",
     ]
+    if "at_mean" in sharp:
+        centre = sharp["at_mean"]
+        lines += [
+            f"At the posterior mean: λ_max {shown(sharp['mean_lambda_max'])}, "
+            f"trace {shown(centre['trace'])}.",
+            "",
+        ]
     if sharp["failed"]:
         lines += [f"Failed solves (not averaged): {sharp['failed']}", ""]
     return lines

@@ -6,7 +6,12 @@ import statistics
 from typing import Any
 
 #: column headings that are not the metric's name in capitals
-HEADINGS = {"ts_nll": "NLL (TS)", "ts_ece": "ECE (TS)", "train_s": "TRAIN S"}
+HEADINGS = {
+    "ts_nll": "NLL (TS)",
+    "ts_ece": "ECE (TS)",
+    "train_s": "TRAIN S",
+    "mean_lambda_max": "LAMBDA_MAX AT MEAN",
+}
 
 
 def mean_std_table(
@@ -14,7 +19,8 @@ def mean_std_table(
     metrics: tuple[str, ...] = ("acc", "nll", "ece", "brier"),
     signed: bool = False,
 ) -> str:
-    """A Markdown table of mean ± std over seeds per row (the mean alone for a single value)."""
+    """A Markdown table of mean ± std over seeds per row (the mean alone for a single value; runs
+    without a metric are left out of its cell)."""
     lines = [
         "| method | " + " | ".join(HEADINGS.get(m, m.upper()) for m in metrics) + " |",
         "|" + "---|" * (len(metrics) + 1),
@@ -22,7 +28,7 @@ def mean_std_table(
     for label, runs in rows.items():
         cells = []
         for metric in metrics:
-            cells.append(mean_std_cell([r[metric] for r in runs], signed))
+            cells.append(mean_std_cell([r[metric] for r in runs if metric in r], signed))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

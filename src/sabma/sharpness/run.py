@@ -7,7 +7,9 @@ weights of the subset and the Hessian is taken with dropout off) the top-k Hessi
 (Lanczos) and the Hutchinson trace of the training loss with respect to the Bayesian subset, on
 the run's training split without augmentation, with the network in eval mode for every method.
 The summary goes to ``metrics.json`` under ``"sharpness"``; failed solves are listed as failed,
-never averaged in.
+never averaged in. With ``at_mean`` the same measures are also taken at the predictive's mean
+(``"at_mean"``, ``"mean_lambda_max"``): for a Gaussian posterior, the like-for-like comparison
+with a point estimate's optimum.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class SharpnessOptions:
     tol: float = 1e-3  # Lanczos relative tolerance
     max_matvecs: int = 300
     seed: int = 0
+    at_mean: bool = False  # also measure at the posterior mean (the samples' centre)
 
     def __post_init__(self) -> None:
         for name in ("top_k", "samples", "batch_size"):
@@ -82,30 +85,19 @@ def measure_sharpness(
     batches = training_batches(run, options)
     posterior.eval()
     weights = posterior_samples(run, options.samples, options.seed)
-    per_sample: list[dict[str, Any]] = []
-    for index, w in enumerate(tqdm(weights, desc="sharpness", disable=not progress, leave=False)):
-        start = time.perf_counter()
-        hvp = hvp_fn(posterior, batches, w)
-        eigen = top_eigenvalues(
-            hvp,
-            posterior.dim,
-            options.top_k,
-            tol=options.tol,
-            max_matvecs=options.max_matvecs,
-            seed=options.seed + index,
+    per_sample = [
+        _curvature(run, batches, w, options, options.seed + index)
+        for index, w in enumerate(
+            tqdm(weights, desc="sharpness", disable=not progress, leave=False)
         )
-        trace = hutchinson_trace(hvp, posterior.dim, options.probes, seed=options.seed + index)
-        per_sample.append(
-            {
-                "eigenvalues": eigen.values,
-                "error": eigen.error,
-                "trace": trace.mean,
-                "trace_stderr": trace.stderr,
-                "seconds": time.perf_counter() - start,
-            }
-        )
+    ]
     solved = [s["eigenvalues"] for s in per_sample if s["eigenvalues"] is not None]
     ratios = [v[0] / v[-1] for v in solved if v[-1] > 0]
+    at_mean: dict[str, Any] = {}
+    if options.at_mean:
+        centre = _curvature(run, batches, posterior.mean.detach(), options, options.seed)
+        values = centre["eigenvalues"]
+        at_mean = {"at_mean": centre, "mean_lambda_max": None if values is None else values[0]}
     return {
         "top_k": options.top_k,
         "samples": len(per_sample),
@@ -118,6 +110,32 @@ def measure_sharpness(
             {"sample": i, "error": s["error"]} for i, s in enumerate(per_sample) if s["error"]
         ],
         "per_sample": per_sample,
+        **at_mean,
+    }
+
+
+def _curvature(
+    run: LoadedRun, batches: Batches, w: Tensor, options: SharpnessOptions, seed: int
+) -> dict[str, Any]:
+    """Top-k eigenvalues and the Hutchinson trace of the training loss's Hessian at ``w``."""
+    start = time.perf_counter()
+    posterior = run.posterior
+    hvp = hvp_fn(posterior, batches, w)
+    eigen = top_eigenvalues(
+        hvp,
+        posterior.dim,
+        options.top_k,
+        tol=options.tol,
+        max_matvecs=options.max_matvecs,
+        seed=seed,
+    )
+    trace = hutchinson_trace(hvp, posterior.dim, options.probes, seed=seed)
+    return {
+        "eigenvalues": eigen.values,
+        "error": eigen.error,
+        "trace": trace.mean,
+        "trace_stderr": trace.stderr,
+        "seconds": time.perf_counter() - start,
     }
 
 
@@ -159,11 +177,16 @@ def write_sharpness_summary(folder: Path) -> None:
             "ratio_1_k": float("nan") if ratio is None else ratio,
             "trace": section["trace"],
         }
+        if section.get("mean_lambda_max") is not None:
+            row["mean_lambda_max"] = section["mean_lambda_max"]
         by_method.setdefault(metrics["method"], []).append(row)
     if not by_method:
         raise ValueError(f"no run in {folder} has a sharpness section; run 'sabma sharpness'")
+    columns: tuple[str, ...] = ("lambda_max", "ratio_1_k", "trace")
+    if any("mean_lambda_max" in row for rows in by_method.values() for row in rows):
+        columns += ("mean_lambda_max",)
     text = "# Sharpness at posterior samples: mean ± std over seeds\n\n" + mean_std_table(
-        by_method, ("lambda_max", "ratio_1_k", "trace")
+        by_method, columns
     )
     if failures:
         text += "\n\nFailed solves (left out of the means): " + "; ".join(failures)
