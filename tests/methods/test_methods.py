@@ -24,8 +24,12 @@ def test_registry_names_and_listing(capsys: pytest.CaptureFixture[str]) -> None:
     assert {"sgd", "sam", "sabma", "swag", "fswag"} <= set(METHODS)
     assert main(["methods"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == len(METHODS)
+    knob_lines = [line for line in lines if line.lstrip().startswith("knob: ")]
+    assert len(lines) - len(knob_lines) == len(METHODS)
+    assert len(knob_lines) == sum(1 for cls in METHODS.values() if cls.knob)
     assert any(line.startswith("swag ") and "Bayesian" in line for line in lines)
+    sam = lines.index(next(line for line in lines if line.startswith("sam ")))
+    assert lines[sam + 1].strip() == "knob: method.sam.rho, benchmark grid [0.01, 0.05, 0.2]"
     with pytest.raises(ValueError, match=r"unknown method 'nope'; choose one of \["):
         get_method("nope")
     assert get_method("swag") is not get_method("swag")  # fresh state per run

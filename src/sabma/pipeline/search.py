@@ -182,8 +182,11 @@ def train_with_search(cfg: Config, out: Path, progress: bool = True) -> dict[str
     }
     knob_section = None
     if knob:
-        knob_scores = {_label(v): scores[Candidate(best_lr, v)] for v in others}
-        knob_scores[_label(current)] = scores[Candidate(best_lr)]
+        grid = cfg.optim.knob_grid  # in the grid's order; the configured value first if not in it
+        order: list[Any] = grid if current in grid else [current, *grid]
+        knob_scores = {
+            _label(v): scores[Candidate(best_lr, None if v == current else float(v))] for v in order
+        }
         won = current if best.knob is None else best.knob
         knob_section = {"name": knob, "lr": best_lr, "grid": knob_scores, "chosen": won}
         search["knob"] = knob_section
