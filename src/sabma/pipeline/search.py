@@ -79,11 +79,6 @@ def candidate_config(cfg: Config, lr: float, knob: float | None = None) -> Confi
     return config_from_dict(values)
 
 
-def candidate_dir(out: Path, lr: float) -> Path:
-    """The folder of stage 1's candidate at learning rate ``lr``."""
-    return Candidate(lr).folder(out, "")
-
-
 def method_knob(cfg: Config) -> str:
     """The configuration key of the method's main knob ("" when it has none)."""
     from sabma.methods import METHODS
@@ -100,11 +95,11 @@ def configured_knob(cfg: Config) -> Any:
     return node
 
 
-def check_grid(grid: list[float], key: str = "optim.lr_grid", what: str = "learning rates") -> None:
+def check_grid(grid: list[float]) -> None:
     if any(not (isinstance(v, float) and math.isfinite(v) and v > 0) for v in grid):
-        raise ValueError(f"{key} must hold positive {what}, got {grid}")
+        raise ValueError(f"optim.lr_grid must hold positive learning rates, got {grid}")
     if len(set(grid)) != len(grid):
-        raise ValueError(f"{key} has repeated values: {grid}")
+        raise ValueError(f"optim.lr_grid has repeated values: {grid}")
 
 
 def check_knob_grid(cfg: Config) -> None:
