@@ -91,3 +91,15 @@ def test_benchmark_knob_search_reaches_each_run(tmp_path: Path) -> None:
     assert search["knob"]["name"] == "method.sam.rho"
     assert set(search["knob"]["grid"]) == {"0.01", "0.05", "0.2"}
     assert rows[0]["knob"] == search["knob"]["chosen"] and rows[1]["knob"] is None
+    # a knob grid of the user's wins over the method's, as a user's lr grid does
+    run_benchmark(
+        None,
+        ["sam"],
+        [0],
+        tmp_path / "c",
+        [*overrides, "optim.knob_grid=[0.02]"],
+        progress=False,
+        knob_search=True,
+    )
+    search = json.loads((tmp_path / "c" / "sam" / "seed0" / "lr_search.json").read_text())
+    assert set(search["knob"]["grid"]) == {"0.05", "0.02"}

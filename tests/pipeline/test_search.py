@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sabma.config import load_config
+from sabma.config import dump_config, load_config
 from sabma.data.tasks import load_task
 from sabma.pipeline.build import build_posterior, build_prior
 from sabma.pipeline.evaluate import evaluate_run, load_run
@@ -117,10 +117,38 @@ def test_knob_grids_are_checked(tmp_path: Path, data_root: Path) -> None:  # noq
             ["method.name=laplace", "optim.knob_grid=[0.0,-1.0]"],
             r"knob_grid value -1: method.laplace.prior_precision must be >= 0",
         ),
+        (
+            [
+                "method.name=laplace",
+                "method.laplace.subset=subset",
+                "method.laplace.hessian=diag",
+                "optim.knob_grid=[0.0,10.0]",
+            ],
+            r"knob_grid value 10: method.laplace.prior_precision applies to subset=last_layer",
+        ),
+        (["method.name=sam", "optim.knob_grid=[0.1,0.1000000001]"], "repeated values"),
     ):
         with pytest.raises(ValueError, match=message):
             train_run(tiny_config(data_root, *options), tmp_path / "r", False)
         assert not (tmp_path / "r").exists()
+
+
+def test_a_half_trained_candidate_of_other_settings_stops_the_search(
+    tmp_path: Path,
+    data_root: Path,  # noqa: F811
+) -> None:
+    """A checkpointed candidate written with other settings would fail to resume and be counted
+    as a failed candidate; the search refuses it before training anything."""
+    out = tmp_path / "run"
+    folder = out / "lr_search" / "lr=0.05"
+    folder.mkdir(parents=True)
+    other = tiny_config(data_root, "method.name=sam", "optim.lr=0.05", "method.sam.rho=0.2")
+    (folder / "config.yaml").write_text(dump_config(other))
+    (folder / "checkpoint.safetensors").write_bytes(b"")
+    cfg = tiny_config(data_root, "method.name=sam", "optim.lr_grid=[1e-5,0.05]")
+    with pytest.raises(ValueError, match=r"lr=0\.05 holds a half-trained run with another config"):
+        train_run(cfg, out, progress=False)
+    assert not (out / "lr_search" / "lr=1e-05").exists()
 
 
 def test_bad_grids_are_refused(tmp_path: Path, data_root: Path) -> None:  # noqa: F811

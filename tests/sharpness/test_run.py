@@ -19,6 +19,7 @@ from sabma.pipeline.train import train_run
 from sabma.sharpness.hessian import hvp_fn
 from sabma.sharpness.run import (
     SharpnessOptions,
+    is_gaussian,
     posterior_samples,
     sharpness_run,
     training_batches,
@@ -114,3 +115,8 @@ def test_sample_sets_without_spread_are_measured_once() -> None:
     spread = copies + torch.randn_like(copies)
     run = LoadedRun(Config(), None, posterior, "3", get_method("ensemble"), None, spread)  # type: ignore[arg-type]
     assert torch.equal(posterior_samples(run, 3, 0), spread[:3])
+    # only a Gaussian posterior has a centre the samples spread around (--at-mean)
+    assert not is_gaussian(run)
+    for name, gaussian in (("sgd", False), ("laplace", False), ("vi", True), ("sabma", True)):
+        plain = LoadedRun(Config(), None, posterior, "3", get_method(name), None, None)  # type: ignore[arg-type]
+        assert is_gaussian(plain) == gaussian

@@ -43,7 +43,8 @@ def add_parser(sub: Any) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="then every method chooses its main knob (sabma methods lists each one and its "
-        "grid) on validation, at the chosen learning rate (default on)",
+        "grid) on validation, at the chosen learning rate (default on; --no-knob-search reuses "
+        "a folder written before the knob search)",
     )
     add_overrides(parser, "override a configuration value of every run (repeatable)")
     add_progress(parser)

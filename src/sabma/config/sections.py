@@ -86,7 +86,7 @@ class OptimConfig:
     warmup_epochs: int = 2
     # learning rates to choose from on the validation split (one full run each; empty: optim.lr)
     lr_grid: list[float] = field(default_factory=list)
-    # values of the method's main knob (`sabma methods --options` names it) to choose from on the
+    # values of the method's main knob (`sabma methods` names it) to choose from on the
     # validation split, at the learning rate chosen first (one full run each; empty: no search)
     knob_grid: list[float] = field(default_factory=list)
     amp: str = "none"  # none | bf16 | fp16: autocast of the network (fp16 with loss scaling)

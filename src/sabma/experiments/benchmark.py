@@ -67,12 +67,14 @@ def run_benchmark(
     """Run (or reuse) every (method, seed); write ``results.{csv,json,md}`` and ``results.png``.
     ``lr_search``: every method chooses its learning rate from :data:`LR_GRID` on validation
     (unless the configuration sets ``optim.lr_grid`` itself); ``knob_search``: then the value of
-    its main knob from the method's ``knob_grid`` (:mod:`sabma.pipeline.search`)."""
+    its main knob from the method's ``knob_grid`` (unless the configuration sets
+    ``optim.knob_grid``; :mod:`sabma.pipeline.search`)."""
     grid = [f"optim.lr_grid={LR_GRID}"] if lr_search else []
     base = load_config(config, [*(QUICK if quick else []), *grid, *overrides]).to_dict()
     rows = []
     for method in methods:
-        knob = knob_override(method) if knob_search else []
+        user_grid = bool(base["optim"].get("knob_grid"))  # a grid of the user's wins
+        knob = knob_override(method) if knob_search and not user_grid else []
         for seed in seeds:
             cfg = config_from_dict(base, [f"method.name={method}", f"seed={seed}", *knob])
             log.info("benchmark: %s seed %d", method, seed)

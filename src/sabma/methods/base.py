@@ -74,6 +74,11 @@ class Method:
     knob: ClassVar[str] = ""
     knob_grid: ClassVar[tuple[float, ...]] = ()
 
+    @staticmethod
+    def check(cfg: Config) -> None:
+        """Refuse settings of the method's own section that cannot work together (one-line
+        ValueError); run with the configuration checks, before anything is written."""
+
     def rank(self, cfg: Config) -> int:
         """K of the posterior's low-rank factor this method needs."""
         return 0

@@ -46,6 +46,7 @@ def check_config(cfg: Config) -> None:
     _finite_numbers(cfg)
     if cfg.method.name not in METHODS:
         raise ValueError(f"unknown method {cfg.method.name!r}; choose one of {sorted(METHODS)}")
+    METHODS[cfg.method.name].check(cfg)
     check_backbone_name(cfg.model.backbone)
     _data_matches_backbone(cfg)
     if cfg.prior.kind not in PRIOR_KINDS:

@@ -36,6 +36,7 @@ from typing import Any
 from sabma.config import Config, config_from_dict, dump_config
 from sabma.runs.files import atomic_write_json, atomic_write_text
 from sabma.runs.folder import (
+    CHECKPOINT,
     CONFIG,
     METRICS,
     POSTERIOR,
@@ -116,8 +117,8 @@ def check_knob_grid(cfg: Config) -> None:
         )
     if any(not (isinstance(v, int | float) and math.isfinite(v)) for v in grid):
         raise ValueError(f"optim.knob_grid must hold finite values of {knob}, got {grid}")
-    if len(set(grid)) != len(grid):
-        raise ValueError(f"optim.knob_grid has repeated values: {grid}")
+    if len({_label(v) for v in grid}) != len(grid):
+        raise ValueError(f"optim.knob_grid has repeated values (to 6 digits): {grid}")
     from sabma.pipeline.checks import check_config
 
     for value in grid:
@@ -135,7 +136,6 @@ def train_with_search(cfg: Config, out: Path, progress: bool = True) -> dict[str
     """Train every candidate, keep the best on validation, evaluate it on the test split;
     returns its metrics (see the module docstring)."""
     from sabma.pipeline.evaluate import evaluate_run
-    from sabma.pipeline.train import check_reusable
 
     check_grid(cfg.optim.lr_grid)
     check_knob_grid(cfg)
@@ -149,7 +149,7 @@ def train_with_search(cfg: Config, out: Path, progress: bool = True) -> dict[str
     for candidate in [Candidate(lr) for lr in lrs] + [
         Candidate(lr, v) for lr in lrs for v in others
     ]:
-        check_reusable(
+        _check_candidate(
             candidate_config(cfg, candidate.lr, candidate.knob), candidate.folder(out, knob)
         )
     out.mkdir(parents=True, exist_ok=True)
@@ -197,6 +197,20 @@ def train_with_search(cfg: Config, out: Path, progress: bool = True) -> dict[str
     return metrics
 
 
+def _check_candidate(cfg: Config, folder: Path) -> None:
+    """Refuse a candidate folder holding a run of other settings, finished or half-trained (it
+    would otherwise count as a candidate that failed to train)."""
+    from sabma.pipeline.train import check_reusable, same_config
+
+    check_reusable(cfg, folder)
+    if (folder / CHECKPOINT).is_file() and (folder / CONFIG).is_file():
+        if not same_config(folder / CONFIG, cfg):
+            raise ValueError(
+                f"{folder} holds a half-trained run with another configuration; remove it or "
+                "choose another --out"
+            )
+
+
 def _label(value: Any) -> str:
     return f"{value:g}" if isinstance(value, int | float) else str(value)
 
@@ -241,6 +255,12 @@ def resolved_config(cfg: Config, run_dir: Path) -> Config:
     search = json.loads((run_dir / SEARCH_RESULT).read_text())
     knob = search.get("knob")
     value = None
-    if knob is not None and knob["chosen"] != configured_knob(cfg):
-        value = float(knob["chosen"])
+    if knob is not None:
+        if knob["name"] != method_knob(cfg):
+            raise ValueError(
+                f"{run_dir / SEARCH_RESULT} searched {knob['name']}, but method "
+                f"{cfg.method.name!r} now has the knob {method_knob(cfg)!r}"
+            )
+        if knob["chosen"] != configured_knob(cfg):
+            value = float(knob["chosen"])
     return candidate_config(cfg, float(search["chosen"]), value)

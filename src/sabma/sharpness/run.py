@@ -7,9 +7,9 @@ weights of the subset and the Hessian is taken with dropout off) the top-k Hessi
 (Lanczos) and the Hutchinson trace of the training loss with respect to the Bayesian subset, on
 the run's training split without augmentation, with the network in eval mode for every method.
 The summary goes to ``metrics.json`` under ``"sharpness"``; failed solves are listed as failed,
-never averaged in. With ``at_mean`` the same measures are also taken at the predictive's mean
-(``"at_mean"``, ``"mean_lambda_max"``): for a Gaussian posterior, the like-for-like comparison
-with a point estimate's optimum.
+never averaged in. With ``at_mean``, for a Gaussian posterior, the same measures are also taken at
+its mean (``"at_mean"``, ``"mean_lambda_max"``): the like-for-like comparison with a point
+estimate's optimum (other predictives have no such centre; the option leaves them as they are).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class SharpnessOptions:
     tol: float = 1e-3  # Lanczos relative tolerance
     max_matvecs: int = 300
     seed: int = 0
-    at_mean: bool = False  # also measure at the posterior mean (the samples' centre)
+    at_mean: bool = False  # Gaussian posteriors: also measure at the mean (the samples' centre)
 
     def __post_init__(self) -> None:
         for name in ("top_k", "samples", "batch_size"):
@@ -78,6 +78,11 @@ def posterior_samples(run: LoadedRun, count: int, seed: int) -> Tensor:
     return posterior.sample_weights(count, generator).detach()
 
 
+def is_gaussian(run: LoadedRun) -> bool:
+    """Whether the run's predictive is a Gaussian over the subset (samples around its mean)."""
+    return not (run.method.point or run.method.name == "laplace" or run.weight_set is not None)
+
+
 def measure_sharpness(
     run: LoadedRun, options: SharpnessOptions, progress: bool = False
 ) -> dict[str, Any]:
@@ -94,7 +99,7 @@ def measure_sharpness(
     solved = [s["eigenvalues"] for s in per_sample if s["eigenvalues"] is not None]
     ratios = [v[0] / v[-1] for v in solved if v[-1] > 0]
     at_mean: dict[str, Any] = {}
-    if options.at_mean:
+    if options.at_mean and is_gaussian(run):
         centre = _curvature(run, batches, posterior.mean.detach(), options, options.seed)
         values = centre["eigenvalues"]
         at_mean = {"at_mean": centre, "mean_lambda_max": None if values is None else values[0]}
