@@ -137,8 +137,7 @@ def train_with_search(cfg: Config, out: Path, progress: bool = True) -> dict[str
     returns its metrics (see the module docstring)."""
     from sabma.pipeline.evaluate import evaluate_run
 
-    check_grid(cfg.optim.lr_grid)
-    check_knob_grid(cfg)
+    # the grids were checked with the rest of the configuration (train_run: check_config)
     if (out / METRICS).exists():
         raise ValueError(f"{out} already holds a finished run; choose another --out")
     knob = method_knob(cfg) if cfg.optim.knob_grid else ""
