@@ -72,12 +72,32 @@ def test_every_method_knob_grid_is_valid_and_holds_its_default() -> None:
     searched = {name for name, cls in METHODS.items() if cls.knob}
     assert searched == set(METHODS) - {"sgd", "ensemble"}
     for name in sorted(searched):
-        cfg = config_from_dict({}, [f"method.name={name}", *knob_override(name)])
+        plain = config_from_dict({}, [f"method.name={name}"])
+        cfg = config_from_dict({}, [f"method.name={name}", *knob_override(plain)])
         check_config(cfg)
         assert cfg.optim.knob_grid == [float(v) for v in METHODS[name].knob_grid]
         default = configured_knob(cfg)
         assert default is None or default in cfg.optim.knob_grid, name
-    assert knob_override("sgd") == []
+    assert knob_override(config_from_dict({}, ["method.name=sgd"])) == []
+
+
+def test_benchmark_skips_a_knob_that_does_nothing() -> None:
+    """Where the configuration leaves the method's knob without effect, ``--knob-search``
+    gives no grid (the candidates would be identical runs), and the configuration passes."""
+    from sabma.config import config_from_dict
+    from sabma.pipeline.checks import check_config
+
+    for options in (
+        ["method.name=vi", "method.variance.kind=gradient"],
+        ["method.name=ivon", "method.ivon.ess=100.0"],
+        ["method.name=laplace", "method.laplace.subset=subset", "method.laplace.hessian=diag"],
+    ):
+        cfg = config_from_dict({}, options)
+        assert knob_override(cfg) == [], options
+        check_config(cfg)
+    # the same methods with their knob in use get their grid
+    for name in ("vi", "ivon", "laplace"):
+        assert knob_override(config_from_dict({}, [f"method.name={name}"])), name
 
 
 def test_benchmark_knob_search_reaches_each_run(tmp_path: Path) -> None:

@@ -124,7 +124,17 @@ def test_knob_grids_are_checked(tmp_path: Path, data_root: Path) -> None:  # noq
                 "method.laplace.hessian=diag",
                 "optim.knob_grid=[0.0,10.0]",
             ],
-            r"knob_grid value 10: method.laplace.prior_precision applies to subset=last_layer",
+            r"a knob that does nothing here: method.laplace.prior_precision applies to "
+            "subset=last_layer only",
+        ),
+        (
+            ["method.name=vi", "method.variance.kind=gradient", "optim.knob_grid=[0.01]"],
+            r"does nothing here: method.variance.temperature applies to method.variance.kind="
+            "natural only",
+        ),
+        (
+            ["method.name=ivon", "method.ivon.ess=100.0", "optim.knob_grid=[0.01]"],
+            r"does nothing here: method.ivon.temperature sets .* only when method.ivon.ess is 0",
         ),
         (["method.name=sam", "optim.knob_grid=[0.1,0.1000000001]"], "repeated values"),
     ):

@@ -14,8 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sabma.config import config_from_dict, load_config
+from sabma.config import Config, config_from_dict, load_config
 from sabma.methods import METHODS
+from sabma.pipeline.search import knob_unused
 from sabma.pipeline.train import run_or_reuse
 from sabma.runs.benchmark_folder import benchmark_runs, write_benchmark_report
 from sabma.runs.figures import pyplot, save_figure
@@ -72,11 +73,12 @@ def run_benchmark(
     grid = [f"optim.lr_grid={LR_GRID}"] if lr_search else []
     base = load_config(config, [*(QUICK if quick else []), *grid, *overrides]).to_dict()
     rows = []
+    user_grid = bool(base["optim"].get("knob_grid"))  # a grid of the user's wins
     for method in methods:
-        user_grid = bool(base["optim"].get("knob_grid"))  # a grid of the user's wins
-        knob = knob_override(method) if knob_search and not user_grid else []
         for seed in seeds:
-            cfg = config_from_dict(base, [f"method.name={method}", f"seed={seed}", *knob])
+            cfg = config_from_dict(base, [f"method.name={method}", f"seed={seed}"])
+            if knob_search and not user_grid:
+                cfg = config_from_dict(cfg.to_dict(), knob_override(cfg))
             log.info("benchmark: %s seed %d", method, seed)
             metrics = run_or_reuse(cfg, out / method / f"seed{seed}", progress)
             bma = with_scaled(metrics["test"], "bma")
@@ -95,9 +97,14 @@ def run_benchmark(
     return rows
 
 
-def knob_override(method: str) -> list[str]:
-    """``optim.knob_grid`` set to the method's grid (nothing for a method without a knob)."""
-    grid = METHODS[method].knob_grid
+def knob_override(cfg: Config) -> list[str]:
+    """``optim.knob_grid`` set to the method's grid; nothing for a method without a knob, or
+    whose knob does nothing under ``cfg`` (logged)."""
+    grid = METHODS[cfg.method.name].knob_grid
+    unused = knob_unused(cfg)
+    if grid and unused:
+        log.info("benchmark: no knob search for %s: %s", cfg.method.name, unused)
+        return []
     return [f"optim.knob_grid=[{','.join(repr(float(v)) for v in grid)}]"] if grid else []
 
 

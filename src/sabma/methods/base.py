@@ -75,6 +75,13 @@ class Method:
     knob_grid: ClassVar[tuple[float, ...]] = ()
 
     @staticmethod
+    def knob_unused(cfg: Config) -> str:
+        """Why :attr:`knob` has no effect under ``cfg`` ("" when it has one): searching it would
+        train identical candidates, so ``optim.knob_grid`` is refused and the benchmark skips
+        the knob search for this configuration."""
+        return ""
+
+    @staticmethod
     def check(cfg: Config) -> None:
         """Refuse settings of the method's own section that cannot work together (one-line
         ValueError); run with the configuration checks, before anything is written."""

@@ -50,6 +50,15 @@ class IVONMethod(Method):
     sections = ("ivon",)
     point = False
 
+    @staticmethod
+    def knob_unused(cfg: Config) -> str:
+        if cfg.method.ivon.ess > 0:
+            return (
+                "method.ivon.temperature sets λ = N/T only when method.ivon.ess is 0 "
+                f"(got ess={cfg.method.ivon.ess:g})"
+            )
+        return ""
+
     def supports_loss_scaling(self, cfg: Config) -> bool:
         return False  # its own update (see Method.step_scaled)
 

@@ -91,6 +91,15 @@ class LaplaceMethod(SGDMethod):
         return super().optimizer(posterior, prior, cfg, n)
 
     @staticmethod
+    def knob_unused(cfg: Config) -> str:
+        if cfg.method.laplace.subset != "last_layer":
+            return (
+                "method.laplace.prior_precision applies to subset=last_layer only; subset=subset "
+                "takes its precision from the prior"
+            )
+        return ""
+
+    @staticmethod
     def check(cfg: Config) -> None:
         subset, hessian = cfg.method.laplace.subset, cfg.method.laplace.hessian
         if subset not in SUBSETS:

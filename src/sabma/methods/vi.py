@@ -37,6 +37,15 @@ class VIMethod(Method):
     point = False
     trains_at_mean = False
 
+    @staticmethod
+    def knob_unused(cfg: Config) -> str:
+        if cfg.method.variance.kind != "natural":
+            return (
+                "method.variance.temperature applies to method.variance.kind=natural only "
+                f"(got {cfg.method.variance.kind!r}; its KL weight is method.variance.beta)"
+            )
+        return ""
+
     def __init__(self) -> None:
         self.prior: LowRankGaussian | None = None
         self.kl_weight = 0.0

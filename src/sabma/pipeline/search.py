@@ -88,6 +88,15 @@ def method_knob(cfg: Config) -> str:
     return cls.knob if cls is not None else ""
 
 
+def knob_unused(cfg: Config) -> str:
+    """Why the method's knob has no effect under ``cfg`` ("": it has one, or there is no knob;
+    :meth:`~sabma.methods.base.Method.knob_unused`)."""
+    from sabma.methods import METHODS
+
+    cls = METHODS.get(cfg.method.name)
+    return cls.knob_unused(cfg) if cls is not None and cls.knob else ""
+
+
 def configured_knob(cfg: Config) -> Any:
     """The configured value of the method's knob."""
     node: Any = cfg
@@ -115,6 +124,9 @@ def check_knob_grid(cfg: Config) -> None:
             f"optim.knob_grid is set, but method {cfg.method.name!r} has no knob to search "
             "besides the learning rate; remove optim.knob_grid"
         )
+    unused = knob_unused(cfg)
+    if unused:
+        raise ValueError(f"optim.knob_grid searches a knob that does nothing here: {unused}")
     if any(not (isinstance(v, int | float) and math.isfinite(v)) for v in grid):
         raise ValueError(f"optim.knob_grid must hold finite values of {knob}, got {grid}")
     if len({_label(v) for v in grid}) != len(grid):
