@@ -219,3 +219,23 @@ def test_the_automatic_head_prior_scales_with_the_features(data_root: Path) -> N
     assert head_feature_scale(posterior, head, data.x_train[:4]) == pytest.approx(expected)
     with pytest.raises(ValueError, match=r"prior\.head_var must be >= 0"):
         build_prior(tiny_config(data_root, "prior.head_var=-1"), posterior, head, data)
+
+
+def test_an_unstable_candidate_is_skipped_but_a_configuration_error_stops_the_search(
+    tmp_path: Path,
+    data_root: Path,  # noqa: F811
+) -> None:
+    """A learning rate the method cannot train at (E-MCMC's coupling needs η > lr) is a failed
+    candidate, recorded as None; any other error is the user's to see, not a 'failed' one."""
+    cfg = tiny_config(
+        data_root, "method.name=emcmc", "method.emcmc.eta=0.03", "optim.lr_grid=[0.01,0.05]"
+    )
+    metrics = train_run(cfg, tmp_path / "run", progress=False)
+    search = json.loads((tmp_path / "run" / "lr_search.json").read_text())
+    assert search["grid"]["0.05"] is None and search["grid"]["0.01"] is not None
+    assert metrics["lr"] == 0.01
+    bad = tiny_config(
+        data_root, "method.name=emcmc", "method.emcmc.keep=bogus", "optim.lr_grid=[0.01,0.05]"
+    )
+    with pytest.raises(ValueError, match=r"method\.emcmc\.keep must be one of"):
+        train_run(bad, tmp_path / "bad", progress=False)

@@ -29,6 +29,11 @@ from sabma.step.schedule import warmup_cosine
 from sabma.step.two_step import TwoStepOptimizer
 
 
+class UnstableSetting(ValueError):
+    """The settings cannot train at this learning rate (the prior term or a coupling would
+    diverge): an error for a single run, a candidate that failed for a search."""
+
+
 class NonFiniteLoss(FloatingPointError):
     """A training loss was NaN or infinite; raised before any update (θ unchanged)."""
 

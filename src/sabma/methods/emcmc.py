@@ -21,6 +21,7 @@ from torch import Tensor
 
 from sabma.config import Config
 from sabma.config.method import EMCMCOptions
+from sabma.methods.base import UnstableSetting
 from sabma.methods.csgld import CSGLDMethod
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
@@ -50,7 +51,7 @@ class EMCMCMethod(CSGLDMethod):
     ) -> None:
         eta, keep = cfg.method.emcmc.eta, cfg.method.emcmc.keep
         if not eta > cfg.optim.lr:
-            raise ValueError(
+            raise UnstableSetting(
                 f"method.emcmc.eta ({eta}) must exceed optim.lr ({cfg.optim.lr}) for a stable "
                 "coupling"
             )

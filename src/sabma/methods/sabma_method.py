@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from sabma.config import Config
-from sabma.methods.base import Method
+from sabma.methods.base import Method, UnstableSetting
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.sabma import SABMA
@@ -29,7 +29,7 @@ def check_kl_stability(
         return
     curvature = kl_weight * float(prior.precision_diag().max())
     if lr * curvature >= 2 * (1 + momentum):
-        raise ValueError(
+        raise UnstableSetting(
             f"optim.lr={lr} is unstable for the prior term (curvature weight·max 1/σ²_prior = "
             f"{curvature:.3g}; need lr < {2 * (1 + momentum) / curvature:.3g}): lower optim.lr, "
             "widen the prior (prior.norm_std, prior.head_var) or lower the prior term's weight "

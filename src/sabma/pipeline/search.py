@@ -12,8 +12,10 @@ the method's predictive wins. Two stages, one knob at a time:
    chose (``lr=<value>,<knob>=<value>``). The configured value's candidate is stage 1's run.
 
 The winner of all candidates becomes the run: its posterior and training log are copied into
-``OUT``, and only then is the test split evaluated, once. Candidates that cannot run (the prior
-term would be unstable, training diverged) are recorded as failed and skipped.
+``OUT``, and only then is the test split evaluated, once. Candidates that cannot run at their
+learning rate (:class:`~sabma.methods.base.UnstableSetting`: the prior term or a coupling would
+be unstable) or that diverged (``FloatingPointError``) are recorded as failed (None) and skipped;
+any other error stops the search.
 ``lr_search.json`` keeps every candidate's validation NLL; ``metrics.json`` gets ``"lr"``,
 ``"lr_search"`` and, with a knob grid, ``"knob"``. The run's ``config.yaml`` keeps the grids;
 :func:`resolved_config` gives the configuration of the candidate that won (what evaluation and
@@ -228,6 +230,7 @@ def _label(value: Any) -> str:
 
 def _score(cfg: Config, candidate: Candidate, out: Path, knob: str, progress: bool) -> float | None:
     """Train (or reuse) one candidate; its validation NLL (None: it could not train)."""
+    from sabma.methods.base import UnstableSetting
     from sabma.pipeline.train import run_or_reuse
 
     label = candidate.folder(out, knob).name
@@ -238,7 +241,7 @@ def _score(cfg: Config, candidate: Candidate, out: Path, knob: str, progress: bo
             progress,
             False,
         )
-    except (ValueError, FloatingPointError) as err:  # unstable or diverged here
+    except (UnstableSetting, FloatingPointError) as err:  # unstable or diverged here
         log.warning("%s: %s", label, str(err).splitlines()[0])
         return None
     nll = float(metrics["val"]["bma"]["nll"])
