@@ -100,7 +100,8 @@ def test_benchmark_folder_table(tmp_path: Path) -> None:
     ]
     assert main([*args, "--no-progress"]) == 0
     table = (bench / "sharpness.md").read_text()
-    assert "| sgd |" in table and "| swag |" in table and "LAMBDA_MAX" in table
+    assert "| sgd | 0 |" in table and "| swag | 0 |" in table and "LAMBDA_MAX" in table
+    assert "| method | seeds |" in table  # which seeds each row covers
     assert "## Sharpness at posterior samples" in (bench / "report.md").read_text()
     sgd = json.loads((bench / "sgd" / "seed0" / "metrics.json").read_text())["sharpness"]
     assert sgd["samples"] == 1  # a point estimate: its mean only

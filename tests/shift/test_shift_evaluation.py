@@ -102,8 +102,19 @@ def test_benchmark_folder_shift_summary(tmp_path: Path, capsys: pytest.CaptureFi
     )
     assert code == 0
     table = (bench / "shift.md").read_text()
-    assert "| sabma |" in table and "| sgd |" in table and "| method | clean | s2 | s4 |" in table
+    assert "| sabma | 0 |" in table and "| sgd | 0 |" in table  # each row says its seeds
+    assert "| method | seeds | clean | s2 | s4 |" in table
     assert "## NLL (TS)" in table and "## ECE (TS)" in table  # raw and calibrated side by side
+    # the paired section: SA-BMA − SGD on the same seed, at each severity
+    shifts = {
+        name: json.loads((bench / name / "seed0" / "metrics.json").read_text())["shift"]
+        for name in ("sabma", "sgd")
+    }
+    paired = table.split("## NLL: method − sgd on the same seed")[1].split("##")[0]
+    delta = shifts["sabma"]["mean"]["4"]["nll"] - shifts["sgd"]["mean"]["4"]["nll"]
+    row = next(line for line in paired.splitlines() if line.startswith("| sabma |"))
+    assert row.split(" | ")[-1].rstrip(" |") == f"{delta:+.3f}"
+    assert "| sgd |" not in paired
     assert (bench / "shift.png").stat().st_size > 1000
     report = (bench / "report.md").read_text()
     assert report.startswith("# Benchmark") and "## Corruption benchmark" in report

@@ -174,54 +174,109 @@ def _plot(path: Path, by_method: dict[str, list[dict[str, float]]]) -> None:
     save_figure(fig, path)
 
 
-def shift_curves(folder: Path) -> dict[str, dict[int, dict[str, list[float]]]]:
-    """method → severity (0 = clean) → metric → one value per seed (mean over corruptions)."""
-    curves: dict[str, dict[int, dict[str, list[float]]]] = {}
+def shift_by_seed(folder: Path) -> dict[str, dict[int, dict[int, dict[str, float]]]]:
+    """method → seed → severity (0 = clean) → metrics averaged over the corruptions, for every
+    run of ``folder`` with a shift section."""
+    table: dict[str, dict[int, dict[int, dict[str, float]]]] = {}
     for run in benchmark_runs(folder):
         metrics = read_metrics(run)
         if "shift" not in metrics:
             continue
         shift = metrics["shift"]
         per_severity = {0: shift["clean"], **{int(s): v for s, v in shift["mean"].items()}}
-        method = curves.setdefault(metrics["method"], {})
-        for severity, values in per_severity.items():
-            for m in (*METRICS, *TS_METRICS):
-                if m in values:  # TS metrics: runs evaluated with temperature scaling
-                    method.setdefault(severity, {}).setdefault(m, []).append(values[m])
+        table.setdefault(metrics["method"], {})[int(metrics["seed"])] = {
+            severity: {m: values[m] for m in (*METRICS, *TS_METRICS) if m in values}
+            for severity, values in per_severity.items()
+        }
+    return table
+
+
+def shift_curves(folder: Path) -> dict[str, dict[int, dict[str, list[float]]]]:
+    """method → severity (0 = clean) → metric → one value per seed (mean over corruptions)."""
+    curves: dict[str, dict[int, dict[str, list[float]]]] = {}
+    for method, seeds in shift_by_seed(folder).items():
+        for _, per_severity in sorted(seeds.items()):
+            for severity, values in per_severity.items():
+                for m, value in values.items():  # TS metrics: runs evaluated with TS only
+                    curves.setdefault(method, {}).setdefault(severity, {}).setdefault(m, []).append(
+                        value
+                    )
     return curves
 
 
 def write_shift_summary(folder: Path) -> None:
-    """``shift.md`` (mean ± std over seeds of the corruption-averaged metrics per severity) and
+    """``shift.md`` (mean ± std over seeds of the corruption-averaged metrics per severity, the
+    seeds each method's row covers, and differences to :data:`REFERENCE` on the same seed) and
     ``shift.png`` (ACC / NLL / ECE against severity, one line per method)."""
-    curves = shift_curves(folder)
-    if not curves:
+    by_seed = shift_by_seed(folder)
+    if not by_seed:
         raise ValueError(f"no run in {folder} has a shift section; run 'sabma evaluate --shift'")
+    curves = shift_curves(folder)
     severities = sorted({s for method in curves.values() for s in method})
+    header = " | ".join("clean" if s == 0 else f"s{s}" for s in severities)
     lines = ["# Corruption benchmark: mean over corruptions, mean ± std over seeds", ""]
     present = {m for method in curves.values() for values in method.values() for m in values}
     for metric in ("acc", "nll", "ts_nll", "ece", "ts_ece"):
         if metric not in present:
             continue
-        header = " | ".join("clean" if s == 0 else f"s{s}" for s in severities)
-        title = metric.removeprefix("ts_").upper() + (" (TS)" if metric.startswith("ts_") else "")
         lines += [
-            f"## {title}",
+            f"## {_metric_title(metric)}",
             "",
-            f"| method | {header} |",
-            "|---" * (len(severities) + 1) + "|",
+            f"| method | seeds | {header} |",
+            "|---" * (len(severities) + 2) + "|",
         ]
         for name, by_severity in sorted(curves.items()):
-            cells = []
-            for s in severities:
-                values = by_severity.get(s, {}).get(metric, [])
-                cells.append(mean_std_cell(values))
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            cells = [mean_std_cell(by_severity.get(s, {}).get(metric, [])) for s in severities]
+            seeds = ",".join(str(seed) for seed in sorted(by_seed[name]))
+            lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _shift_paired(by_seed, severities, present)
     lines.append("![metrics against severity](shift.png)")
     atomic_write_text(folder / "shift.md", "\n".join(lines) + "\n")
     _plot_shift(folder / "shift.png", curves, severities)
     write_benchmark_report(folder)
+
+
+def _metric_title(metric: str) -> str:
+    return metric.removeprefix("ts_").upper() + (" (TS)" if metric.startswith("ts_") else "")
+
+
+def _shift_paired(
+    by_seed: dict[str, dict[int, dict[int, dict[str, float]]]],
+    severities: list[int],
+    present: set[str],
+) -> list[str]:
+    """Lines of the NLL differences to :data:`REFERENCE` on the same seed (mean ± std over the
+    seeds both have); none without the reference."""
+    reference = by_seed.get(REFERENCE)
+    if reference is None:
+        return []
+    header = " | ".join("clean" if s == 0 else f"s{s}" for s in severities)
+    lines = []
+    for metric in ("nll", "ts_nll"):
+        if metric not in present:
+            continue
+        lines += [
+            f"## {_metric_title(metric)}: method − {REFERENCE} on the same seed",
+            "",
+            f"| method | seeds | {header} |",
+            "|---" * (len(severities) + 2) + "|",
+        ]
+        for name, seeds in sorted(by_seed.items()):
+            shared = sorted(seed for seed in seeds if seed in reference)
+            if name == REFERENCE or not shared:
+                continue
+            cells = []
+            for s in severities:
+                deltas = [
+                    seeds[seed][s][metric] - reference[seed][s][metric]
+                    for seed in shared
+                    if metric in seeds[seed].get(s, {}) and metric in reference[seed].get(s, {})
+                ]
+                cells.append(mean_std_cell(deltas, signed=True))
+            lines.append(f"| {name} | {','.join(map(str, shared))} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _plot_shift(

@@ -18,15 +18,20 @@ def mean_std_table(
     rows: dict[str, list[dict[str, float]]],
     metrics: tuple[str, ...] = ("acc", "nll", "ece", "brier"),
     signed: bool = False,
+    seeds: dict[str, list[int]] | None = None,
 ) -> str:
     """A Markdown table of mean ± std over seeds per row (the mean alone for a single value; runs
-    without a metric are left out of its cell)."""
+    without a metric are left out of its cell); with ``seeds`` (row → its seeds), a column
+    that says which seeds each row covers."""
+    seed_heading = ["seeds"] if seeds is not None else []
     lines = [
-        "| method | " + " | ".join(HEADINGS.get(m, m.upper()) for m in metrics) + " |",
-        "|" + "---|" * (len(metrics) + 1),
+        "| "
+        + " | ".join(["method", *seed_heading, *(HEADINGS.get(m, m.upper()) for m in metrics)])
+        + " |",
+        "|" + "---|" * (len(metrics) + 1 + len(seed_heading)),
     ]
     for label, runs in rows.items():
-        cells = []
+        cells = [] if seeds is None else [",".join(str(s) for s in sorted(seeds[label]))]
         for metric in metrics:
             cells.append(mean_std_cell([r[metric] for r in runs if metric in r], signed))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")

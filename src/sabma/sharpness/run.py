@@ -166,6 +166,7 @@ def write_sharpness_summary(folder: Path) -> None:
     from sabma.runs.tables import mean_std_table
 
     by_method: dict[str, list[dict[str, float]]] = {}
+    seeds: dict[str, list[int]] = {}
     failures = []
     for run_dir in benchmark_runs(folder):
         metrics = read_metrics(run_dir)
@@ -185,13 +186,14 @@ def write_sharpness_summary(folder: Path) -> None:
         if section.get("mean_lambda_max") is not None:
             row["mean_lambda_max"] = section["mean_lambda_max"]
         by_method.setdefault(metrics["method"], []).append(row)
+        seeds.setdefault(metrics["method"], []).append(int(metrics["seed"]))
     if not by_method:
         raise ValueError(f"no run in {folder} has a sharpness section; run 'sabma sharpness'")
     columns: tuple[str, ...] = ("lambda_max", "ratio_1_k", "trace")
     if any("mean_lambda_max" in row for rows in by_method.values() for row in rows):
         columns += ("mean_lambda_max",)
     text = "# Sharpness at posterior samples: mean ± std over seeds\n\n" + mean_std_table(
-        by_method, columns
+        by_method, columns, seeds=seeds
     )
     if failures:
         text += "\n\nFailed solves (left out of the means): " + "; ".join(failures)
