@@ -213,18 +213,12 @@ def write_shift_summary(folder: Path) -> None:
         raise ValueError(f"no run in {folder} has a shift section; run 'sabma evaluate --shift'")
     curves = shift_curves(folder)
     severities = sorted({s for method in curves.values() for s in method})
-    header = " | ".join("clean" if s == 0 else f"s{s}" for s in severities)
     lines = ["# Corruption benchmark: mean over corruptions, mean ± std over seeds", ""]
     present = {m for method in curves.values() for values in method.values() for m in values}
     for metric in ("acc", "nll", "ts_nll", "ece", "ts_ece"):
         if metric not in present:
             continue
-        lines += [
-            f"## {_metric_title(metric)}",
-            "",
-            f"| method | seeds | {header} |",
-            "|---" * (len(severities) + 2) + "|",
-        ]
+        lines += _severity_table_head(_metric_title(metric), severities)
         for name, by_severity in sorted(curves.items()):
             cells = [mean_std_cell(by_severity.get(s, {}).get(metric, [])) for s in severities]
             seeds = ",".join(str(seed) for seed in sorted(by_seed[name]))
@@ -235,6 +229,17 @@ def write_shift_summary(folder: Path) -> None:
     atomic_write_text(folder / "shift.md", "\n".join(lines) + "\n")
     _plot_shift(folder / "shift.png", curves, severities)
     write_benchmark_report(folder)
+
+
+def _severity_table_head(title: str, severities: list[int]) -> list[str]:
+    """A section title and the head of a table with a column per severity (0: clean)."""
+    header = " | ".join("clean" if s == 0 else f"s{s}" for s in severities)
+    return [
+        f"## {title}",
+        "",
+        f"| method | seeds | {header} |",
+        "|---" * (len(severities) + 2) + "|",
+    ]
 
 
 def _metric_title(metric: str) -> str:
@@ -251,17 +256,12 @@ def _shift_paired(
     reference = by_seed.get(REFERENCE)
     if reference is None:
         return []
-    header = " | ".join("clean" if s == 0 else f"s{s}" for s in severities)
     lines = []
     for metric in ("nll", "ts_nll"):
         if metric not in present:
             continue
-        lines += [
-            f"## {_metric_title(metric)}: method − {REFERENCE} on the same seed",
-            "",
-            f"| method | seeds | {header} |",
-            "|---" * (len(severities) + 2) + "|",
-        ]
+        title = f"{_metric_title(metric)}: method − {REFERENCE} on the same seed"
+        lines += _severity_table_head(title, severities)
         for name, seeds in sorted(by_seed.items()):
             shared = sorted(seed for seed in seeds if seed in reference)
             if name == REFERENCE or not shared:
