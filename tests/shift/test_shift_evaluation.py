@@ -115,9 +115,65 @@ def test_benchmark_folder_shift_summary(tmp_path: Path, capsys: pytest.CaptureFi
     row = next(line for line in paired.splitlines() if line.startswith("| sabma |"))
     assert row.split(" | ")[-1].rstrip(" |") == f"{delta:+.3f}"
     assert "| sgd |" not in paired
+    # and what averaging buys: SA-BMA's BMA − its own mean (measured with --shift), not SGD's
+    averaging = table.split("## NLL: BMA − the same posterior's mean")[1].split("##")[0]
+    sabma = shifts["sabma"]
+    delta = sabma["mean"]["4"]["nll"] - sabma["at_mean"]["mean"]["4"]["nll"]
+    row = next(line for line in averaging.splitlines() if line.startswith("| sabma |"))
+    assert row.split(" | ")[-1].rstrip(" |") == f"{delta:+.3f}"
+    assert "| sgd |" not in averaging
     assert (bench / "shift.png").stat().st_size > 1000
     report = (bench / "report.md").read_text()
     assert report.startswith("# Benchmark") and "## Corruption benchmark" in report
     assert "![metrics against severity](shift.png)" in report
     assert main(["evaluate", str(tmp_path), "--no-progress"]) == 2  # neither run nor benchmark
     assert "neither a run directory" in capsys.readouterr().err
+
+
+def test_a_posteriors_mean_is_measured_on_the_shifted_sets_too(tmp_path: Path) -> None:
+    """``shift.at_mean``: the posterior mean on the same corrupted sets (its clean row is the
+    test split's mean row, raw and scaled with the mean's own temperature). ``mean_only`` adds
+    it to an existing section without touching the BMA's figures, and refuses what it cannot
+    add to, leaving metrics.json as it was."""
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    cfg = config_from_dict({}, [*TINY, f"data.root={root}", "method.name=sabma"])
+    run = tmp_path / "run"
+    train_run(cfg, run, progress=False)
+    options = ShiftOptions(
+        corruptions=("contrast", "gaussian_noise"), severities=(5,), cache_dir=tmp_path / "c"
+    )
+    metrics = evaluate_run(run, progress=False, shift=options, temperature_scaling=True)
+    at_mean = metrics["shift"]["at_mean"]
+    assert at_mean["clean"]["nll"] == pytest.approx(metrics["test"]["mean"]["nll"])
+    assert at_mean["clean"]["ts_nll"] == pytest.approx(metrics["test"]["mean_ts"]["nll"])
+    assert at_mean["mean"]["5"]["nll"] != pytest.approx(metrics["shift"]["mean"]["5"]["nll"])
+    # the mean alone, added to the section: the BMA's figures are kept as they were
+    stripped = {k: v for k, v in metrics["shift"].items() if k != "at_mean"}
+    stored = json.loads((run / "metrics.json").read_text())
+    stored["shift"] = stripped
+    (run / "metrics.json").write_text(json.dumps(stored))
+    only = ShiftOptions(
+        corruptions=("contrast", "gaussian_noise"),
+        severities=(5,),
+        cache_dir=tmp_path / "c",
+        mean_only=True,
+    )
+    added = evaluate_run(run, progress=False, shift=only, temperature_scaling=True)["shift"]
+    assert {k: v for k, v in added.items() if k != "at_mean"} == stripped
+    assert added["at_mean"]["mean"]["5"]["nll"] == pytest.approx(at_mean["mean"]["5"]["nll"])
+    before = (run / "metrics.json").read_bytes()
+    other = ShiftOptions(corruptions=("contrast",), severities=(5,), mean_only=True)
+    with pytest.raises(ValueError, match="measured other corrupted sets"):
+        evaluate_run(run, progress=False, shift=other)
+    assert (run / "metrics.json").read_bytes() == before
+    # mean_only needs a section to add to, and a point estimate has no separate mean
+    del stored["shift"]
+    (run / "metrics.json").write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="run --shift first"):
+        evaluate_run(run, progress=False, shift=only)
+    sgd = tmp_path / "sgd"
+    train_run(config_from_dict({}, [*TINY, f"data.root={root}", "method.name=sgd"]), sgd, False)
+    assert "at_mean" not in evaluate_run(sgd, progress=False, shift=options)["shift"]
+    with pytest.raises(ValueError, match="is a point estimate"):
+        evaluate_run(sgd, progress=False, shift=only)

@@ -174,15 +174,20 @@ def _plot(path: Path, by_method: dict[str, list[dict[str, float]]]) -> None:
     save_figure(fig, path)
 
 
-def shift_by_seed(folder: Path) -> dict[str, dict[int, dict[int, dict[str, float]]]]:
+def shift_by_seed(
+    folder: Path, at_mean: bool = False
+) -> dict[str, dict[int, dict[int, dict[str, float]]]]:
     """method → seed → severity (0 = clean) → metrics averaged over the corruptions, for every
-    run of ``folder`` with a shift section."""
+    run of ``folder`` with a shift section; ``at_mean``: the posterior mean's (``shift.at_mean``,
+    runs that have it)."""
     table: dict[str, dict[int, dict[int, dict[str, float]]]] = {}
     for run in benchmark_runs(folder):
         metrics = read_metrics(run)
-        if "shift" not in metrics:
+        shift = metrics.get("shift")
+        if shift is not None and at_mean:
+            shift = shift.get("at_mean")
+        if shift is None:
             continue
-        shift = metrics["shift"]
         per_severity = {0: shift["clean"], **{int(s): v for s, v in shift["mean"].items()}}
         table.setdefault(metrics["method"], {})[int(metrics["seed"])] = {
             severity: {m: values[m] for m in (*METRICS, *TS_METRICS) if m in values}
@@ -206,8 +211,9 @@ def shift_curves(folder: Path) -> dict[str, dict[int, dict[str, list[float]]]]:
 
 def write_shift_summary(folder: Path) -> None:
     """``shift.md`` (mean ± std over seeds of the corruption-averaged metrics per severity, the
-    seeds each method's row covers, and differences to :data:`REFERENCE` on the same seed) and
-    ``shift.png`` (ACC / NLL / ECE against severity, one line per method)."""
+    seeds each method's row covers; the NLL differences to :data:`REFERENCE`, and of each
+    posterior's BMA to its own mean, on the same seed) and ``shift.png`` (ACC / NLL / ECE
+    against severity, one line per method)."""
     by_seed = shift_by_seed(folder)
     if not by_seed:
         raise ValueError(f"no run in {folder} has a shift section; run 'sabma evaluate --shift'")
@@ -224,7 +230,12 @@ def write_shift_summary(folder: Path) -> None:
             seeds = ",".join(str(seed) for seed in sorted(by_seed[name]))
             lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += _shift_paired(by_seed, severities, present)
+    if REFERENCE in by_seed:
+        others = {name: by_seed[REFERENCE] for name in by_seed if name != REFERENCE}
+        label = f"method − {REFERENCE} on the same seed"
+        lines += _shift_paired(by_seed, others, label, severities, present)
+    label = "BMA − the same posterior's mean, same seed (what averaging buys)"
+    lines += _shift_paired(by_seed, shift_by_seed(folder, at_mean=True), label, severities, present)
     lines.append("![metrics against severity](shift.png)")
     atomic_write_text(folder / "shift.md", "\n".join(lines) + "\n")
     _plot_shift(folder / "shift.png", curves, severities)
@@ -246,26 +257,33 @@ def _metric_title(metric: str) -> str:
     return metric.removeprefix("ts_").upper() + (" (TS)" if metric.startswith("ts_") else "")
 
 
+PerSeed = dict[int, dict[int, dict[str, float]]]  # seed → severity → metrics
+
+
 def _shift_paired(
-    by_seed: dict[str, dict[int, dict[int, dict[str, float]]]],
+    rows: dict[str, PerSeed],
+    references: dict[str, PerSeed],
+    label: str,
     severities: list[int],
     present: set[str],
 ) -> list[str]:
-    """Lines of the NLL differences to :data:`REFERENCE` on the same seed (mean ± std over the
-    seeds both have); none without the reference."""
-    reference = by_seed.get(REFERENCE)
-    if reference is None:
+    """Tables of the NLL (raw, and TS where measured) of each row minus its reference
+    (``references[row]``, called ``label``) on the same seed, mean ± std over the seeds both
+    have; no lines when no row has a reference."""
+    pairs = {
+        name: (seeds, references[name], sorted(s for s in seeds if s in references[name]))
+        for name, seeds in sorted(rows.items())
+        if name in references
+    }
+    pairs = {name: pair for name, pair in pairs.items() if pair[2]}
+    if not pairs:
         return []
     lines = []
     for metric in ("nll", "ts_nll"):
         if metric not in present:
             continue
-        title = f"{_metric_title(metric)}: method − {REFERENCE} on the same seed"
-        lines += _severity_table_head(title, severities)
-        for name, seeds in sorted(by_seed.items()):
-            shared = sorted(seed for seed in seeds if seed in reference)
-            if name == REFERENCE or not shared:
-                continue
+        lines += _severity_table_head(f"{_metric_title(metric)}: {label}", severities)
+        for name, (seeds, reference, shared) in pairs.items():
             cells = []
             for s in severities:
                 deltas = [

@@ -37,7 +37,13 @@ from sabma.runs.folder import (
     read_metrics,
 )
 from sabma.runs.report import write_reliability_plot, write_report
-from sabma.shift.evaluate import ShiftOptions, shift_metrics
+from sabma.shift.evaluate import (
+    ShiftOptions,
+    ShiftPredictive,
+    corruptions_for,
+    same_settings,
+    shift_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +94,7 @@ def evaluate_run(
         train_s = previous["timing"]["train_s"]
         # sections computed by other commands survive a re-evaluation that does not redo them
         carried = {k: previous[k] for k in CARRIED_SECTIONS if k in previous}
-        if shift is not None:
+        if shift is not None and not shift.mean_only:
             carried.pop("shift", None)
     task, posterior, cfg = run.task, run.posterior, run.cfg
     return evaluate_and_write(
@@ -167,12 +173,13 @@ def evaluate_and_write(
         metrics["posterior"] = shape_summary(posterior.gaussian())
     metrics.update(carried or {})
     temperature = fit_temperature(val["bma"], task.y_val) if temperature_scaling else None
+    mean_temperature = None
+    if temperature_scaling and not method.point:  # the mean, scaled on its own validation
+        mean_temperature = fit_temperature(val["mean"], task.y_val)
     if shift is not None:
-        on_shift = (
-            predictive if shift.samples is None else replace(predictive, samples=shift.samples)
+        metrics["shift"] = _shift_section(
+            predictive, task, cfg, shift, progress, (temperature, mean_temperature), carried
         )
-        metrics["shift"] = shift_metrics(on_shift, task, cfg, shift, progress, temperature)
-        metrics["shift"]["samples"] = on_shift.samples_used
     curves = {"BMA": (test_lp["bma"].exp(), task.y_test)}
     if not method.point:
         curves["posterior mean"] = (test_lp["mean"].exp(), task.y_test)
@@ -181,8 +188,7 @@ def evaluate_and_write(
         metrics["temperature"] = temperature
         metrics["test"]["bma_ts"] = classification_metrics(scaled, task.y_test)
         curves["BMA, temperature-scaled"] = (scaled, task.y_test)
-        if not method.point:  # the posterior mean, scaled on its own validation predictive
-            mean_temperature = fit_temperature(val["mean"], task.y_val)
+        if mean_temperature is not None:
             metrics["mean_temperature"] = mean_temperature
             metrics["test"]["mean_ts"] = classification_metrics(
                 apply_temperature(test_lp["mean"], mean_temperature).exp(), task.y_test
@@ -195,3 +201,57 @@ def evaluate_and_write(
     write_report(out / REPORT, metrics)
     atomic_write_json(out / METRICS, metrics)
     return metrics
+
+
+def _shift_section(
+    predictive: RunPredictive,
+    task: Task,
+    cfg: Config,
+    options: ShiftOptions,
+    progress: bool,
+    temperatures: tuple[float | None, float | None],
+    carried: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The run's shift section: the method's predictive on the corrupted sets and, for a
+    posterior (not a point estimate), its mean as ``"at_mean"``. ``options.mean_only``: the
+    mean alone, added to the ``carried`` section of the same settings."""
+    point = predictive.method.point
+    on_shift = (
+        predictive if options.samples is None else replace(predictive, samples=options.samples)
+    )
+    wanted: dict[str, ShiftPredictive] = {}
+    previous = (carried or {}).get("shift")
+    if options.mean_only:
+        if point:
+            raise ValueError(
+                f"--shift-mean-only: method {cfg.method.name!r} is a point estimate; its "
+                "predictive is its mean (use --shift)"
+            )
+        if previous is None:
+            raise ValueError("--shift-mean-only adds to a shift section; run --shift first")
+        planned = {
+            "corruptions": list(corruptions_for(task.kind, options.corruptions)),
+            "severities": list(options.severities),
+            "size": options.size or len(task.y_test),
+        }
+        if not same_settings(previous, planned):
+            raise ValueError(
+                "--shift-mean-only: the run's shift section measured other corrupted sets "
+                f"({previous['corruptions']}, severities {previous['severities']}, "
+                f"{previous['size']} images); give the same --corruptions, --severities and "
+                "--shift-size"
+            )
+    else:
+        wanted["bma"] = (lambda x, g: on_shift(x, g), temperatures[0])
+    if not point:
+        wanted["mean"] = (lambda x, g: predictive.mean(x), temperatures[1])
+    measured = shift_metrics(wanted, task, cfg, options, progress)
+    if options.mean_only:
+        assert previous is not None
+        section = dict(previous)
+    else:
+        section = measured["bma"]
+        section["samples"] = on_shift.samples_used
+    if "mean" in measured:
+        section["at_mean"] = {k: measured["mean"][k] for k in ("clean", "per_corruption", "mean")}
+    return section

@@ -124,7 +124,7 @@ def _shift_section(metrics: dict[str, Any]) -> list[str]:
     if shift is None:
         return []
     rows = {"clean": shift["clean"], **{f"severity {s}": v for s, v in shift["mean"].items()}}
-    return [
+    lines = [
         "## Distribution shift",
         "",
         f"Mean over {len(shift['corruptions'])} corruptions ({', '.join(shift['corruptions'])}), "
@@ -133,6 +133,14 @@ def _shift_section(metrics: dict[str, Any]) -> list[str]:
         metrics_table(rows),
         "",
     ]
+    at_mean = shift.get("at_mean")
+    if at_mean is not None:
+        rows = {
+            "clean": at_mean["clean"],
+            **{f"severity {s}": v for s, v in at_mean["mean"].items()},
+        }
+        lines += ["The posterior mean on the same sets:", "", metrics_table(rows), ""]
+    return lines
 
 
 def _sharpness_section(metrics: dict[str, Any]) -> list[str]:

@@ -60,6 +60,11 @@ def corruptions_for(kind: str, names: tuple[str, ...] | None) -> tuple[str, ...]
     return names
 
 
+#: a predictive on the shifted sets: ``fn(x, generator)`` → log-probabilities, and the
+#: temperature fitted for it on the clean validation split (None: no temperature scaling)
+ShiftPredictive = tuple[Callable[[Inputs, torch.Generator], Tensor], float | None]
+
+
 @dataclass
 class ShiftOptions:
     #: corruption names, ("all",), or None: the defaults for the run's kind of data
@@ -69,6 +74,8 @@ class ShiftOptions:
     samples: int | None = None  # BMA samples S on the corrupted sets (None: the run's)
     seed: int = 0  # seed of the corruptions' randomness (the same for every method)
     cache_dir: Path | None = None
+    #: measure the posterior mean only, and add it to the run's shift section of these settings
+    mean_only: bool = False
 
     def __post_init__(self) -> None:
         known = {n for every, _ in CORRUPTIONS.values() for n in every} | {"all"}
@@ -86,32 +93,41 @@ class ShiftOptions:
 
 
 def shift_metrics(
-    predictive: Callable[..., Tensor],
+    predictives: dict[str, ShiftPredictive],
     task: Task,
     cfg: Config,
     options: ShiftOptions,
     progress: bool = False,
-    temperature: float | None = None,
-) -> dict[str, Any]:
-    """{"corruptions", "severities", "size", "clean", "per_corruption": {name: {severity:
-    metrics}}, "mean": {severity: metrics averaged over the corruptions}}.
+) -> dict[str, dict[str, Any]]:
+    """For each named predictive: {"corruptions", "severities", "size", "clean",
+    "per_corruption": {name: {severity: metrics}}, "mean": {severity: metrics averaged over the
+    corruptions}}.
 
-    ``predictive(x, generator)`` returns log-probabilities; its draws are seeded the same way for
-    every corrupted set, so the sets differ only by their inputs. With ``temperature`` (fitted on
-    the clean validation split) every set also gets ``ts_nll`` and ``ts_ece``: the calibrated
-    log-likelihood, which separates methods that differ in their confidence only."""
+    Each corrupted set is built once and given to every predictive. A predictive's draws are
+    seeded the same way for every set, so the sets differ only by their inputs. With a
+    temperature (fitted on the clean validation split) every set also gets ``ts_nll`` and
+    ``ts_ece``: the calibrated log-likelihood, which separates methods that differ in their
+    confidence only."""
     corruptions = corruptions_for(task.kind, options.corruptions)
     n = options.size or len(task.y_test)
     clean, labels = task.x_test_raw[:n], task.y_test[:n]
 
-    def evaluate(x: Inputs) -> dict[str, float]:
-        generator = torch.Generator().manual_seed(cfg.seed + 5)
-        log_probs = predictive(x, generator)
-        metrics = classification_metrics(log_probs.exp(), labels)
-        if temperature is not None:  # the clean validation split's T, applied unchanged
-            scaled = classification_metrics(apply_temperature(log_probs, temperature).exp(), labels)
-            metrics.update({f"ts_{k}": scaled[k] for k in TS_KEYS})
-        return metrics
+    def evaluate(x: Inputs) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, (predictive, temperature) in predictives.items():
+            log_probs = predictive(x, torch.Generator().manual_seed(cfg.seed + 5))
+            metrics = classification_metrics(log_probs.exp(), labels)
+            if temperature is not None:  # the clean validation split's T, applied unchanged
+                scaled = apply_temperature(log_probs, temperature)
+                metrics.update(
+                    {
+                        f"ts_{k}": v
+                        for k, v in classification_metrics(scaled.exp(), labels).items()
+                        if k in TS_KEYS
+                    }
+                )
+            out[name] = metrics
+        return out
 
     def corrupted(name: str, severity: int) -> Any:
         if task.kind == "text":
@@ -126,22 +142,35 @@ def shift_metrics(
             options.cache_dir,
         )
 
-    result: dict[str, Any] = {
-        "corruptions": list(corruptions),
-        "severities": list(options.severities),
-        "size": n,
-        "clean": evaluate(inputs.take(task.x_test, slice(0, n))),
-        "per_corruption": {},
-    }
-    pairs = [(c, s) for c in corruptions for s in options.severities]
-    for name, severity in tqdm(pairs, desc="shift", disable=not progress, leave=False):
-        x = task.prepare(corrupted(name, severity))
-        result["per_corruption"].setdefault(name, {})[str(severity)] = evaluate(x)
-    result["mean"] = {
-        str(s): {
-            k: sum(result["per_corruption"][c][str(s)][k] for c in corruptions) / len(corruptions)
-            for k in (*METRIC_KEYS, *(f"ts_{k}" for k in TS_KEYS if temperature is not None))
+    results: dict[str, dict[str, Any]] = {
+        name: {
+            "corruptions": list(corruptions),
+            "severities": list(options.severities),
+            "size": n,
+            "per_corruption": {},
         }
-        for s in options.severities
+        for name in predictives
     }
-    return result
+    for name, metrics in evaluate(inputs.take(task.x_test, slice(0, n))).items():
+        results[name]["clean"] = metrics
+    pairs = [(c, s) for c in corruptions for s in options.severities]
+    for corruption, severity in tqdm(pairs, desc="shift", disable=not progress, leave=False):
+        x = task.prepare(corrupted(corruption, severity))
+        for name, metrics in evaluate(x).items():
+            results[name]["per_corruption"].setdefault(corruption, {})[str(severity)] = metrics
+    for name, result in results.items():
+        keys = (*METRIC_KEYS, *(f"ts_{k}" for k in TS_KEYS if predictives[name][1] is not None))
+        result["mean"] = {
+            str(s): {
+                k: sum(result["per_corruption"][c][str(s)][k] for c in corruptions)
+                / len(corruptions)
+                for k in keys
+            }
+            for s in options.severities
+        }
+    return results
+
+
+def same_settings(section: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two shift sections measured the same corrupted sets."""
+    return all(section[k] == other[k] for k in ("corruptions", "severities", "size"))
