@@ -234,8 +234,9 @@ def test_an_unstable_candidate_is_skipped_but_a_configuration_error_stops_the_se
     search = json.loads((tmp_path / "run" / "lr_search.json").read_text())
     assert search["grid"]["0.05"] is None and search["grid"]["0.01"] is not None
     assert metrics["lr"] == 0.01
+    # more cycles than epochs: found when training starts, and shown rather than skipped
     bad = tiny_config(
-        data_root, "method.name=emcmc", "method.emcmc.keep=bogus", "optim.lr_grid=[0.01,0.05]"
+        data_root, "method.name=csgld", "method.csgld.cycles=100", "optim.lr_grid=[0.01,0.05]"
     )
-    with pytest.raises(ValueError, match=r"method\.emcmc\.keep must be one of"):
+    with pytest.raises(ValueError, match=r"cycles must be between 1 and optim\.epochs"):
         train_run(bad, tmp_path / "bad", progress=False)

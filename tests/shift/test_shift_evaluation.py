@@ -82,24 +82,23 @@ def test_benchmark_folder_shift_summary(tmp_path: Path, capsys: pytest.CaptureFi
     assert len(benchmark_runs(bench, [0])) == 2
     with pytest.raises(ValueError, match=r"no finished run of seeds \[1\]"):
         benchmark_runs(bench, [1])
-    code = main(
-        [
-            "evaluate",
-            str(bench),
-            "--shift",
-            "--corruptions",
-            "contrast",
-            "--severities",
-            "2,4",
-            "--shift-size",
-            "10",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--seeds",
-            "0",
-            "--no-progress",
-        ]
-    )
+    args = [
+        "evaluate",
+        str(bench),
+        "--shift",
+        "--corruptions",
+        "contrast",
+        "--severities",
+        "2,4",
+        "--shift-size",
+        "10",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--seeds",
+        "0",
+        "--no-progress",
+    ]
+    code = main(args)
     assert code == 0
     table = (bench / "shift.md").read_text()
     assert "| sabma | 0 |" in table and "| sgd | 0 |" in table  # each row says its seeds
@@ -122,6 +121,20 @@ def test_benchmark_folder_shift_summary(tmp_path: Path, capsys: pytest.CaptureFi
     row = next(line for line in averaging.splitlines() if line.startswith("| sabma |"))
     assert row.split(" | ")[-1].rstrip(" |") == f"{delta:+.3f}"
     assert "| sgd |" not in averaging
+    # --shift-mean-only on the folder: adds the mean where it can, skips the point estimate
+    sabma_metrics = json.loads((bench / "sabma" / "seed0" / "metrics.json").read_text())
+    del sabma_metrics["shift"]["at_mean"]
+    (bench / "sabma" / "seed0" / "metrics.json").write_text(json.dumps(sabma_metrics))
+    sgd_before = (bench / "sgd" / "seed0" / "metrics.json").read_bytes()
+    code = main([*args[:2], "--shift-mean-only", *args[3:]])
+    assert code == 0
+    assert "skipped" in capsys.readouterr().out
+    assert (bench / "sgd" / "seed0" / "metrics.json").read_bytes() == sgd_before
+    again = json.loads((bench / "sabma" / "seed0" / "metrics.json").read_text())["shift"]
+    assert again["at_mean"] == shifts["sabma"]["at_mean"]
+    assert {k: v for k, v in again.items() if k != "at_mean"} == {
+        k: v for k, v in shifts["sabma"].items() if k != "at_mean"
+    }
     assert (bench / "shift.png").stat().st_size > 1000
     report = (bench / "report.md").read_text()
     assert report.startswith("# Benchmark") and "## Corruption benchmark" in report
@@ -177,3 +190,34 @@ def test_a_posteriors_mean_is_measured_on_the_shifted_sets_too(tmp_path: Path) -
     assert "at_mean" not in evaluate_run(sgd, progress=False, shift=options)["shift"]
     with pytest.raises(ValueError, match="is a point estimate"):
         evaluate_run(sgd, progress=False, shift=only)
+
+
+def test_measuring_the_mean_leaves_the_bma_figures_unchanged(tmp_path: Path) -> None:
+    """The mean runs beside the BMA on every corrupted set; it draws no random numbers, so
+    the BMA's figures are the ones a BMA-only measurement gives (MC dropout: its masks come
+    from the global generator, which a draw by the mean would shift)."""
+    import torch
+
+    from sabma.pipeline.evaluate import load_run
+    from sabma.pipeline.predictive import RunPredictive
+    from sabma.shift.evaluate import shift_metrics
+
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    cfg = config_from_dict(
+        {}, [*TINY, f"data.root={root}", "method.name=mcdropout", "method.mcdropout.p=0.3"]
+    )
+    train_run(cfg, tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    predictive = RunPredictive(run.cfg, run.posterior, run.method, 3, run.weight_set)
+    options = ShiftOptions(
+        corruptions=("contrast", "gaussian_noise"), severities=(3,), cache_dir=tmp_path / "c"
+    )
+    bma = (lambda x, g: predictive(x, g), 1.3)
+    mean = (lambda x, g: predictive.mean(x), 0.9)
+    torch.manual_seed(0)
+    alone = shift_metrics({"bma": bma}, run.task, run.cfg, options)["bma"]
+    torch.manual_seed(0)
+    both = shift_metrics({"bma": bma, "mean": mean}, run.task, run.cfg, options)
+    assert both["bma"] == alone
+    assert both["mean"]["mean"]["3"]["nll"] != alone["mean"]["3"]["nll"]

@@ -105,6 +105,19 @@ def shift_options(args: argparse.Namespace) -> Any:
     )
 
 
+def mean_only_skip(run_dir: Path) -> str:
+    """Why ``--shift-mean-only`` has nothing to add to a run of a benchmark folder ("": it has)."""
+    from sabma.methods import get_method
+    from sabma.runs.folder import read_metrics
+
+    metrics = read_metrics(run_dir)
+    if get_method(metrics["method"]).point:
+        return "a point estimate (its predictive is its mean)"
+    if "shift" not in metrics:
+        return "no shift section yet (run --shift)"
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     from sabma.experiments.benchmark import write_shift_summary
     from sabma.pipeline.evaluate import evaluate_run
@@ -123,6 +136,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(metrics["test"], indent=2))
         return 0
     for run_dir in runs:
+        if shift is not None and shift.mean_only:
+            reason = mean_only_skip(run_dir)
+            if reason:
+                print(f"skipped {run_dir}: {reason}")
+                continue
         evaluate_run(run_dir, args.samples, args.temperature_scaling, progress, shift)
         print(f"evaluated {run_dir}")
     if shift is not None:

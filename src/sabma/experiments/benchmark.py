@@ -220,6 +220,7 @@ def write_shift_summary(folder: Path) -> None:
     curves = shift_curves(folder)
     severities = sorted({s for method in curves.values() for s in method})
     lines = ["# Corruption benchmark: mean over corruptions, mean ± std over seeds", ""]
+    lines += _mixed_settings(folder)
     present = {m for method in curves.values() for values in method.values() for m in values}
     for metric in ("acc", "nll", "ts_nll", "ece", "ts_ece"):
         if metric not in present:
@@ -240,6 +241,24 @@ def write_shift_summary(folder: Path) -> None:
     atomic_write_text(folder / "shift.md", "\n".join(lines) + "\n")
     _plot_shift(folder / "shift.png", curves, severities)
     write_benchmark_report(folder)
+
+
+def _mixed_settings(folder: Path) -> list[str]:
+    """A warning line when the runs' shift sections measured different corrupted sets (their
+    means and differences then compare unlike things); none when they agree."""
+    groups: dict[tuple[tuple[str, ...], int], list[str]] = {}
+    for run in benchmark_runs(folder):
+        shift = read_metrics(run).get("shift")
+        if shift is not None:
+            key = (tuple(shift["corruptions"]), int(shift["size"]))
+            groups.setdefault(key, []).append(str(run.relative_to(folder)))
+    if len(groups) < 2:
+        return []
+    parts = "; ".join(
+        f"{', '.join(names)} on {size} images: {', '.join(runs)}"
+        for (names, size), runs in sorted(groups.items())
+    )
+    return [f"**Warning: the runs measured different corrupted sets** ({parts}).", ""]
 
 
 def _severity_table_head(title: str, severities: list[int]) -> list[str]:

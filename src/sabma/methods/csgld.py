@@ -4,7 +4,7 @@ The learning rate follows M cosine cycles, lr_k = ½·lr·(1 + cos(π·mod(k, L)
 cycle. Every step descends the potential U(w) = L̂(w) − log p(w)/N (L̂ the mean minibatch loss,
 p the run's prior, so that the sampled posterior is proper) with the shared heavy-ball update
 (momentum m = ``optim.momentum``, velocity v = −lr·buf as in ``torch.optim.SGD``); in the last
-``method.csgld_sample_fraction`` of each cycle Langevin noise enters the velocity,
+``method.csgld.sample_fraction`` of each cycle Langevin noise enters the velocity,
 
     v ← m·v − lr_k ∇U(w) + √(2·(1 − m)·lr_k·T / N) · ξ,   w ← w + v,   ξ ~ N(0, I),
 
@@ -146,7 +146,9 @@ class CSGLDMethod(Method):
 
     def finish(self, posterior: GaussianPosterior, cfg: Config) -> None:
         if not self._samples:
-            raise ValueError(f"{self.name} kept no sample: raise method.csgld_sample_fraction")
+            raise ValueError(
+                f"{self.name} kept no sample: raise method.{self.name}.sample_fraction"
+            )
 
     def samples(self) -> Tensor | None:
         return torch.stack(self._samples) if self._samples else None

@@ -46,17 +46,21 @@ class EMCMCMethod(CSGLDMethod):
     def sampler_options(self, cfg: Config) -> EMCMCOptions:
         return cfg.method.emcmc
 
+    @staticmethod
+    def check(cfg: Config) -> None:
+        keep = cfg.method.emcmc.keep
+        if keep not in KEEP:
+            raise ValueError(f"method.emcmc.keep must be one of {KEEP}, got {keep!r}")
+
     def setup(
         self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
     ) -> None:
-        eta, keep = cfg.method.emcmc.eta, cfg.method.emcmc.keep
+        eta = cfg.method.emcmc.eta
         if not eta > cfg.optim.lr:
             raise UnstableSetting(
                 f"method.emcmc.eta ({eta}) must exceed optim.lr ({cfg.optim.lr}) for a stable "
                 "coupling"
             )
-        if keep not in KEEP:
-            raise ValueError(f"method.emcmc.keep must be one of {KEEP}, got {keep!r}")
         super().setup(posterior, prior, cfg, n)
         self.guide = posterior.mean.detach().clone()
         self.guide_buffer = torch.zeros_like(self.guide)

@@ -96,6 +96,15 @@ def evaluate_run(
         carried = {k: previous[k] for k in CARRIED_SECTIONS if k in previous}
         if shift is not None and not shift.mean_only:
             carried.pop("shift", None)
+        if shift is not None and shift.mean_only and "shift" in previous:
+            scaled = "ts_nll" in previous["shift"]["clean"]  # the mean is scaled like the BMA
+            if temperature_scaling is not None and temperature_scaling != scaled:
+                raise ValueError(
+                    "--shift-mean-only: the run's shift section was measured "
+                    f"{'with' if scaled else 'without'} temperature scaling; drop "
+                    "--temperature-scaling/--no-temperature-scaling"
+                )
+            temperature_scaling = scaled
     task, posterior, cfg = run.task, run.posterior, run.cfg
     return evaluate_and_write(
         cfg,
