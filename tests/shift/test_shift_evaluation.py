@@ -221,3 +221,68 @@ def test_measuring_the_mean_leaves_the_bma_figures_unchanged(tmp_path: Path) -> 
     both = shift_metrics({"bma": bma, "mean": mean}, run.task, run.cfg, options)
     assert both["bma"] == alone
     assert both["mean"]["mean"]["3"]["nll"] != alone["mean"]["3"]["nll"]
+
+
+def test_an_interrupted_shift_evaluation_resumes_where_it_stopped(tmp_path: Path) -> None:
+    """Every set is seeded on its own (the predictive's generator and the global one), so the
+    sets finished before an interruption are kept and the rest give what one uninterrupted
+    evaluation gives; saved sets of other settings or another posterior are not reused."""
+    import torch
+
+    from sabma.data.tasks import load_task
+    from sabma.models.inputs import count
+    from sabma.shift.evaluate import ShiftProgress, shift_metrics
+
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    cfg = config_from_dict({}, [*TINY, f"data.root={root}"])
+    task = load_task(cfg, cfg.seed)
+    calls: list[int] = []
+
+    def noisy(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Draws from both generators, like MC dropout's masks and a posterior's samples."""
+        calls.append(count(x))
+        if len(calls) == stop_after:
+            raise KeyboardInterrupt
+        logits = torch.randn(count(x), 10, generator=generator) + torch.rand(count(x), 10)
+        return torch.log_softmax(logits + x.flatten(1)[:, :10], dim=-1)
+
+    options = ShiftOptions(
+        corruptions=("contrast", "brightness"), severities=(1, 3), cache_dir=tmp_path / "c"
+    )
+    predictives = {"bma": (noisy, 1.2)}
+    stop_after = 0
+    whole = shift_metrics(predictives, task, cfg, options)["bma"]
+    progress = ShiftProgress(tmp_path / "partial.json", "posterior A")
+    calls.clear()
+    stop_after = 4  # the clean set and two corrupted ones finish, the fourth call is cut off
+    with pytest.raises(KeyboardInterrupt):
+        shift_metrics(predictives, task, cfg, options, resume=progress)
+    assert len(json.loads((tmp_path / "partial.json").read_text())["sets"]) == 3
+    calls.clear()
+    stop_after = 0
+    torch.rand(7)  # the global generator has moved on: the sets do not care
+    resumed = shift_metrics(predictives, task, cfg, options, resume=progress)["bma"]
+    assert resumed == whole
+    assert len(calls) == 2  # only the two sets left were measured
+    # another posterior, or other settings: nothing saved is reused
+    calls.clear()
+    shift_metrics(predictives, task, cfg, options, resume=ShiftProgress(progress.path, "B"))
+    assert len(calls) == 5
+    calls.clear()
+    shift_metrics({"bma": (noisy, 1.0)}, task, cfg, options, resume=progress)
+    assert len(calls) == 5
+    progress.finish()
+    assert not progress.path.exists()
+
+
+def test_evaluate_removes_the_saved_sets_once_the_section_is_written(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    cfg = config_from_dict({}, [*TINY, f"data.root={root}", "method.name=sgd"])
+    run = tmp_path / "run"
+    train_run(cfg, run, progress=False)
+    (run / "shift.partial.json").write_text('{"identity": "stale", "sets": {}}')
+    options = ShiftOptions(corruptions=("contrast",), severities=(3,), cache_dir=tmp_path / "c")
+    metrics = evaluate_run(run, progress=False, shift=options)
+    assert "shift" in metrics and not (run / "shift.partial.json").exists()

@@ -3,6 +3,7 @@ temperature scaling, the posterior's shape, the report; and loading a finished r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sabma.config import Config, load_config
+from sabma.config import Config, dump_config, load_config
 from sabma.data.tasks import Task, load_task
 from sabma.methods import Method, get_method
 from sabma.metrics import classification_metrics
@@ -34,12 +35,14 @@ from sabma.runs.folder import (
     POSTERIOR,
     RELIABILITY,
     REPORT,
+    SHIFT_PROGRESS,
     read_metrics,
 )
 from sabma.runs.report import write_reliability_plot, write_report
 from sabma.shift.evaluate import (
     ShiftOptions,
     ShiftPredictive,
+    ShiftProgress,
     corruptions_for,
     same_settings,
     shift_metrics,
@@ -186,8 +189,9 @@ def evaluate_and_write(
     if temperature_scaling and not method.point:  # the mean, scaled on its own validation
         mean_temperature = fit_temperature(val["mean"], task.y_val)
     if shift is not None:
+        resume = ShiftProgress(out / SHIFT_PROGRESS, _identity(out, cfg, shift, predictive))
         metrics["shift"] = _shift_section(
-            predictive, task, cfg, shift, progress, (temperature, mean_temperature), carried
+            predictive, task, cfg, shift, progress, (temperature, mean_temperature), carried, resume
         )
     curves = {"BMA": (test_lp["bma"].exp(), task.y_test)}
     if not method.point:
@@ -209,6 +213,8 @@ def evaluate_and_write(
     write_reliability_plot(out / RELIABILITY, curves)
     write_report(out / REPORT, metrics)
     atomic_write_json(out / METRICS, metrics)
+    if shift is not None:
+        resume.finish()  # the finished sets are in metrics.json now
     return metrics
 
 
@@ -220,6 +226,7 @@ def _shift_section(
     progress: bool,
     temperatures: tuple[float | None, float | None],
     carried: dict[str, Any] | None,
+    resume: ShiftProgress,
 ) -> dict[str, Any]:
     """The run's shift section: the method's predictive on the corrupted sets and, for a
     posterior (not a point estimate), its mean as ``"at_mean"``. ``options.mean_only``: the
@@ -254,7 +261,7 @@ def _shift_section(
         wanted["bma"] = (lambda x, g: on_shift(x, g), temperatures[0])
     if not point:
         wanted["mean"] = (lambda x, g: predictive.mean(x), temperatures[1])
-    measured = shift_metrics(wanted, task, cfg, options, progress)
+    measured = shift_metrics(wanted, task, cfg, options, progress, resume)
     if options.mean_only:
         assert previous is not None
         section = dict(previous)
@@ -264,3 +271,17 @@ def _shift_section(
     if "mean" in measured:
         section["at_mean"] = {k: measured["mean"][k] for k in ("clean", "per_corruption", "mean")}
     return section
+
+
+def _identity(out: Path, cfg: Config, options: ShiftOptions, predictive: RunPredictive) -> str:
+    """What a shift evaluation's saved sets belong to: the posterior's file, the resolved
+    configuration and the number of BMA draws on the corrupted sets."""
+    digest = hashlib.sha256()
+    if (out / POSTERIOR).is_file():
+        digest.update((out / POSTERIOR).read_bytes())
+    else:
+        digest.update(predictive.posterior.mean.detach().cpu().numpy().tobytes())
+    digest.update(dump_config(cfg).encode())
+    samples = predictive.samples_used if options.samples is None else options.samples
+    digest.update(f"samples={samples}".encode())
+    return digest.hexdigest()

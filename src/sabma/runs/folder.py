@@ -17,6 +17,7 @@ from sabma.runs.files import atomic_write_json
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
+SHIFT_PROGRESS = "shift.partial.json"  # the sets of an unfinished `evaluate --shift`
 POSTERIOR = "posterior.safetensors"
 POSTERIOR_META = "posterior.json"
 TRAIN_LOG = "train_log.jsonl"

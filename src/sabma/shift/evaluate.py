@@ -7,6 +7,8 @@ items are prepared by the task's own ``prepare`` (resizing, tokenizing) like the
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.predict.bma import check_samples
 from sabma.predict.temperature import apply_temperature
+from sabma.runs.files import atomic_write_json
 from sabma.shift.cache import corrupted_test_set
 from sabma.shift.corruptions import (
     ALL_CORRUPTIONS,
@@ -31,6 +34,8 @@ from sabma.shift.corruptions import (
     check_severities,
 )
 from sabma.shift.text import TEXT_CORRUPTIONS, corrupt_texts
+
+log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("acc", "nll", "ece", "brier")
 #: reported again after temperature scaling (``ts_nll``, ``ts_ece``) when a temperature is given
@@ -98,24 +103,31 @@ def shift_metrics(
     cfg: Config,
     options: ShiftOptions,
     progress: bool = False,
+    resume: ShiftProgress | None = None,
 ) -> dict[str, dict[str, Any]]:
     """For each named predictive: {"corruptions", "severities", "size", "clean",
     "per_corruption": {name: {severity: metrics}}, "mean": {severity: metrics averaged over the
     corruptions}}.
 
-    Each corrupted set is built once and given to every predictive. A predictive's draws are
-    seeded the same way for every set, so the sets differ only by their inputs. With a
-    temperature (fitted on the clean validation split) every set also gets ``ts_nll`` and
-    ``ts_ece``: the calibrated log-likelihood, which separates methods that differ in their
-    confidence only."""
+    Each corrupted set is built once and given to every predictive. Every set is evaluated
+    with the same seeds (the predictive's generator, and the global one that e.g. dropout masks
+    draw from, forked so the caller's state is untouched): the sets differ only by their
+    inputs, and a set's figures do not depend on which sets came before. That makes the
+    evaluation resumable: with ``resume``, each finished set is saved as it completes and a
+    later call with the same settings starts from the sets already done. With a temperature
+    (fitted on the clean validation split) every set also gets ``ts_nll`` and ``ts_ece``: the
+    calibrated log-likelihood, which separates methods that differ in their confidence only."""
     corruptions = corruptions_for(task.kind, options.corruptions)
     n = options.size or len(task.y_test)
     clean, labels = task.x_test_raw[:n], task.y_test[:n]
+    seed = cfg.seed + 5
 
     def evaluate(x: Inputs) -> dict[str, dict[str, float]]:
         out = {}
         for name, (predictive, temperature) in predictives.items():
-            log_probs = predictive(x, torch.Generator().manual_seed(cfg.seed + 5))
+            with torch.random.fork_rng(devices=_accelerators(x)):
+                torch.manual_seed(seed)
+                log_probs = predictive(x, torch.Generator().manual_seed(seed))
             metrics = classification_metrics(log_probs.exp(), labels)
             if temperature is not None:  # the clean validation split's T, applied unchanged
                 scaled = apply_temperature(log_probs, temperature)
@@ -142,21 +154,39 @@ def shift_metrics(
             options.cache_dir,
         )
 
+    def prepared(name: str, severity: int) -> Inputs:
+        return task.prepare(corrupted(name, severity))
+
+    settings = {
+        "corruptions": list(corruptions),
+        "severities": list(options.severities),
+        "size": n,
+        "seed": options.seed,
+        "predictives": {k: temperature for k, (_, temperature) in predictives.items()},
+    }
+    done = resume.start(settings) if resume is not None else {}
+
+    def measured(key: str, x: Callable[..., Inputs], *args: Any) -> dict[str, dict[str, float]]:
+        """The figures of set ``key`` (its inputs: ``x(*args)``, built only when measured)."""
+        if key not in done:
+            done[key] = evaluate(x(*args))
+            if resume is not None:
+                resume.save(settings, done)
+        return done[key]
+
     results: dict[str, dict[str, Any]] = {
         name: {
-            "corruptions": list(corruptions),
-            "severities": list(options.severities),
-            "size": n,
+            **{k: settings[k] for k in ("corruptions", "severities", "size")},
             "per_corruption": {},
         }
         for name in predictives
     }
-    for name, metrics in evaluate(inputs.take(task.x_test, slice(0, n))).items():
+    for name, metrics in measured("clean", lambda: inputs.take(task.x_test, slice(0, n))).items():
         results[name]["clean"] = metrics
     pairs = [(c, s) for c in corruptions for s in options.severities]
     for corruption, severity in tqdm(pairs, desc="shift", disable=not progress, leave=False):
-        x = task.prepare(corrupted(corruption, severity))
-        for name, metrics in evaluate(x).items():
+        key = f"{corruption}/{severity}"
+        for name, metrics in measured(key, prepared, corruption, severity).items():
             results[name]["per_corruption"].setdefault(corruption, {})[str(severity)] = metrics
     for name, result in results.items():
         keys = (*METRIC_KEYS, *(f"ts_{k}" for k in TS_KEYS if predictives[name][1] is not None))
@@ -169,6 +199,43 @@ def shift_metrics(
             for s in options.severities
         }
     return results
+
+
+def _accelerators(x: Inputs) -> list[int]:
+    """The CUDA devices whose generator to fork for a batch on ``x``'s device (none on CPU)."""
+    device = inputs.device_of(x)
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+class ShiftProgress:
+    """The sets of a shift evaluation finished so far, in a JSON file next to the run's
+    metrics (written atomically after every set, removed by :meth:`finish`). ``identity``
+    names what was evaluated (e.g. a hash of the posterior's file): saved sets of another
+    posterior or other settings are never reused."""
+
+    def __init__(self, path: Path, identity: str) -> None:
+        self.path = path
+        self.identity = identity
+
+    def start(self, settings: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+        """The saved sets if they were measured with ``settings`` on the same posterior."""
+        try:
+            saved = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if saved.get("identity") != self.identity or saved.get("settings") != settings:
+            return {}
+        sets: dict[str, dict[str, dict[str, float]]] = saved.get("sets", {})
+        if sets:
+            log.info("shift: resuming %s (%d sets already measured)", self.path, len(sets))
+        return dict(sets)
+
+    def save(self, settings: dict[str, Any], sets: dict[str, Any]) -> None:
+        payload = {"identity": self.identity, "settings": settings, "sets": sets}
+        atomic_write_json(self.path, payload)
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def same_settings(section: dict[str, Any], other: dict[str, Any]) -> bool:
