@@ -265,15 +265,78 @@ def test_an_interrupted_shift_evaluation_resumes_where_it_stopped(tmp_path: Path
     resumed = shift_metrics(predictives, task, cfg, options, resume=progress)["bma"]
     assert resumed == whole
     assert len(calls) == 2  # only the two sets left were measured
-    # another posterior, or other settings: nothing saved is reused
+    # other settings, or another posterior: nothing saved is reused
+    for other in ({"bma": (noisy, 1.0)}, {"mean": (noisy, 1.2)}):
+        progress.save(json.loads(progress.path.read_text())["settings"], {"clean": {"bma": {}}})
+        calls.clear()
+        shift_metrics(other, task, cfg, options, resume=progress)  # type: ignore[arg-type]
+        assert len(calls) == 5
     calls.clear()
     shift_metrics(predictives, task, cfg, options, resume=ShiftProgress(progress.path, "B"))
     assert len(calls) == 5
-    calls.clear()
-    shift_metrics({"bma": (noisy, 1.0)}, task, cfg, options, resume=progress)
-    assert len(calls) == 5
     progress.finish()
     assert not progress.path.exists()
+
+
+def test_evaluate_resumes_an_interrupted_shift_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through ``evaluate_run``: the sets finished before an interruption are not computed
+    again, the section equals an uninterrupted one, and the saved sets go once it is written;
+    other draws on the shifted sets (S) start afresh."""
+    import shutil
+
+    import sabma.shift.evaluate as shift_evaluate
+
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    cfg = config_from_dict({}, [*TINY, f"data.root={root}", "method.name=sabma"])
+    run = tmp_path / "run"
+    train_run(cfg, run, progress=False)
+    shutil.copytree(run, tmp_path / "twin")
+    options = ShiftOptions(
+        corruptions=("contrast", "brightness"),
+        severities=(2, 4),
+        samples=2,
+        cache_dir=tmp_path / "c",
+    )
+    whole = evaluate_run(tmp_path / "twin", progress=False, shift=options)["shift"]
+    built: list[tuple[str, int]] = []
+    real = shift_evaluate.corrupted_test_set
+
+    def counted(dataset: str, clean: object, name: str, severity: int, *rest: object) -> object:
+        built.append((name, severity))
+        if len(built) == interrupt_at:
+            raise KeyboardInterrupt
+        return real(dataset, clean, name, severity, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shift_evaluate, "corrupted_test_set", counted)
+    interrupt_at = 3  # two corrupted sets finish
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(run, progress=False, shift=options)
+    assert (run / "shift.partial.json").is_file() and "shift" not in json.loads(
+        (run / "metrics.json").read_text()
+    )
+    built.clear()
+    interrupt_at = 0
+    resumed = evaluate_run(run, progress=False, shift=options)["shift"]
+    assert resumed == whole and len(built) == 2
+    assert not (run / "shift.partial.json").exists()
+    # the same sets with another S are measured again, not taken from a saved file
+    with pytest.raises(KeyboardInterrupt):
+        interrupt_at = 2
+        built.clear()
+        evaluate_run(run, progress=False, shift=options)
+    built.clear()
+    interrupt_at = 0
+    other = ShiftOptions(
+        corruptions=("contrast", "brightness"),
+        severities=(2, 4),
+        samples=3,
+        cache_dir=tmp_path / "c",
+    )
+    evaluate_run(run, progress=False, shift=other)
+    assert len(built) == 4
 
 
 def test_evaluate_removes_the_saved_sets_once_the_section_is_written(tmp_path: Path) -> None:

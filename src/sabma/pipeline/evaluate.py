@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sabma import __version__ as sabma_version
 from sabma.config import Config, dump_config, load_config
 from sabma.data.tasks import Task, load_task
 from sabma.methods import Method, get_method
@@ -274,14 +275,21 @@ def _shift_section(
 
 
 def _identity(out: Path, cfg: Config, options: ShiftOptions, predictive: RunPredictive) -> str:
-    """What a shift evaluation's saved sets belong to: the posterior's file, the resolved
-    configuration and the number of BMA draws on the corrupted sets."""
+    """What a shift evaluation's saved sets belong to: the posterior (its file, or its tensors
+    and weight set), the resolved configuration, the number of BMA draws on the corrupted sets,
+    and the versions and device that computed them."""
     digest = hashlib.sha256()
     if (out / POSTERIOR).is_file():
-        digest.update((out / POSTERIOR).read_bytes())
+        with (out / POSTERIOR).open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
     else:
-        digest.update(predictive.posterior.mean.detach().cpu().numpy().tobytes())
+        tensors = [*predictive.posterior.state_dict().values()]
+        if predictive.weight_set is not None:
+            tensors.append(predictive.weight_set)
+        for tensor in tensors:
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digest.update(dump_config(cfg).encode())
     samples = predictive.samples_used if options.samples is None else options.samples
-    digest.update(f"samples={samples}".encode())
+    device = predictive.posterior.device.type
+    digest.update(f"{samples} {sabma_version} {torch.__version__} {device}".encode())
     return digest.hexdigest()

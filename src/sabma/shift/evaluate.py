@@ -125,8 +125,8 @@ def shift_metrics(
     def evaluate(x: Inputs) -> dict[str, dict[str, float]]:
         out = {}
         for name, (predictive, temperature) in predictives.items():
-            with torch.random.fork_rng(devices=_accelerators(x)):
-                torch.manual_seed(seed)
+            with torch.random.fork_rng(devices=_accelerators()):
+                torch.manual_seed(seed + 1)  # not the generator's seed: independent streams
                 log_probs = predictive(x, torch.Generator().manual_seed(seed))
             metrics = classification_metrics(log_probs.exp(), labels)
             if temperature is not None:  # the clean validation split's T, applied unchanged
@@ -201,17 +201,20 @@ def shift_metrics(
     return results
 
 
-def _accelerators(x: Inputs) -> list[int]:
-    """The CUDA devices whose generator to fork for a batch on ``x``'s device (none on CPU)."""
-    device = inputs.device_of(x)
-    return [device.index or 0] if device.type == "cuda" else []
+def _accelerators() -> list[int]:
+    """The CUDA devices whose generators ``torch.manual_seed`` reseeds, to fork and restore
+    (none where CUDA is not in use)."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return []
+    return list(range(torch.cuda.device_count()))
 
 
 class ShiftProgress:
     """The sets of a shift evaluation finished so far, in a JSON file next to the run's
     metrics (written atomically after every set, removed by :meth:`finish`). ``identity``
     names what was evaluated (e.g. a hash of the posterior's file): saved sets of another
-    posterior or other settings are never reused."""
+    posterior or other settings are never reused. One slot per run: a call with other
+    settings starts afresh and overwrites it."""
 
     def __init__(self, path: Path, identity: str) -> None:
         self.path = path
@@ -223,9 +226,16 @@ class ShiftProgress:
             saved = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return {}
+        if not isinstance(saved, dict):
+            return {}
         if saved.get("identity") != self.identity or saved.get("settings") != settings:
             return {}
         sets: dict[str, dict[str, dict[str, float]]] = saved.get("sets", {})
+        names = set(settings["predictives"])
+        if not isinstance(sets, dict) or any(
+            not isinstance(v, dict) or set(v) != names for v in sets.values()
+        ):
+            return {}
         if sets:
             log.info("shift: resuming %s (%d sets already measured)", self.path, len(sets))
         return dict(sets)
