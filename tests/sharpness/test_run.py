@@ -105,6 +105,10 @@ def test_benchmark_folder_table(tmp_path: Path) -> None:
     assert "## Sharpness at posterior samples" in (bench / "report.md").read_text()
     sgd = json.loads((bench / "sgd" / "seed0" / "metrics.json").read_text())["sharpness"]
     assert sgd["samples"] == 1  # a point estimate: its mean only
+    # --missing: every run has its section, so nothing is measured again
+    swag = (bench / "swag" / "seed0" / "metrics.json").read_bytes()
+    assert main([*args, "--missing", "--no-progress"]) == 0
+    assert (bench / "swag" / "seed0" / "metrics.json").read_bytes() == swag
 
 
 def test_sample_sets_without_spread_are_measured_once() -> None:

@@ -135,6 +135,13 @@ def test_benchmark_folder_shift_summary(tmp_path: Path, capsys: pytest.CaptureFi
     assert {k: v for k, v in again.items() if k != "at_mean"} == {
         k: v for k, v in shifts["sabma"].items() if k != "at_mean"
     }
+    # --missing: both runs have their section, so nothing is evaluated again
+    before = {m: (bench / m / "seed0" / "metrics.json").read_bytes() for m in ("sgd", "sabma")}
+    assert main([*args, "--missing"]) == 0
+    assert capsys.readouterr().out.count("it has a shift section already") == 2
+    assert {m: (bench / m / "seed0" / "metrics.json").read_bytes() for m in before} == before
+    assert main(["evaluate", str(bench), "--missing", "--no-progress"]) == 2
+    assert "--missing applies with --shift" in capsys.readouterr().err
     assert (bench / "shift.png").stat().st_size > 1000
     report = (bench / "report.md").read_text()
     assert report.startswith("# Benchmark") and "## Corruption benchmark" in report

@@ -85,6 +85,12 @@ def add_parser(sub: Any) -> None:
         help="where generated corrupted sets are kept (default $SABMA_CACHE/corruptions "
         "or ~/.cache/sabma/corruptions)",
     )
+    shift.add_argument(
+        "--missing",
+        action="store_true",
+        help="for a benchmark folder: only the runs without a shift section (with "
+        "--shift-mean-only: without the mean); what an interrupted folder evaluation still needs",
+    )
     add_seeds_filter(parser)
     add_progress(parser)
     parser.set_defaults(run=run)
@@ -105,16 +111,24 @@ def shift_options(args: argparse.Namespace) -> Any:
     )
 
 
-def mean_only_skip(run_dir: Path) -> str:
-    """Why ``--shift-mean-only`` has nothing to add to a run of a benchmark folder ("": it has)."""
+def folder_skip(run_dir: Path, shift: Any, missing: bool) -> str:
+    """Why a run of a benchmark folder is left out ("": it is evaluated): ``--shift-mean-only``
+    has nothing to add to a point estimate or a run without a shift section; ``--missing``
+    leaves out runs that have what was asked for."""
     from sabma.methods import get_method
     from sabma.runs.folder import read_metrics
 
     metrics = read_metrics(run_dir)
-    if get_method(metrics["method"]).point:
-        return "a point estimate (its predictive is its mean)"
-    if "shift" not in metrics:
-        return "no shift section yet (run --shift)"
+    section = metrics.get("shift")
+    if shift.mean_only:
+        if get_method(metrics["method"]).point:
+            return "a point estimate (its predictive is its mean)"
+        if section is None:
+            return "no shift section yet (run --shift)"
+        if missing and "at_mean" in section:
+            return "its shift section has the mean already (--missing)"
+    elif missing and section is not None:
+        return "it has a shift section already (--missing)"
     return ""
 
 
@@ -127,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     if args.samples is not None:
         check_samples(args.samples, "--samples")
     shift = shift_options(args)
+    if args.missing and shift is None:
+        raise ValueError("--missing applies with --shift or --shift-mean-only")
     progress = not args.no_progress
     runs = benchmark_runs(args.run_dir, args.seeds)
     if not runs:  # a single run directory
@@ -136,8 +152,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(metrics["test"], indent=2))
         return 0
     for run_dir in runs:
-        if shift is not None and shift.mean_only:
-            reason = mean_only_skip(run_dir)
+        if shift is not None:
+            reason = folder_skip(run_dir, shift, args.missing)
             if reason:
                 print(f"skipped {run_dir}: {reason}")
                 continue

@@ -36,6 +36,12 @@ def add_parser(sub: Any) -> None:
         help="also measure at the posterior mean (for a Gaussian posterior: the like-for-like "
         "comparison with a point estimate)",
     )
+    parser.add_argument(
+        "--missing",
+        action="store_true",
+        help="for a benchmark folder: only the runs without a sharpness section (what an "
+        "interrupted folder measurement still needs)",
+    )
     add_seeds_filter(parser)
     add_progress(parser)
     parser.set_defaults(run=run)
@@ -43,6 +49,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sabma.runs.benchmark_folder import benchmark_runs
+    from sabma.runs.folder import read_metrics
     from sabma.sharpness.run import SharpnessOptions, sharpness_run, write_sharpness_summary
 
     options = SharpnessOptions(
@@ -55,7 +62,12 @@ def run(args: argparse.Namespace) -> int:
     )
     progress = not args.no_progress
     runs = benchmark_runs(args.run_dir, args.seeds)
+    if args.missing and not runs:
+        raise ValueError("--missing applies to a benchmark folder")
     for run_dir in runs or [args.run_dir]:
+        if args.missing and "sharpness" in read_metrics(run_dir):
+            print(f"skipped {run_dir}: it has a sharpness section already (--missing)")
+            continue
         result = sharpness_run(run_dir, options, progress)
         lam = result["lambda_max"]
         shown = "failed" if lam is None else f"{lam:.4g}"
