@@ -9,7 +9,7 @@ import pytest
 
 from sabma.cli.main import main
 from sabma.config import config_from_dict
-from sabma.experiments.benchmark import benchmark_runs, run_benchmark
+from sabma.experiments.benchmark import benchmark_runs, run_benchmark, write_shift_summary
 from sabma.pipeline.evaluate import evaluate_run
 from sabma.pipeline.train import train_run
 from sabma.shift.evaluate import ShiftOptions
@@ -148,6 +148,17 @@ def test_benchmark_folder_shift_summary(tmp_path: Path, capsys: pytest.CaptureFi
     assert "![metrics against severity](shift.png)" in report
     assert main(["evaluate", str(tmp_path), "--no-progress"]) == 2  # neither run nor benchmark
     assert "neither a run directory" in capsys.readouterr().err
+    # runs that measured different corrupted sets are named in a warning above the tables
+    assert "different corrupted sets" not in table
+    sgd_file = bench / "sgd" / "seed0" / "metrics.json"
+    sgd_metrics = json.loads(sgd_file.read_text())
+    sgd_metrics["shift"]["size"] = 20
+    sgd_file.write_text(json.dumps(sgd_metrics))
+    write_shift_summary(bench)
+    warning = (bench / "shift.md").read_text().split("\n\n")[1]
+    assert warning.startswith("**Warning: the runs measured different corrupted sets**")
+    assert "contrast on 10 images: sabma/seed0" in warning
+    assert "contrast on 20 images: sgd/seed0" in warning
 
 
 def test_a_posteriors_mean_is_measured_on_the_shifted_sets_too(tmp_path: Path) -> None:

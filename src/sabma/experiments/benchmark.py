@@ -23,6 +23,7 @@ from sabma.runs.figures import pyplot, save_figure
 from sabma.runs.files import atomic_write_json, atomic_write_text
 from sabma.runs.folder import read_metrics
 from sabma.runs.tables import mean_std_cell, mean_std_table, with_scaled
+from sabma.shift.evaluate import corrupted_sets
 
 log = logging.getLogger(__name__)
 
@@ -174,18 +175,28 @@ def _plot(path: Path, by_method: dict[str, list[dict[str, float]]]) -> None:
     save_figure(fig, path)
 
 
-def shift_by_seed(
-    folder: Path, at_mean: bool = False
-) -> dict[str, dict[int, dict[int, dict[str, float]]]]:
-    """method → seed → severity (0 = clean) → metrics averaged over the corruptions, for every
-    run of ``folder`` with a shift section; ``at_mean``: the posterior mean's (``shift.at_mean``,
-    runs that have it)."""
-    table: dict[str, dict[int, dict[int, dict[str, float]]]] = {}
+ShiftSections = list[tuple[str, dict[str, Any]]]  # (run relative to the folder, its metrics)
+
+
+def shift_sections(folder: Path) -> ShiftSections:
+    """Every run of ``folder`` that has a shift section, with its metrics (each file read once)."""
+    sections = []
     for run in benchmark_runs(folder):
         metrics = read_metrics(run)
-        shift = metrics.get("shift")
-        if shift is not None and at_mean:
-            shift = shift.get("at_mean")
+        if metrics.get("shift") is not None:
+            sections.append((str(run.relative_to(folder)), metrics))
+    return sections
+
+
+def shift_by_seed(
+    sections: ShiftSections, at_mean: bool = False
+) -> dict[str, dict[int, dict[int, dict[str, float]]]]:
+    """method → seed → severity (0 = clean) → metrics averaged over the corruptions, for every
+    run in ``sections``; ``at_mean``: the posterior mean's (``shift.at_mean``), for the runs
+    that have it."""
+    table: dict[str, dict[int, dict[int, dict[str, float]]]] = {}
+    for _, metrics in sections:
+        shift = metrics["shift"].get("at_mean") if at_mean else metrics["shift"]
         if shift is None:
             continue
         per_severity = {0: shift["clean"], **{int(s): v for s, v in shift["mean"].items()}}
@@ -196,10 +207,12 @@ def shift_by_seed(
     return table
 
 
-def shift_curves(folder: Path) -> dict[str, dict[int, dict[str, list[float]]]]:
+def shift_curves(
+    by_seed: dict[str, dict[int, dict[int, dict[str, float]]]],
+) -> dict[str, dict[int, dict[str, list[float]]]]:
     """method → severity (0 = clean) → metric → one value per seed (mean over corruptions)."""
     curves: dict[str, dict[int, dict[str, list[float]]]] = {}
-    for method, seeds in shift_by_seed(folder).items():
+    for method, seeds in by_seed.items():
         for _, per_severity in sorted(seeds.items()):
             for severity, values in per_severity.items():
                 for m, value in values.items():  # TS metrics: runs evaluated with TS only
@@ -214,13 +227,14 @@ def write_shift_summary(folder: Path) -> None:
     seeds each method's row covers; the NLL differences to :data:`REFERENCE`, and of each
     posterior's BMA to its own mean, on the same seed) and ``shift.png`` (ACC / NLL / ECE
     against severity, one line per method)."""
-    by_seed = shift_by_seed(folder)
-    if not by_seed:
+    sections = shift_sections(folder)
+    if not sections:
         raise ValueError(f"no run in {folder} has a shift section; run 'sabma evaluate --shift'")
-    curves = shift_curves(folder)
+    by_seed = shift_by_seed(sections)
+    curves = shift_curves(by_seed)
     severities = sorted({s for method in curves.values() for s in method})
     lines = ["# Corruption benchmark: mean over corruptions, mean ± std over seeds", ""]
-    lines += _mixed_settings(folder)
+    lines += _mixed_settings(sections)
     present = {m for method in curves.values() for values in method.values() for m in values}
     for metric in ("acc", "nll", "ts_nll", "ece", "ts_ece"):
         if metric not in present:
@@ -236,22 +250,20 @@ def write_shift_summary(folder: Path) -> None:
         label = f"method − {REFERENCE} on the same seed"
         lines += _shift_paired(by_seed, others, label, severities, present)
     label = "BMA − the same posterior's mean, same seed (what averaging buys)"
-    lines += _shift_paired(by_seed, shift_by_seed(folder, at_mean=True), label, severities, present)
+    at_mean = shift_by_seed(sections, at_mean=True)
+    lines += _shift_paired(by_seed, at_mean, label, severities, present)
     lines.append("![metrics against severity](shift.png)")
     atomic_write_text(folder / "shift.md", "\n".join(lines) + "\n")
     _plot_shift(folder / "shift.png", curves, severities)
     write_benchmark_report(folder)
 
 
-def _mixed_settings(folder: Path) -> list[str]:
+def _mixed_settings(sections: ShiftSections) -> list[str]:
     """A warning line when the runs' shift sections measured different corrupted sets (their
     means and differences then compare unlike things); none when they agree."""
     groups: dict[tuple[tuple[str, ...], int], list[str]] = {}
-    for run in benchmark_runs(folder):
-        shift = read_metrics(run).get("shift")
-        if shift is not None:
-            key = (tuple(shift["corruptions"]), int(shift["size"]))
-            groups.setdefault(key, []).append(str(run.relative_to(folder)))
+    for run, metrics in sections:
+        groups.setdefault(corrupted_sets(metrics["shift"]), []).append(run)
     if len(groups) < 2:
         return []
     parts = "; ".join(

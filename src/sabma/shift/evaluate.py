@@ -248,6 +248,12 @@ class ShiftProgress:
         self.path.unlink(missing_ok=True)
 
 
+def corrupted_sets(section: dict[str, Any]) -> tuple[tuple[str, ...], int]:
+    """What a shift section's per-severity means average over: its corruptions and test size."""
+    return tuple(section["corruptions"]), int(section["size"])
+
+
 def same_settings(section: dict[str, Any], other: dict[str, Any]) -> bool:
-    """Whether two shift sections measured the same corrupted sets."""
-    return all(section[k] == other[k] for k in ("corruptions", "severities", "size"))
+    """Whether two shift sections measured the same corrupted sets at the same severities."""
+    same_sets = corrupted_sets(section) == corrupted_sets(other)
+    return same_sets and list(section["severities"]) == list(other["severities"])
