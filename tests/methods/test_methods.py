@@ -13,6 +13,8 @@ from sabma import GaussianPosterior
 from sabma.cli.main import main
 from sabma.config import config_from_dict
 from sabma.methods import METHODS, get_method
+from sabma.pipeline.evaluate import evaluate_run, load_run
+from sabma.pipeline.predictive import RunPredictive
 from sabma.pipeline.train import train_run
 from sabma.step.sam import SAM
 from tests.conftest import mlp
@@ -274,6 +276,15 @@ def test_mc_dropout_averages_stochastic_passes_with_dropout_on(tmp_path: Path) -
     assert metrics["samples"] == cfg.eval.samples
     # the BMA differs from the deterministic mean only because dropout is on when predicting
     assert metrics["test"]["bma"] != metrics["test"]["mean"]
+    # S is the evaluation's (here 3), not the length of the stored weight set (S copies of μ)
+    run = load_run(out)
+    assert run.weight_set is not None and len(run.weight_set) == cfg.eval.samples
+    predictive = RunPredictive(run.cfg, run.posterior, run.method, 3, run.weight_set)
+    assert predictive.samples_used == 3
+    assert predictive.weights is not None and predictive.weights.shape == (3, run.posterior.dim)
+    again = evaluate_run(out, samples=3, progress=False)
+    assert again["samples"] == 3 and again["test"]["bma"] != metrics["test"]["bma"]
+    assert again["test"]["mean"] == metrics["test"]["mean"]
     posterior = GaussianPosterior(nn.Sequential(nn.Linear(3, 3)), "all")
     with pytest.raises(ValueError, match="needs dropout layers"):
         enable_dropout(posterior.model, 0.1)

@@ -69,6 +69,10 @@ class Method:
     point: ClassVar[bool] = True
     #: the training forward pass runs at the mean (False: at the posterior's sample)
     trains_at_mean: ClassVar[bool] = True
+    #: the predictive averages S stochastic forward passes at the mean (MC dropout): S is the
+    #: evaluation's number of samples (``eval.samples``, ``--samples``, ``--shift-samples``),
+    #: whatever weight set the run stored
+    passes_at_mean: ClassVar[bool] = False
     #: keep the state with the best validation NLL (False: the method's own final state)
     select_best: ClassVar[bool] = True
     #: the sections of ``cfg.method`` this method reads (``sabma methods --options`` lists them)

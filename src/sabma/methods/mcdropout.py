@@ -2,9 +2,10 @@
 
 The network's dropout layers are active during training and prediction (normalization layers
 keep the configured mode); ``method.mcdropout.p`` sets their rate (None: the model's own). The
-predictive averages S = ``eval.samples`` stochastic passes at the trained weights, which the
-evaluation sees as a weight set of S copies of μ; the validation NLL used for model selection is
-that of the deterministic network (dropout off).
+predictive averages S stochastic passes at the trained weights (S = ``eval.samples``, or the
+evaluation's ``--samples`` / ``--shift-samples``); the validation NLL used for model selection is
+that of the deterministic network (dropout off). The run also stores S copies of μ as its weight
+set, which the flatness measures read as samples.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class MCDropoutMethod(SGDMethod):
     knob_grid = (0.1, 0.4)
     sections = ("mcdropout",)
     point = False
+    passes_at_mean = True
 
     def __init__(self) -> None:
         self._posterior: GaussianPosterior | None = None

@@ -40,7 +40,16 @@ class RunPredictive:
             return 1
         if self.own is not None:
             return 0
-        return len(self.weight_set) if self.weight_set is not None else self.samples
+        weights = self.weights
+        return len(weights) if weights is not None else self.samples
+
+    @property
+    def weights(self) -> Tensor | None:
+        """The finite set of subset weights the BMA averages over (None: S draws of the
+        Gaussian): the stored weight set, or S copies of the mean for stochastic passes."""
+        if self.method.passes_at_mean:
+            return self.posterior.mean.detach().expand(self.samples, -1)
+        return self.weight_set
 
     def mean(self, x: Inputs) -> Tensor:
         """log p(y | x) at the posterior mean, shape (n, classes)."""
@@ -72,7 +81,7 @@ class RunPredictive:
                 self.posterior,
                 x,
                 self.samples,
-                weights=self.weight_set,
+                weights=self.weights,
                 batch_size=self.cfg.eval.batch_size,
                 generator=generator,
                 progress=progress,
