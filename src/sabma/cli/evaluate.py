@@ -76,7 +76,8 @@ def add_parser(sub: Any) -> None:
         "--shift-samples",
         type=int,
         default=None,
-        help="BMA samples S on the corrupted sets (default: the run's S)",
+        help="BMA samples S on the corrupted sets (default: the run's S; MC dropout: its "
+        "passes; the ensemble and the samplers always use their stored members or samples)",
     )
     shift.add_argument(
         "--cache-dir",
