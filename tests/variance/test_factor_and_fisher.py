@@ -8,6 +8,7 @@ from torch import nn
 
 from sabma import GaussianPosterior
 from sabma.variance import residual_factor, sampled_fisher_gradients
+from sabma.variance.factor import canonical_signs
 from sabma.variance.fisher_gradients import _per_example_loop, _per_example_vmap
 from sabma.variance.layer_gradients import layer_gradients
 from tests.conftest import mlp
@@ -60,6 +61,27 @@ def test_factor_warm_start_and_rank_zero() -> None:
     cold = residual_factor(*args, rank=2, iterations=200)
     warm = residual_factor(*args, rank=2, previous=cold, iterations=1)
     assert torch.allclose(warm @ warm.T, cold @ cold.T, atol=1e-6)
+
+
+def test_factor_signs_do_not_depend_on_the_eigen_solver() -> None:
+    """A column's sign is arbitrary for eigh, and float rounding can flip it; the factor's is
+    fixed (along the previous factor's column, else largest entry positive), so the same
+    subspace gives the same D — a flipped column would move every later sample w = … + D z₂."""
+    prior_precision, u, _, var = dense_problem()
+    args = (var, var * prior_precision, var.sqrt().unsqueeze(1) * u)
+    cold = residual_factor(*args, rank=3, iterations=200)
+    flipped = cold * torch.tensor([-1.0, 1.0, -1.0], dtype=F64)
+    assert torch.equal(canonical_signs(flipped), cold)
+    biggest = cold.gather(0, cold.abs().argmax(0, keepdim=True))
+    assert bool((biggest > 0).all())
+    # along the previous factor: a warm start from -D keeps -D's orientation
+    warm = residual_factor(*args, rank=3, previous=flipped, iterations=200)
+    assert torch.allclose(warm, flipped, atol=1e-8)
+    assert torch.equal(canonical_signs(cold, previous=flipped), flipped)
+    # a zero previous column falls back to the largest entry
+    previous = flipped.clone()
+    previous[:, 1] = 0
+    assert torch.equal(canonical_signs(flipped, previous=previous)[:, 1], cold[:, 1])
 
 
 def test_sampled_fisher_diagonal_is_the_ggn_diagonal() -> None:

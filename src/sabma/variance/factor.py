@@ -94,4 +94,23 @@ def residual_factor(
     factor = var_w.sqrt().unsqueeze(1) * whitened
     if factor.shape[1] < rank:
         factor = torch.cat([factor, factor.new_zeros(d, rank - factor.shape[1])], dim=1)
-    return factor.to(var.dtype)
+    return canonical_signs(factor, previous).to(var.dtype)
+
+
+def canonical_signs(factor: Tensor, previous: Tensor | None = None) -> Tensor:
+    """``factor`` with each column's sign fixed: pointing the way of the same column of
+    ``previous`` where that one is not zero, else with its largest-magnitude entry positive.
+
+    An eigenvector's sign is arbitrary (``eigh`` returns either, and float rounding — another
+    summation order, another number of processes — can flip it). DDᵀ does not see the sign, but a
+    sample w = μ + σ⊙z₁ + D z₂ does: with the step's z₂ kept, a flipped column moves the sample
+    and hence the whole training trajectory. Fixing the sign makes the factor a function of the
+    subspace and its eigenvalues alone (up to rotations within a degenerate eigenvalue), and
+    keeps a column's meaning from one refresh to the next."""
+    if factor.shape[1] == 0:
+        return factor
+    reference = factor.gather(0, factor.abs().argmax(dim=0, keepdim=True)).squeeze(0)
+    if previous is not None and previous.shape == factor.shape:
+        along = (factor * previous.to(factor)).sum(dim=0)
+        reference = torch.where(along != 0, along, reference)
+    return factor * torch.where(reference < 0, -1.0, 1.0).to(factor)
