@@ -15,7 +15,7 @@ from sabma.methods import get_method
 from sabma.pipeline.build import build_posterior, build_prior
 from sabma.pipeline.evaluate import evaluate_run
 from sabma.pipeline.train import train_run
-from sabma.priors.pretrained import head_mask, isotropic_prior
+from sabma.posterior.prior import head_mask, isotropic_prior
 from sabma.runs.files import load_posterior
 from sabma.step.bsam import BSAM
 from tests.conftest import mlp

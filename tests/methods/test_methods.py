@@ -122,7 +122,7 @@ def test_vi_starts_at_moped_and_draws_fresh_noise_every_step(variance: str) -> N
     """Both VI variants: MOPED start, one fresh draw per step; natural VI is the SA-BMA optimiser
     at ρ = 0 (one pass a step), BBB adds the β/N-weighted KL."""
     from sabma.posterior.lowrank import LowRankGaussian
-    from sabma.priors.pretrained import head_mask, isotropic_prior
+    from sabma.posterior.prior import head_mask, isotropic_prior
     from sabma.step.sabma import SABMA
 
     cfg = config_from_dict(

@@ -35,8 +35,6 @@ def test_torchvision_backbone_from_a_weights_file(tmp_path: Path) -> None:
     backbone = build_backbone("torchvision:resnet18", 4, str(path))
     assert backbone.head == "fc" and backbone.model.fc.out_features == 4
     torch.testing.assert_close(backbone.model.conv1.weight, source.conv1.weight)
-    with pytest.raises(ValueError, match="needs a weights file"):
-        build_backbone("torchvision:resnet18", 4)
     with pytest.raises(ValueError, match="unknown torchvision classification model"):
         build_backbone("torchvision:resnet_nope", 4, str(path))
 
@@ -46,3 +44,77 @@ def test_unknown_backbone_lists_the_choices() -> None:
         build_backbone("vgg", 10)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_backbone("tiny_cnn", 10, "/nonexistent/weights.pt")
+
+
+def offline_torch_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.hub's download as it behaves on a machine without the network (tests never touch
+    it)."""
+    import urllib.error
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+def test_zoo_backbones_random_pretrained_and_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without weights: the architecture, random, with a warning; ``pretrained`` goes through
+    the zoo's own download, and offline that is one line naming model.weights and the cache."""
+    pytest.importorskip("torchvision")
+    backbone = build_backbone("torchvision:resnet18", 4)
+    assert backbone.head == "fc" and backbone.model.fc.out_features == 4
+    assert "random initial weights" in caplog.text
+    offline_torch_hub(monkeypatch)
+    with pytest.raises(
+        ValueError,
+        match=r"^could not fetch the pre-trained weights of "
+        r"torchvision:resnet18 \(.*name resolution>\); offline, set "
+        r"model\.weights=FILE .* cache .*checkpoints$",
+    ):
+        build_backbone("torchvision:resnet18", 4, pretrained=True)
+
+
+def test_timm_backbones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    timm = pytest.importorskip("timm")
+    backbone = build_backbone("timm:test_resnet", 5)
+    assert backbone.model.get_classifier().out_features == 5
+    assert backbone.head == "fc" or backbone.head.endswith("fc")
+    names = select_parameters(backbone.model, "norm+head", head=backbone.head)
+    assert any("bn" in n for n in names) and any(n.startswith(backbone.head) for n in names)
+    # a local checkpoint goes through timm's own loader (which adapts the classifier)
+    source = timm.create_model("test_resnet", num_classes=1000)
+    path = tmp_path / "test_resnet.pth"
+    torch.save(source.state_dict(), path)
+    loaded = build_backbone("timm:test_resnet", 5, str(path)).model
+    torch.testing.assert_close(loaded.conv1[0].weight, source.conv1[0].weight)
+    assert loaded.get_classifier().out_features == 5
+
+    import timm.models._builder as builder
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(builder, "load_pretrained", refuse)
+    with pytest.raises(
+        ValueError,
+        match=r"^could not fetch the pre-trained weights of "
+        r"timm:test_resnet \(We couldn't connect.*\); offline, set model\.weights",
+    ):
+        build_backbone("timm:test_resnet", 5, pretrained=True)
+    with pytest.raises(ValueError, match="unknown timm model 'nope_net'"):
+        build_backbone("timm:nope_net", 5)
+
+
+def test_hf_hub_id_not_in_the_cache_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub id (not a local directory) loads from the hub's cache only, unless pretrained."""
+    pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        ValueError,
+        match=r"'sabma-tests/no-such-model' is not a local directory "
+        r"and not in the Hugging Face cache .*: set model\.pretrained=true",
+    ):
+        build_backbone("hf:sabma-tests/no-such-model", 2)

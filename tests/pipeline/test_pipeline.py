@@ -182,3 +182,18 @@ def test_model_selection_keeps_the_state_with_the_best_validation_nll(data_root:
     val = [e["val_nll"] for e in history]
     assert min(val) < val[-1]  # the best state is not simply the last one
     assert val_nll(posterior, data, cfg, point=True) == pytest.approx(min(val), rel=1e-6)
+
+
+def test_a_timm_backbone_trains_offline(tmp_path: Path, data_root: Path) -> None:
+    """``model.backbone=timm:<name>`` without weights: the architecture, random, trained and
+    evaluated like any backbone (its norm layers + head found by type and by timm's accessor)."""
+    pytest.importorskip("timm")
+    out = tmp_path / "run"
+    metrics = train_run(
+        tiny_config(data_root, "model.backbone=timm:test_resnet", "optim.epochs=2"),
+        out,
+        progress=False,
+    )
+    assert metrics["backbone"] == "timm:test_resnet" and (out / "posterior.safetensors").is_file()
+    names = json.loads((out / "posterior.json").read_text())["names"]
+    assert "fc.weight" in names and any(".bn" in n or "conv1.1." in n for n in names)

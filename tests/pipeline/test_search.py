@@ -10,10 +10,11 @@ import torch
 
 from sabma.config import dump_config, load_config
 from sabma.data.tasks import load_task
+from sabma.models.head_scale import HEAD_LOGIT_VAR, head_feature_scale
 from sabma.pipeline.build import build_posterior, build_prior
 from sabma.pipeline.evaluate import evaluate_run, load_run
 from sabma.pipeline.train import run_or_reuse, train_run
-from sabma.priors.pretrained import HEAD_LOGIT_VAR, head_feature_scale, head_mask
+from sabma.posterior.prior import head_mask
 from sabma.training.selection import patience_spent
 from tests.pipeline.test_pipeline import data_root, tiny_config  # noqa: F401 (fixture)
 

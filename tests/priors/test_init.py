@@ -10,8 +10,8 @@ import torch
 
 from sabma.data.tasks import load_task
 from sabma.pipeline.build import build_posterior, build_prior
+from sabma.posterior.prior import head_mask
 from sabma.priors.initial import initial_posterior
-from sabma.priors.pretrained import head_mask
 from sabma.priors.swag_prior import swag_gaussian
 from tests.pipeline.test_pipeline import data_root, tiny_config, write_ptl_prior  # noqa: F401
 

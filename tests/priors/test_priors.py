@@ -10,8 +10,9 @@ import torch
 
 from sabma import GaussianPosterior
 from sabma.models.tiny import TinyCNN
+from sabma.posterior.prior import head_mask, isotropic_prior
 from sabma.posterior.swag import SWAGMoments, swag_to_gaussian
-from sabma.priors.pretrained import file_prior, head_mask, isotropic_prior
+from sabma.priors.pretrained import file_prior
 
 
 def tiny_posterior(rank: int = 2) -> GaussianPosterior:

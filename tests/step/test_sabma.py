@@ -248,7 +248,10 @@ def variance_options(kind: str) -> dict:
     if kind == "gradient":
         return {"variance": "gradient"}
     if kind == "reparam":
-        return {"prior": prior, "variance": NaturalVariance(ess=len(X), source="clean")}
+        return {
+            "prior": prior,
+            "variance": NaturalVariance(ess=len(X), curvature="reparam", source="clean"),
+        }
     return {
         "prior": prior,
         "variance": NaturalVariance(
@@ -361,20 +364,22 @@ def test_closure_and_two_step_api_agree(variance: str) -> None:
 def test_bad_arguments_are_clear_errors() -> None:
     posterior = posterior64()
     prior = variance_options("reparam")["prior"]
-    with pytest.raises(ValueError, match="needs ess="):
+    with pytest.raises(ValueError, match="pass data=train_loader"):
         SABMA(posterior, lr=0.1, prior=prior)
-    with pytest.raises(ValueError, match="needs a prior"):
+    with pytest.raises(ValueError, match="pass data=train_loader"):
         SABMA(posterior, lr=0.1, ess=10)
     with pytest.raises(ValueError, match="kl_weight applies to variance='gradient'"):
-        SABMA(posterior, lr=0.1, ess=10, prior=prior, kl_weight=0.1)
+        SABMA(posterior, lr=0.1, data=X.double(), prior=prior, kl_weight=0.1)
     with pytest.raises(ValueError, match="variance must be"):
         SABMA(posterior, lr=0.1, variance="adam")
     with pytest.raises(ValueError, match="curvature is one of"):
         NaturalVariance(ess=10, curvature="hutchinson")
-    with pytest.raises(ValueError, match="needs the training inputs"):
+    with pytest.raises(ValueError, match="needs the training data"):
         NaturalVariance(ess=10, curvature="fisher")
     with pytest.raises(ValueError, match="ess must be a positive"):
-        NaturalVariance(ess=0)
+        NaturalVariance(ess=-1, curvature="reparam")
+    with pytest.raises(ValueError, match="ess= is needed"):
+        NaturalVariance(curvature="reparam")
     with pytest.raises(ValueError, match="rho must be"):
         SABMA(posterior, variance="gradient", lr=0.1, rho=-1.0)
     with pytest.raises(ValueError, match="metric must be one of"):
@@ -383,9 +388,13 @@ def test_bad_arguments_are_clear_errors() -> None:
         SABMA(posterior, variance="gradient", lr=0.1, perturb=("weights",))
     with pytest.raises(ValueError, match="needs a prior"):
         SABMA(posterior, variance="gradient", lr=0.1, kl_weight=1.0)
-    with pytest.raises(TypeError, match="GaussianPosterior"):
-        SABMA(mlp(), lr=0.1)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="needs a closure"):
+    with pytest.raises(TypeError, match=r"pass the model itself, not model\.parameters"):
+        SABMA(mlp().parameters(), lr=0.1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="pass data=train_loader"):
+        SABMA(mlp(), lr=0.1)
+    with pytest.raises(ValueError, match="already has them"):
+        SABMA(posterior, variance="gradient", rank=3)
+    with pytest.raises(RuntimeError, match="run that loop first"):
         SABMA(posterior, variance="gradient", lr=0.1).step()
 
 

@@ -73,7 +73,10 @@ def _sabma(variance: str) -> Callable[..., Setup]:
                 torch.ones(d, dtype=torch.float64),
                 torch.zeros(d, 0, dtype=torch.float64),
             )
-            options = {"variance": NaturalVariance(ess=16, source="clean"), "prior": prior}
+            options = {
+                "variance": NaturalVariance(ess=16, curvature="reparam", source="clean"),
+                "prior": prior,
+            }
         opt = SABMA(posterior, lr=0.05, momentum=0.9, **{"rho": 0.1, **kw}, **options)
         return Setup(posterior, opt, posterior, model, lambda: None)
 
@@ -231,7 +234,7 @@ def test_bad_arguments_and_calls_out_of_order_are_refused(build: Callable[..., S
     with pytest.raises(ValueError, match="rho must be a finite number >= 0"):
         build(0, rho=-1.0)
     run = build(0)
-    with pytest.raises(ValueError, match="needs a closure"):
+    with pytest.raises(RuntimeError, match="run that loop first, or pass a closure"):
         run.optimizer.step()
     with pytest.raises(RuntimeError, match="second_step called without first_step"):
         run.optimizer.second_step()

@@ -116,7 +116,7 @@ def test_stationary_variance_on_a_quadratic_natural_rule(temperature: float) -> 
     # a small a keeps the MAP's data gradient h(μ − a), the noise of ĥ = g z/σ, small
     n, h, a, prior_var = 50, 2.0, 0.1, 0.01
     posterior = quadratic_posterior(0.5)
-    options = NaturalVariance(ess=n, temperature=temperature, beta2=0.998)
+    options = NaturalVariance(ess=n, temperature=temperature, curvature="reparam", beta2=0.998)
     opt = SABMA(
         posterior,
         torch.optim.SGD,

@@ -33,7 +33,10 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     backbone: str = "efficientnet_lite0"
-    weights: str | None = None  # a weights file, for backbones that need one
+    weights: str | None = None  # a local weights file (state dict; timm: its checkpoint file)
+    # torchvision:, timm:, hf:<hub id>: fetch the zoo's pre-trained weights through its own
+    # download and cache (false: random weights for torchvision/timm, the cache only for hf)
+    pretrained: bool = False
     subset: str = "norm+head"
     bn_mode: str = (
         "eval"  # "eval": pre-trained running statistics, no dropout; "train": batch stats

@@ -125,7 +125,11 @@ def check_backbone_kind(cfg: Config) -> str:
 def _text_preparation(cfg: Config) -> Callable[[Any], Inputs]:
     from sabma.models.text import load_tokenizer, tokenize
 
-    return partial(tokenize, load_tokenizer(cfg.model.backbone), max_tokens=cfg.data.max_tokens)
+    return partial(
+        tokenize,
+        load_tokenizer(cfg.model.backbone, cfg.model.pretrained),
+        max_tokens=cfg.data.max_tokens,
+    )
 
 
 def load_task(cfg: Config, seed: int) -> Task:

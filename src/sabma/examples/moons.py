@@ -23,9 +23,9 @@ from sabma.data.tasks import TrainData
 from sabma.methods import get_method
 from sabma.metrics import classification_metrics
 from sabma.posterior import GaussianPosterior, LowRankGaussian
+from sabma.posterior.prior import head_mask
 from sabma.predict.dataset import predict_log_probs
 from sabma.priors.initial import initial_posterior
-from sabma.priors.pretrained import head_mask
 from sabma.training import fit
 
 log = logging.getLogger(__name__)

@@ -88,7 +88,9 @@ def run_demo(
                     rows[label].append(with_scaled(metrics["test"], predictive))
         cfg = demo_config("sgd", seed, quick, overrides, task)
         data = load_task(cfg, seed)
-        backbone = build_backbone(cfg.model.backbone, data.num_classes, cfg.model.weights)
+        backbone = build_backbone(
+            cfg.model.backbone, data.num_classes, cfg.model.weights, cfg.model.pretrained
+        )
         probe = linear_probe(
             backbone.model,
             backbone.head,

@@ -50,7 +50,7 @@ def natural_variance_options(cfg: Config, n: int, method: Method) -> NaturalVari
         curvature=m.curvature,
         source=m.curvature_source,
         beta2=m.curvature_beta2,
-        inputs=method.train_inputs if m.curvature == "fisher" else None,
+        data=method.train_inputs if m.curvature == "fisher" else None,
         refresh_every=m.refresh_epochs * steps_per_epoch,
         label_samples=m.fisher_samples,
         max_examples=m.fisher_examples,

@@ -6,13 +6,16 @@ the same code serves ``model(x)`` and ``model(**batch)``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor
 
 Inputs: TypeAlias = Tensor | Mapping[str, Tensor]
+
+#: Keys of a dict batch that hold the labels, not the model's inputs (Hugging Face: ``labels``).
+LABEL_KEYS = ("labels", "label", "targets", "target", "y")
 
 
 def count(x: Inputs) -> int:
@@ -75,3 +78,42 @@ def device_of(x: Inputs) -> torch.device:
     if isinstance(x, Mapping):
         return next(iter(x.values())).device
     return x.device
+
+
+def from_batch(batch: Any) -> Inputs:
+    """The model's inputs in one batch of a ``DataLoader``: the batch itself when it is a
+    tensor, the first item of a tuple/list ``(inputs, labels, …)``, or a dict's tensors without
+    the label keys (:data:`LABEL_KEYS`)."""
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, list | tuple) and batch and isinstance(batch[0], Tensor | Mapping):
+        return from_batch(batch[0]) if isinstance(batch[0], Mapping) else batch[0]
+    if isinstance(batch, Mapping):
+        found = {k: v for k, v in batch.items() if isinstance(v, Tensor) and k not in LABEL_KEYS}
+        if found:
+            return found
+    raise TypeError(
+        f"cannot find the model's inputs in a batch of type {type(batch).__name__}: a loader "
+        "should yield inputs, (inputs, labels, …) or a dict of tensors"
+    )
+
+
+def input_batches(
+    data: Inputs | Iterable[Any], size: int, max_examples: int | None = None
+) -> Iterator[Inputs]:
+    """Batches of at most ``size`` inputs, at most ``max_examples`` in all: from in-memory
+    inputs (a tensor or a dict of tensors), or streamed from an iterable of batches such as a
+    ``DataLoader`` (its inputs taken by :func:`from_batch`; the loader is read only as far as
+    needed)."""
+    left = max_examples if max_examples is not None else float("inf")
+    stream: Iterable[Any] = [data] if isinstance(data, Tensor | Mapping) else data
+    for batch in stream:
+        x = from_batch(batch)
+        for start in range(0, count(x), size):
+            if left <= 0:
+                return
+            part = take(x, slice(start, start + int(min(size, left))))
+            left -= count(part)
+            yield part
+        if left <= 0:
+            return

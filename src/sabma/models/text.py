@@ -75,14 +75,41 @@ def minilm_path() -> Path:
     return folder
 
 
-def model_folder(name: str) -> Path:
-    """The model directory of text backbone ``name`` (checked)."""
+def model_source(name: str) -> str:
+    """Where text backbone ``name`` loads from: the minilm package's folder, a local Hugging Face
+    directory (checked), or else a hub id (``hf:org/model``)."""
     if name == "minilm":
-        return minilm_path()
-    folder = Path(name.removeprefix(HF_PREFIX))
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"{folder} is not a Hugging Face model directory (no config.json)")
-    return folder
+        return str(minilm_path())
+    ref = name.removeprefix(HF_PREFIX)
+    folder = Path(ref)
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"{folder} is not a Hugging Face model directory (no config.json)")
+        return str(folder)
+    return ref
+
+
+def _from_pretrained(loader: Any, name: str, download: bool) -> Any:
+    """``loader.from_pretrained`` of ``name``'s source, from the hub's cache unless
+    ``download``; a failure is one line naming the setting and the cache."""
+    source = model_source(name)
+    try:
+        return loader.from_pretrained(source, local_files_only=not download)
+    except (OSError, ValueError) as err:
+        if Path(source).is_dir():
+            reason = " ".join(str(err).split())[:200]
+            raise ValueError(f"{source}: cannot load ({reason})") from None
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        how = (
+            "the machine could not fetch it: offline, use a local directory (hf:DIR)"
+            if download
+            else "set model.pretrained=true to download it from the hub"
+        )
+        raise ValueError(
+            f"{source!r} is not a local directory and not in the Hugging Face cache "
+            f"{HF_HUB_CACHE}: {how}"
+        ) from None
 
 
 def _transformers() -> Any:
@@ -97,24 +124,17 @@ def _transformers() -> Any:
     return transformers
 
 
-def load_tokenizer(name: str) -> Any:
+def load_tokenizer(name: str, download: bool = False) -> Any:
     """The tokenizer saved with text backbone ``name``."""
-    folder = model_folder(name)
-    try:
-        tokenizer = _transformers().AutoTokenizer.from_pretrained(
-            str(folder), local_files_only=True
-        )
-    except (OSError, ValueError) as err:
-        reason = " ".join(str(err).split())[:200]
-        raise ValueError(f"{folder}: no usable tokenizer ({reason})") from None
+    tokenizer = _from_pretrained(_transformers().AutoTokenizer, name, download)
     tokenizer.padding_side = "right"  # padding is trimmed per batch from the right
     return tokenizer
 
 
-def build_text_classifier(name: str, num_classes: int) -> TextClassifier:
-    """The encoder of text backbone ``name`` with a new ``num_classes`` head ``classifier``."""
-    folder = model_folder(name)
-    encoder = _transformers().AutoModel.from_pretrained(str(folder), local_files_only=True)
+def build_text_classifier(name: str, num_classes: int, download: bool = False) -> TextClassifier:
+    """The encoder of text backbone ``name`` with a new ``num_classes`` head ``classifier``
+    (``download``: a hub id may be fetched into the hub's cache)."""
+    encoder = _from_pretrained(_transformers().AutoModel, name, download)
     return TextClassifier(encoder, int(encoder.config.hidden_size), num_classes)
 
 

@@ -11,15 +11,11 @@ from sabma.data.tasks import TrainData
 from sabma.device import amp_dtype, resolve_device
 from sabma.methods import get_method
 from sabma.models import build_backbone
+from sabma.models.head_scale import head_prior_variance
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
-from sabma.priors.pretrained import (
-    PRIOR_KINDS,
-    file_prior,
-    head_mask,
-    head_prior_variance,
-    isotropic_prior,
-)
+from sabma.posterior.prior import head_mask, isotropic_prior
+from sabma.priors.pretrained import PRIOR_KINDS, file_prior
 from sabma.priors.swag_prior import swag_prior
 
 
@@ -29,7 +25,9 @@ def build_posterior(cfg: Config, num_classes: int) -> tuple[GaussianPosterior, s
     Seeded by ``cfg.seed``, so randomly initialised parts (a new head before the prior resets it,
     a backbone without pre-trained weights) are the same when a run is evaluated again."""
     torch.manual_seed(cfg.seed)
-    backbone = build_backbone(cfg.model.backbone, num_classes, cfg.model.weights)
+    backbone = build_backbone(
+        cfg.model.backbone, num_classes, cfg.model.weights, cfg.model.pretrained
+    )
     rank = get_method(cfg.method.name).rank(cfg)
     if rank < 0:
         raise ValueError(

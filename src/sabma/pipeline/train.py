@@ -21,8 +21,8 @@ from sabma.pipeline.checks import check_config, check_out_dir
 from sabma.pipeline.evaluate import evaluate_and_write
 from sabma.pipeline.search import is_search, train_with_search
 from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.prior import head_mask
 from sabma.priors.initial import initial_posterior
-from sabma.priors.pretrained import head_mask
 from sabma.runs.files import atomic_write_text, save_posterior
 from sabma.runs.folder import CHECKPOINT, CONFIG, METRICS, POSTERIOR, TRAIN_LOG
 from sabma.training import Checkpointing, LoopState, fit

@@ -1,6 +1,10 @@
-"""Predictive log-probabilities over a whole (in-memory) dataset, batch by batch."""
+"""Predictive probabilities over a whole dataset, batch by batch: in-memory inputs
+(:func:`predict_log_probs`) or any loader (:func:`bma`)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -51,3 +55,53 @@ def predict_log_probs(
         out.append(log_probs.to(inputs.device_of(x)))
     result = torch.cat(out)
     return result if order is None else result[torch.argsort(order.to(result.device))]
+
+
+@torch.no_grad()
+def bma(
+    posterior: GaussianPosterior | Any,
+    data: Inputs | Iterable[Any],
+    samples: int = DEFAULT_BMA_SAMPLES,
+    *,
+    mean: bool = False,
+    generator: torch.Generator | None = None,
+    batch_size: int = 250,
+    progress: bool = False,
+) -> Tensor:
+    """p̄(y | x) = (1/S) Σ_s softmax(f(x; w_s)) for every input of ``data``, shape (n, classes),
+    in the order the loader yields them (on the CPU).
+
+    Args:
+        posterior: a :class:`~sabma.GaussianPosterior`, or an optimiser that holds one (the
+            drop-in ``SABMA(model, …)``).
+        data: a ``DataLoader`` (batches of inputs, ``(inputs, labels, …)`` or dicts of tensors;
+            labels are ignored) or in-memory inputs.
+        samples: S; the same S draws serve every batch.
+        mean: the posterior mean's prediction instead (a point estimate).
+        batch_size: inputs per forward pass (larger batches of ``data`` are split).
+
+    The network runs in eval mode and goes back to its mode after."""
+    posterior = getattr(posterior, "posterior", posterior)
+    if not isinstance(posterior, GaussianPosterior):
+        raise TypeError(
+            f"bma needs a GaussianPosterior or an optimiser holding one, got "
+            f"{type(posterior).__name__}"
+        )
+    weights = None if mean else posterior.sample_weights(samples, generator).detach()
+    was_training = posterior.model.training
+    posterior.eval()
+    out = []
+    try:
+        batches = inputs.input_batches(data, batch_size)
+        for part in tqdm(batches, desc="BMA", disable=not progress, leave=False):
+            batch = inputs.to_device(part, posterior.device)
+            if weights is None:
+                log_probs = torch.log_softmax(inputs.call(posterior.mean_forward, batch), dim=-1)
+            else:
+                log_probs = bma_log_probs(posterior, batch, weights=weights)
+            out.append(log_probs.exp().cpu())
+    finally:
+        posterior.train(was_training)
+    if not out:
+        raise ValueError("bma: data yields no inputs")
+    return torch.cat(out)

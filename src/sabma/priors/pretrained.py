@@ -18,8 +18,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sabma.models import inputs
-from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.posterior.swag import swag_to_gaussian
@@ -27,69 +25,6 @@ from sabma.posterior.swag import swag_to_gaussian
 log = logging.getLogger(__name__)
 
 PRIOR_KINDS = ("isotropic", "swag", "file")
-
-#: The automatic head prior (``prior.head_var = 0``) gives each logit this prior variance at the
-#: pre-trained features: α = HEAD_LOGIT_VAR / E‖φ(x)‖² (a logit's prior std ≈ 7: weakly
-#: informative, and the same statement about the predictions whatever the features' scale).
-HEAD_LOGIT_VAR = 50.0
-
-
-def head_mask(posterior: GaussianPosterior, head: str) -> Tensor:
-    """Boolean (d,) mask of the subset coordinates that belong to the head module ``head``."""
-    prefix = f"{head}."
-    flags = [
-        torch.full((n,), name.startswith(prefix), dtype=torch.bool)
-        for name, n in zip(posterior.names, posterior.numels, strict=True)
-    ]
-    return torch.cat(flags).to(posterior.mean.device)
-
-
-@torch.no_grad()
-def head_feature_scale(posterior: GaussianPosterior, head: str, x: Inputs) -> float:
-    """E‖φ(x)‖² + 1 over ``x``: the squared norm of the features entering the head module
-    (its input; + 1 for the bias) at the posterior mean, network in eval mode."""
-    module = dict(posterior.model.named_modules())[head]
-    norms: list[Tensor] = []
-
-    def record(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
-        norms.append(args[0].detach().flatten(1).square().sum(1).float().cpu())
-
-    handle = module.register_forward_pre_hook(record)
-    was_training = posterior.model.training
-    posterior.eval()
-    try:
-        for part in inputs.batches(x, 64):
-            inputs.call(posterior.mean_forward, inputs.to_device(part, posterior.device))
-    finally:
-        handle.remove()
-        posterior.train(was_training)
-    return float(torch.cat(norms).mean()) + 1.0
-
-
-def head_prior_variance(
-    head_var: float, posterior: GaussianPosterior, head: str, x: Inputs
-) -> float:
-    """α: ``prior.head_var``, or with 0 the automatic HEAD_LOGIT_VAR / E‖φ‖²."""
-    if head_var < 0:
-        raise ValueError(f"prior.head_var must be >= 0 (0: automatic), got {head_var}")
-    if head_var > 0:
-        return head_var
-    alpha = HEAD_LOGIT_VAR / head_feature_scale(posterior, head, x)
-    log.info("automatic head prior: α = %.3g", alpha)
-    return alpha
-
-
-def isotropic_prior(
-    w_pre: Tensor, is_head: Tensor, norm_std: float, head_var: float
-) -> LowRankGaussian:
-    """N(w_pre, τ² I) off the head, N(0, α I) on it."""
-    if not norm_std > 0 or not head_var > 0:
-        raise ValueError(f"prior norm_std and head_var must be > 0, got {norm_std}, {head_var}")
-    mean = torch.where(is_head, torch.zeros_like(w_pre), w_pre)
-    var = torch.where(
-        is_head, torch.full_like(w_pre, head_var), torch.full_like(w_pre, norm_std**2)
-    )
-    return LowRankGaussian(mean, var, w_pre.new_zeros(w_pre.numel(), 0))
 
 
 def load_ptl_moments(folder: str | Path, name: str) -> tuple[Tensor, Tensor, Tensor]:

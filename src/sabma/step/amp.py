@@ -53,7 +53,9 @@ def scaled_step(
             loss.backward()
             return loss
 
-        return optimizer.step(closure), True
+        loss = optimizer.step(closure)
+        assert loss is not None  # a closure's step returns its loss
+        return loss, True
 
     if optimizer.reuse_due:
         optimizer.reuse_first_step()

@@ -28,8 +28,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sabma.config.method import SABMAOptions
+from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
+from sabma.posterior.subset import Subset
+from sabma.step.dropin import base_defaults, check_runs_on, default_prior, posterior_of
 from sabma.step.fisher import BLOCKS
 from sabma.step.kl_ball import Metric, ball_perturbation
 from sabma.step.two_step import TwoStepOptimizer
@@ -40,6 +44,8 @@ from sabma.variance.natural import (
     VarianceState,
     natural_options,
 )
+
+_DEFAULTS = SABMAOptions()
 
 
 class SABMA(TwoStepOptimizer):
@@ -78,37 +84,51 @@ class SABMA(TwoStepOptimizer):
 
     def __init__(
         self,
-        posterior: GaussianPosterior,
+        posterior: GaussianPosterior | nn.Module,
         base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
-        rho: float = 0.05,
-        metric: str | Metric = Metric.FISHER,
-        perturb: Iterable[str] = ("mean", "log_std"),
+        rho: float = _DEFAULTS.rho,
+        metric: str | Metric = _DEFAULTS.metric,
+        perturb: Iterable[str] = tuple(_DEFAULTS.perturb),
         damping: float = 1.0,
         *,
+        data: Inputs | Iterable[Any] | None = None,
         variance: NaturalVariance | str | None = None,
         ess: float | None = None,
         prior: LowRankGaussian | GaussianPosterior | None = None,
+        subset: Subset | None = None,
+        rank: int | None = None,
+        head: str | nn.Module | None = None,
+        init_std: float | None = None,
+        prior_std: float | None = None,
+        head_prior_var: float | None = None,
         kl_weight: float = 0.0,
         decay_covariance: bool = False,
         block_lr_scale: Mapping[str, float] | None = None,
         resample: bool = True,
-        perturb_every: int = 1,
+        perturb_every: int = _DEFAULTS.perturb_every,
         **base_kwargs: Any,
     ) -> None:
-        if not isinstance(posterior, GaussianPosterior):
-            raise TypeError(f"SABMA trains a GaussianPosterior, got {type(posterior).__name__}")
+        in_place = not isinstance(posterior, GaussianPosterior)
+        if in_place:
+            posterior = posterior_of(posterior, subset, rank, head, init_std)
+        elif any(v is not None for v in (subset, rank, init_std)):
+            raise ValueError(
+                "subset=, rank= and init_std= build the posterior of a model; this "
+                "GaussianPosterior already has them"
+            )
+        assert isinstance(posterior, GaussianPosterior)
         if not damping > 0:
             raise ValueError(f"damping must be > 0, got {damping!r}")
         if not kl_weight >= 0:
             raise ValueError(f"kl_weight must be >= 0, got {kl_weight!r}")
         if kl_weight > 0 and prior is None:
             raise ValueError("kl_weight > 0 needs a prior")
-        natural = natural_options(variance, ess, kl_weight)
+        if data is not None:
+            check_runs_on(posterior, data)
+        natural = natural_options(variance, ess, kl_weight, data)
         if natural is not None and prior is None:
-            raise ValueError(
-                "the natural-gradient variance needs a prior (prior=...); "
-                "or pass variance='gradient'"
-            )
+            prior = default_prior(posterior, data, head, prior_std, head_prior_var)
+        base_kwargs = base_defaults(base_optimizer, base_kwargs)
         try:
             metric = Metric(metric)
         except ValueError:
@@ -146,9 +166,13 @@ class SABMA(TwoStepOptimizer):
             base_kwargs,
             perturb_every,
             stats_model=posterior.model,
-            stats_between_passes=False,  # the posterior runs the second pass on copies
+            # the posterior runs its second pass on copies; the model's own forward does not
+            stats_between_passes=in_place,
         )
         self.posterior = posterior
+        #: the model's own forward runs at the sample: its subset tensors hold w during a pass
+        #: (and μ between steps), and their gradients are moved to θ after it
+        self.in_place = in_place
         self.metric = metric
         self.perturb = tuple(
             b for b in BLOCKS if b in perturb and (b != "factor" or posterior.rank)
@@ -168,6 +192,20 @@ class SABMA(TwoStepOptimizer):
         # skips D's gradient (a (d, K) outer product); the posterior is told so between steps.
         self._skip_factor_in_first_pass = bool(posterior.rank) and "factor" not in self.perturb
         self._first_pass_mode()
+
+    # --- in place: the user's model(x) ------------------------------------------------------
+    def _pass_begin(self) -> None:
+        if self.in_place:
+            with torch.no_grad():
+                self.posterior.load_into_model(self.posterior.weights())
+
+    def _pass_end(self) -> None:
+        if self.in_place:
+            self.posterior.gradient_from_model()
+
+    def _after_step(self) -> None:
+        if self.in_place:  # between steps the model is the posterior mean
+            self.posterior.load_into_model()
 
     def _block_params(self) -> dict[str, nn.Parameter]:
         return {g["block"]: g["params"][0] for g in self.param_groups}

@@ -16,7 +16,7 @@ kept as a vector, so it stays the same displacement while θ moves.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -62,6 +62,7 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         self._stats_between_passes = stats_between_passes
         self._first_pass_stats: list[Tensor] = []
         self._pre_step_stats: list[Tensor] = []
+        self._passes_done = False  # passes() ran to its end; step() finishes the step
 
     def _stats_now(self) -> list[Tensor]:
         """Copies of the running statistics, if a training-mode pass would update them."""
@@ -182,31 +183,101 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         self._steps_since_fresh += 1
         self._after_update()
 
-    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
-        """One full step. ``closure`` runs forward and backward and returns the loss; it is called
-        twice (at θ and at θ + ε), or once (at θ + ε_last) on a lazy step or when ρ = 0 (θ + ε is
-        θ), and should not zero the gradients itself. Returns the loss of the first call."""
-        if closure is None:
-            raise ValueError(
-                f"{type(self).__name__}.step needs a closure that runs forward and "
-                "backward; or call first_step() and second_step() yourself"
-            )
-        closure = torch.enable_grad()(closure)
+    def _pass_begin(self) -> None:
+        """Called before each forward/backward pass of :meth:`passes` and :meth:`step` (the
+        drop-in SA-BMA writes the sample into the model there)."""
+
+    def _pass_end(self) -> None:
+        """Called after each pass's backward (the drop-in SA-BMA moves the model's gradient to
+        θ there)."""
+
+    def _after_step(self) -> None:
+        """Called when a step is over (updated or abandoned)."""
+
+    def passes(self) -> Iterator[int]:
+        """The passes of one step, for a loop that runs its own forward and backward::
+
+            for _ in optimizer.passes():       # at θ, then at θ + ε (the same noise)
+                loss_fn(model(x), y).backward()
+            optimizer.step()
+
+        Yields the pass index: 0 and 1, or 0 alone on a lazy step or when ρ = 0. Gradients are
+        zeroed before each pass; inside one, any number of backward passes add up (gradient
+        accumulation over micro-batches: a step over k micro-batches of mean losses divided by k
+        equals one step over their union). After the loop θ is at θ + ε holding the gradient
+        there, and :meth:`step` restores θ and updates. A step left unfinished (the loop broken
+        off, or a gradient scaler that skipped :meth:`step` on an overflow) is abandoned when
+        the next one begins: θ restored, nothing updated."""
+        if self._perturbed or self._passes_done:
+            self.abandon_step()
+        self.zero_grad()
         self._pre_step_stats = self._stats_now()
         if self.reuse_due:
             self.reuse_first_step()
-            loss = closure()
-            self.second_step()
+            yield from self._one_pass(0)
         else:
             self._before_first_pass()
-            loss = closure()
+            yield from self._one_pass(0)
             if self.rho == 0 and self.first_pass_at_theta:  # ε = 0: the gradient at θ + ε is at θ
                 self.first_step()
             else:
                 self.first_step(zero_grad=True)
-                closure()
+                yield from self._one_pass(1)
+        self._passes_done = True
+
+    def _one_pass(self, index: int) -> Iterator[int]:
+        self._pass_begin()
+        with torch.enable_grad():
+            yield index
+        self._pass_end()
+
+    def _wrap(self, closure: Callable[[], Tensor]) -> Callable[[], Tensor]:
+        def run() -> Tensor:
+            self._pass_begin()
+            with torch.enable_grad():
+                loss = closure()
+            self._pass_end()
+            return loss
+
+        return run
+
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
+        """One full step. ``closure`` runs forward and backward and returns the loss; it is called
+        twice (at θ and at θ + ε), or once (at θ + ε_last) on a lazy step or when ρ = 0 (θ + ε is
+        θ), and should not zero the gradients itself. Returns the loss of the first call.
+
+        Without a closure, the step that :meth:`passes` prepared: restore θ and update."""
+        if closure is None:
+            if not self._passes_done:
+                raise RuntimeError(
+                    f"{type(self).__name__}.step() without a closure finishes the passes of "
+                    "`for _ in optimizer.passes(): loss.backward()`; run that loop first, or "
+                    "pass a closure that runs forward and backward"
+                )
+            self._passes_done = False
+            self.second_step()
+            self._pre_step_stats = []
+            self._after_step()
+            return None
+        if self._perturbed or self._passes_done:
+            self.abandon_step()
+        run = self._wrap(closure)
+        self._pre_step_stats = self._stats_now()
+        if self.reuse_due:
+            self.reuse_first_step()
+            loss = run()
+            self.second_step()
+        else:
+            self._before_first_pass()
+            loss = run()
+            if self.rho == 0 and self.first_pass_at_theta:  # ε = 0: the gradient at θ + ε is at θ
+                self.first_step()
+            else:
+                self.first_step(zero_grad=True)
+                run()
             self.second_step()
         self._pre_step_stats = []
+        self._after_step()
         return loss
 
     @torch.no_grad()
@@ -217,6 +288,8 @@ class TwoStepOptimizer(torch.optim.Optimizer):
             self.second_step(update=False)
         self._put_back(self._stat_buffers, self._pre_step_stats)
         self._pre_step_stats = []
+        self._passes_done = False
+        self._after_step()
 
     def state_dict(self) -> dict[str, Any]:
         """The base optimiser's state, plus the lazy step's counter and last ε."""

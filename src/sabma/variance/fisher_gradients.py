@@ -20,7 +20,7 @@ pass has no batch statistics.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -73,7 +73,7 @@ def _per_example_loop(posterior: GaussianPosterior, w: Tensor, x: Inputs, y: Ten
 
 def sampled_fisher_gradients(
     posterior: GaussianPosterior,
-    x: Inputs,
+    x: Inputs | Iterable[Any],
     weights: Tensor | None = None,
     *,
     label_samples: int = 1,
@@ -85,10 +85,12 @@ def sampled_fisher_gradients(
 
     Args:
         posterior: the posterior whose subset the gradients are taken over.
-        x: the examples (a tensor, or a mapping of token tensors).
+        x: the examples (a tensor, or a mapping of token tensors), or an iterable of batches
+            such as a ``DataLoader`` (inputs taken from each batch, labels ignored).
         weights: w (d,), default the posterior mean μ.
         label_samples: draws of ŷ per example (M = examples × draws).
-        max_examples: use a seeded random subset of at most this many examples.
+        max_examples: use a seeded random subset of at most this many examples (of a loader:
+            its first ones, read only that far).
         batch_size: examples per vectorised pass.
         generator: for the subset and the labels (on the CPU).
 
@@ -99,10 +101,14 @@ def sampled_fisher_gradients(
     if label_samples < 1:
         raise ValueError(f"label_samples must be at least 1, got {label_samples}")
     w = (posterior.mean if weights is None else weights).detach()
-    n = inputs.count(x)
-    index = torch.arange(n)
-    if max_examples is not None and n > max_examples:
-        index = torch.randperm(n, generator=generator)[:max_examples].sort().values
+    if isinstance(x, Tensor | Mapping):
+        n = inputs.count(x)
+        index = torch.arange(n)
+        if max_examples is not None and n > max_examples:
+            index = torch.randperm(n, generator=generator)[:max_examples].sort().values
+        parts: Iterable[Inputs] = (inputs.take(x, part) for part in index.split(batch_size))
+    else:  # a loader: its first max_examples inputs (a shuffled loader gives a random subset)
+        parts = inputs.input_batches(x, batch_size, max_examples)
     was_training, autocast = posterior.model.training, posterior.autocast_dtype
     posterior.eval()
     posterior.autocast_dtype = None
@@ -115,13 +121,13 @@ def sampled_fisher_gradients(
         return labels.to(posterior.device)
 
     try:
-        for part in index.split(batch_size):
-            xb = inputs.to_device(inputs.take(x, part), posterior.device)
+        for part in parts:
+            xb = inputs.to_device(part, posterior.device)
             if by_layers:  # labels drawn from the hooked pass itself: one forward
                 hooked = sampled_layer_gradients(posterior, w, xb, draw)
                 if hooked is not None:
                     grads, kept = hooked
-                    skipped += len(part) - len(kept)
+                    skipped += inputs.count(xb) - len(kept)
                     if len(kept):
                         rows.append(grads)
                     continue

@@ -21,13 +21,18 @@ The mean is left to the optimiser (its base optimiser, with the prior's pull
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import InitVar, dataclass
 from enum import StrEnum
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from sabma.config.method import VarianceOptions
+from sabma.config.sections import OptimConfig
 from sabma.models.inputs import Inputs
+from sabma.models.inputs import count as inputs_count
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.variance.factor import residual_factor
@@ -62,39 +67,57 @@ class Source(StrEnum):
     variance: flat directions of the worst nearby posterior get the variance)."""
 
 
+_VARIANCE = VarianceOptions()
+
+
 @dataclass
 class NaturalVariance:
-    """Settings of the natural-gradient variance.
+    """Settings of the natural-gradient variance. The defaults are the trainer's
+    (:class:`sabma.config.method.VarianceOptions`, the settings docs/results.md measured).
 
     Args:
-        ess: λ, the effective sample size (the number of training examples for the posterior).
+        ess: λ, the effective sample size (the number of training examples for the posterior);
+            0: the size of ``data``'s dataset (``len(data.dataset)`` of a ``DataLoader``).
         temperature: T (1: the posterior; < 1: a cold posterior, narrower by √T).
         curvature: ``"reparam"`` or ``"fisher"`` (see :class:`Curvature`).
         source: for ``"reparam"``: ``"clean"`` or ``"perturbed"`` (see :class:`Source`).
         beta2: for ``"reparam"``: the average's memory (rate 1 − β₂ per step).
-        inputs: for ``"fisher"``: the training inputs (no labels: they are sampled).
+        data: for ``"fisher"``: the training data — a ``DataLoader`` (or any iterable of
+            batches: tensors, ``(inputs, labels)`` tuples or dicts of tensors; it is streamed, at
+            most ``max_examples`` inputs per refresh, and labels are never read: they are
+            sampled), or the inputs themselves as a tensor or a dict of tensors.
         refresh_every: for ``"fisher"``: updates between refreshes (the first comes after the
-            first update).
+            first update); 0: once per pass over ``data`` (``len(data)`` batches of a
+            loader; every update for in-memory inputs).
         refresh_beta: for ``"fisher"``: weight of the old h when a refresh comes in (0: replace).
         label_samples: for ``"fisher"``: label draws per example.
-        max_examples: for ``"fisher"``: a seeded random subset of at most this many examples
-            per refresh (the low-rank step costs O(d·M²) in M = examples × draws).
+        max_examples: for ``"fisher"``: at most this many examples per refresh (a seeded random
+            subset of in-memory inputs; a loader's first ones); the low-rank step costs
+            O(d·M²) in M = examples × draws.
         batch_size: for ``"fisher"``: examples per vectorised per-example pass.
+        inputs: the former name of ``data`` (in-memory inputs).
     """
 
-    ess: float
-    temperature: float = 1.0
-    curvature: str = Curvature.REPARAM
-    source: str = Source.PERTURBED
-    beta2: float = 0.99
-    inputs: Inputs | None = None
-    refresh_every: int = 1
+    ess: float = 0.0
+    temperature: float = _VARIANCE.temperature
+    curvature: str = _VARIANCE.curvature
+    source: str = _VARIANCE.curvature_source
+    beta2: float = _VARIANCE.curvature_beta2
+    data: Inputs | Iterable[Any] | None = None
+    refresh_every: int = 0
     refresh_beta: float = 0.0
-    label_samples: int = 1
-    max_examples: int = 256
-    batch_size: int = 32
+    label_samples: int = _VARIANCE.fisher_samples
+    max_examples: int = _VARIANCE.fisher_examples
+    batch_size: int = OptimConfig.batch_size
+    inputs: InitVar[Inputs | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, inputs: Inputs | None) -> None:
+        if inputs is not None:
+            if self.data is not None:
+                raise ValueError("pass the training data once: data= (inputs= is its old name)")
+            self.data = inputs
+        if self.ess == 0:
+            self.ess = _dataset_size(self.data)
         check_rule(self.ess, self.temperature)
         try:
             self.curvature = Curvature(self.curvature)
@@ -108,12 +131,44 @@ class NaturalVariance:
             raise ValueError(
                 f"beta2 and refresh_beta must lie in [0, 1), got {self.beta2}, {self.refresh_beta}"
             )
+        if self.refresh_every == 0:
+            self.refresh_every = _batches_per_pass(self.data)
         for name in ("refresh_every", "label_samples", "max_examples", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.curvature is Curvature.FISHER and self.inputs is None:
-            raise ValueError("curvature='fisher' needs the training inputs (inputs=...)")
+        if self.curvature is Curvature.FISHER and self.data is None:
+            raise ValueError(
+                "curvature='fisher' needs the training data (data=train_loader); or "
+                "curvature='reparam' to estimate the curvature from the training steps"
+            )
+
+
+def _dataset_size(data: Inputs | Iterable[Any] | None) -> float:
+    """λ's default: the number of training examples behind ``data``."""
+    if isinstance(data, Tensor | Mapping):
+        return float(inputs_count(data))
+    dataset = getattr(data, "dataset", None)
+    try:
+        return float(len(dataset))  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError(
+            "ess= is needed: the number of training examples (it could not be read from data="
+            + (f" of type {type(data).__name__}" if data is not None else ", which is not given")
+            + ")"
+        ) from None
+
+
+def _batches_per_pass(data: Inputs | Iterable[Any] | None) -> int:
+    """Updates in one pass over ``data``: ``len(data)`` of a loader, 1 otherwise."""
+    if data is None or isinstance(data, Tensor | Mapping):
+        return 1
+    try:
+        return max(1, len(data))  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError(
+            f"refresh_every= is needed: data of type {type(data).__name__} has no length in batches"
+        ) from None
 
 
 class VarianceState:
@@ -171,10 +226,10 @@ class VarianceState:
         first refresh replaces the initial h), σ set from it, and the factor recomputed.
         Returns the new h."""
         o = self.options
-        assert o.inputs is not None
+        assert o.data is not None
         grads = sampled_fisher_gradients(
             self.posterior,
-            o.inputs,
+            o.data,
             label_samples=o.label_samples,
             max_examples=o.max_examples,
             batch_size=o.batch_size,
@@ -203,20 +258,25 @@ class VarianceState:
 
 
 def natural_options(
-    variance: NaturalVariance | str | None, ess: float | None, kl_weight: float
+    variance: NaturalVariance | str | None,
+    ess: float | None,
+    kl_weight: float,
+    data: Inputs | Iterable[Any] | None = None,
 ) -> NaturalVariance | None:
-    """The natural-variance settings (None: the gradient path), after checks."""
+    """The natural-variance settings (None: the gradient path), after checks: the default is
+    ``NaturalVariance(ess=ess, data=data)`` (the Fisher of ``data``, λ its size)."""
     if isinstance(variance, NaturalVariance):
         options: NaturalVariance | None = variance
     elif variance == "gradient":
         options = None
     elif variance is None or variance == "natural":
-        if ess is None:
+        if data is None:
             raise ValueError(
-                "SABMA learns the variance by the natural-gradient rule, which needs ess= (the "
-                "number of training examples) and prior=; or pass variance='gradient'"
+                "SABMA sets the variance from the Fisher of the training data: pass "
+                "data=train_loader; or variance=NaturalVariance(ess=N, curvature='reparam') to "
+                "estimate it from the steps; or variance='gradient'"
             )
-        options = NaturalVariance(ess=ess)
+        options = NaturalVariance(ess=ess or 0.0, data=data)
     else:
         raise ValueError(
             f"variance must be a NaturalVariance, 'natural' or 'gradient', got {variance!r}"
