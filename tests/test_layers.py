@@ -21,6 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("data", "predict", "variance", "runs"),
     ("step", "shift"),
     ("__init__",),  # the public API: the posterior, the optimisers, the variance rule
+    ("integrations",),  # Hugging Face Trainer, Lightning: on the public API
     ("methods",),
     ("priors",),
     ("training",),

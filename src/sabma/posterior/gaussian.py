@@ -201,15 +201,16 @@ class GaussianPosterior(nn.Module):
         return slots
 
     def forward_with(self, w: Tensor, *args: Any, **kwargs: Any) -> Any:
-        """Run the model with the Bayesian subset set to the flat weights ``w``."""
+        """Run the model with the Bayesian subset set to the flat weights ``w``; its logits
+        (:func:`logits_of`: a Hugging Face model's output object gives its ``logits``)."""
         tensors = self.unflatten(w)
         if not self.update_running_stats and updates_running_stats(self.model):
             # let the pass update throw-away copies of the running statistics
             tensors |= {n: b.clone() for n, b in running_stat_buffers(self.model).items()}
         if self.autocast_dtype is None:
-            return self.slots.call(tensors, args, kwargs)
+            return logits_of(self.slots.call(tensors, args, kwargs))
         with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-            out = self.slots.call(tensors, args, kwargs)
+            out = logits_of(self.slots.call(tensors, args, kwargs))
         return (
             out.to(self.mean.dtype) if isinstance(out, Tensor) and out.is_floating_point() else out
         )
@@ -264,6 +265,19 @@ class GaussianPosterior(nn.Module):
                 theta.grad = grad.clone() if grad is g else grad
             else:
                 theta.grad.add_(grad)
+
+
+def logits_of(out: Any) -> Any:
+    """The logits in a model's output: the tensor itself, a Hugging Face ``ModelOutput``'s
+    ``logits``, or the first item of a tuple of tensors."""
+    if isinstance(out, Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
+        return out[0]
+    return out
 
 
 def _initial_log_std(init_std: float | Tensor, like: Tensor) -> Tensor:

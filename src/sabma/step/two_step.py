@@ -246,20 +246,25 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         twice (at θ and at θ + ε), or once (at θ + ε_last) on a lazy step or when ρ = 0 (θ + ε is
         θ), and should not zero the gradients itself. Returns the loss of the first call.
 
-        Without a closure, the step that :meth:`passes` prepared: restore θ and update."""
-        if closure is None:
-            if not self._passes_done:
-                raise RuntimeError(
-                    f"{type(self).__name__}.step() without a closure finishes the passes of "
-                    "`for _ in optimizer.passes(): loss.backward()`; run that loop first, or "
-                    "pass a closure that runs forward and backward"
-                )
+        After :meth:`passes`, the step it prepared: restore θ and update (a closure is then
+        called once and its loss returned, for frameworks that always pass one: Lightning)."""
+        if self._passes_done:
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
             self._passes_done = False
             self.second_step()
             self._pre_step_stats = []
             self._after_step()
-            return None
-        if self._perturbed or self._passes_done:
+            return loss
+        if closure is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.step() without a closure finishes the passes of "
+                "`for _ in optimizer.passes(): loss.backward()`; run that loop first, or "
+                "pass a closure that runs forward and backward"
+            )
+        if self._perturbed:
             self.abandon_step()
         run = self._wrap(closure)
         self._pre_step_stats = self._stats_now()
