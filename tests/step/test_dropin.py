@@ -177,3 +177,50 @@ def test_bad_input_is_one_clear_line() -> None:
         SABMA(bn_model(), data=["text"])
     with pytest.raises(ValueError, match="ess= is needed"):
         SABMA(bn_model(), data=iter([torch.randn(4, 4)]))
+
+
+def test_fp16_loss_scaling_in_passes() -> None:
+    """With a gradient scaler the steps equal unscaled ones (the first pass's gradient is
+    unscaled before it forms ε; the reparam curvature from the clean pass sees it unscaled);
+    an overflow skips the step (θ as before), and the next step runs."""
+
+    def train(scale: float | None, steps: int = 4) -> SABMA:
+        torch.manual_seed(0)
+        model = ln_model()
+        data = loader()
+        kwargs = {
+            "variance": NaturalVariance(ess=N, curvature="reparam", source="clean"),
+            "head_prior_var": 1.0,
+        }
+        opt = SABMA(model, data=data, lr=0.05, **kwargs)
+        scaler = torch.amp.GradScaler("cpu", init_scale=scale or 1.0, enabled=scale is not None)
+        for step, (x, y) in enumerate(list(data)[:steps]):
+            torch.manual_seed(100 + step)
+            for _ in opt.passes(scaler=scaler):
+                scaler.scale(cross_entropy(model(x), y)).backward()
+            scaler.step(opt)
+            scaler.update()
+        return opt
+
+    plain, scaled = train(None), train(2.0**12)
+    for name in ("mean", "log_std"):
+        a, b = getattr(plain.posterior, name), getattr(scaled.posterior, name)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    # overflow at the first pass: the step is skipped, θ unchanged
+    model = ln_model()
+    opt = SABMA(model, data=loader(), lr=0.05, head_prior_var=1.0)
+    before = opt.posterior.mean.detach().clone()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1e38)
+    x, y = next(iter(loader()))
+    count = 0
+    for _ in opt.passes(scaler=scaler):
+        count += 1
+        scaler.scale(10 * cross_entropy(model(x), y)).backward()  # 1e39: inf in float32
+    scaler.step(opt)
+    scaler.update()
+    assert count == 1 and torch.equal(opt.posterior.mean.detach(), before)
+    assert scaler.get_scale() < 1e38
+    for _ in opt.passes(scaler=scaler):  # the skipped step is abandoned; this one runs
+        scaler.scale(cross_entropy(model(x), y)).backward()
+    scaler.step(opt)
+    assert not torch.equal(opt.posterior.mean.detach(), before)

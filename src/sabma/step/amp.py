@@ -18,15 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from sabma.step.scaling import all_finite, parameter_grads, unscale_first_pass
 from sabma.step.two_step import TwoStepOptimizer
-
-
-def _grads(optimizer: torch.optim.Optimizer) -> list[Tensor]:
-    return [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-
-
-def _all_finite(grads: list[Tensor]) -> bool:
-    return all(bool(torch.isfinite(g).all()) for g in grads)
 
 
 def scaled_step(
@@ -63,24 +56,21 @@ def scaled_step(
             loss = loss_fn()
             scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        finite = _all_finite(_grads(optimizer))
+        finite = all_finite(parameter_grads(optimizer))
         optimizer.second_step(update=finite)
         return _finish(optimizer, scaler, loss, finite)
 
     with torch.enable_grad():
         loss = loss_fn()
         scaler.scale(loss).backward()
-    grads = _grads(optimizer)
-    if not _all_finite(grads):  # overflow in the first pass: let the scaler record it, skip
+    if not unscale_first_pass(optimizer, scaler):  # overflow: let the scaler record it, skip
         scaler.unscale_(optimizer)
         return _finish(optimizer, scaler, loss, False)
-    with torch.no_grad():
-        torch._foreach_mul_(grads, 1.0 / scaler.get_scale())
     optimizer.first_step(zero_grad=True)
     with torch.enable_grad():
         scaler.scale(loss_fn()).backward()
     scaler.unscale_(optimizer)
-    finite = _all_finite(_grads(optimizer))
+    finite = all_finite(parameter_grads(optimizer))
     optimizer.second_step(update=finite)
     return _finish(optimizer, scaler, loss, finite)
 

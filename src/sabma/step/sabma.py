@@ -36,9 +36,9 @@ from sabma.posterior.subset import Subset
 from sabma.step.dropin import base_defaults, check_runs_on, default_prior, posterior_of
 from sabma.step.fisher import BLOCKS
 from sabma.step.kl_ball import Metric, ball_perturbation
+from sabma.step.natural_steps import NaturalVarianceSteps
 from sabma.step.two_step import TwoStepOptimizer
 from sabma.variance.natural import (
-    Curvature,
     NaturalVariance,
     Source,
     VarianceState,
@@ -48,7 +48,7 @@ from sabma.variance.natural import (
 _DEFAULTS = SABMAOptions()
 
 
-class SABMA(TwoStepOptimizer):
+class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
     """Sharpness-aware Bayesian model averaging.
 
     Args:
@@ -235,34 +235,6 @@ class SABMA(TwoStepOptimizer):
     def _before_reused_pass(self) -> None:
         self.posterior.factor_grad = self.natural is None or "factor" in self.perturb
 
-    # --- the natural-gradient variance ------------------------------------------------------
-    def _observes(self, source: Source) -> bool:
-        """Whether this step's ``source`` pass feeds the per-step curvature estimate."""
-        n = self.natural
-        return (
-            n is not None
-            and n.options.curvature is Curvature.REPARAM
-            and (n.options.source is source)
-        )
-
-    def _reparam_estimate(self) -> Tensor:
-        """h after the reparameterisation estimate from the mean's current gradient, at the
-        current (possibly perturbed) σ."""
-        assert self.natural is not None and self.posterior.mean.grad is not None
-        h = self._curvature()
-        if h is None:
-            h = self.natural.initial_curvature()
-        return self.natural.observe(h, self.posterior.mean.grad, self.posterior.std.detach())
-
-    def _variance_state(self) -> dict[str, Any]:
-        """h and the update count of the natural variance (kept apart from the base
-        optimiser's per-parameter state, whose layout it owns)."""
-        return self._natural_state
-
-    def _curvature(self) -> Tensor | None:
-        """h, the curvature state (None before the first estimate)."""
-        return self._variance_state().get("curvature")
-
     def _before_restore(self, update: bool) -> None:
         if not update:  # a skipped step observes nothing
             self._curvature_estimate = None
@@ -288,18 +260,6 @@ class SABMA(TwoStepOptimizer):
             self.posterior.resample()
         self._first_pass_mode()
 
-    def _update_variance(self) -> None:
-        assert self.natural is not None
-        state = self._variance_state()
-        state["updates"] = updates = int(state.get("updates", 0)) + 1
-        if self._curvature_estimate is not None:
-            state["curvature"] = self._curvature_estimate
-            self._curvature_estimate = None
-            self.natural.apply(state["curvature"])
-        options = self.natural.options
-        if options.curvature is Curvature.FISHER and (updates - 1) % options.refresh_every == 0:
-            state["curvature"] = self.natural.refresh(state.get("curvature"))
-
     def state_dict(self) -> dict[str, Any]:
         """The base optimiser's state, the lazy step's, and the natural variance's h."""
         state = super().state_dict()
@@ -314,15 +274,6 @@ class SABMA(TwoStepOptimizer):
         self._natural_state = {
             k: v.to(like) if isinstance(v, Tensor) else v for k, v in natural.items()
         }
-
-    def refresh_curvature(self) -> None:
-        """Recompute the ``fisher`` curvature (and the factor) now, outside the schedule."""
-        if self.natural is None or self.natural.options.curvature is not Curvature.FISHER:
-            raise RuntimeError(
-                "refresh_curvature needs variance=NaturalVariance(curvature='fisher')"
-            )
-        state = self._variance_state()
-        state["curvature"] = self.natural.refresh(state.get("curvature"))
 
     def _add_kl_gradient(self) -> None:
         params = self._block_params()

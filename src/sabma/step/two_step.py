@@ -23,9 +23,11 @@ import torch
 from torch import Tensor, nn
 
 from sabma.running_stats import running_stat_buffers, updates_running_stats
+from sabma.step.hooks import TwoStepHooks
+from sabma.step.scaling import unscale_first_pass
 
 
-class TwoStepOptimizer(torch.optim.Optimizer):
+class TwoStepOptimizer(TwoStepHooks, torch.optim.Optimizer):
     """Base class of SAM-type optimisers (``first_step`` / ``second_step`` / ``step(closure)``)."""
 
     def __init__(
@@ -91,37 +93,6 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         one (two passes)."""
         return self._last_eps is not None and self._steps_since_fresh % self.perturb_every != 0
 
-    # --- hooks for subclasses --------------------------------------------------------------------
-    def perturbation(self) -> list[tuple[Tensor, Tensor]]:
-        """``(parameter, ε)`` pairs of the ascent step, from the current gradients."""
-        raise NotImplementedError
-
-    def _on_perturb(self) -> None:
-        """Called after θ moved to θ + ε, before the second pass of a two-pass step."""
-
-    def _on_restore(self) -> None:
-        """Called after θ was restored (the step's last pass is over)."""
-
-    def _before_reused_pass(self) -> None:
-        """Called before the single pass of a lazy step (θ is at θ + ε_last)."""
-
-    def _before_first_pass(self) -> None:
-        """Called by :meth:`step` before the first pass of a fresh step (bSAM moves to a noisy
-        point there)."""
-
-    #: whether the first pass of a fresh step is taken at θ itself (then ρ = 0 needs one pass)
-    first_pass_at_theta: bool = True
-
-    def _before_restore(self, update: bool) -> None:
-        """Called when the step's last pass is over, while θ is still at θ + ε (``update``:
-        whether the base optimiser will step)."""
-
-    def _before_update(self) -> None:
-        """Called after θ was restored, just before the base optimiser steps."""
-
-    def _after_update(self) -> None:
-        """Called after the base optimiser stepped."""
-
     # --- the step ---------------------------------------------------------------------
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
@@ -183,18 +154,7 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         self._steps_since_fresh += 1
         self._after_update()
 
-    def _pass_begin(self) -> None:
-        """Called before each forward/backward pass of :meth:`passes` and :meth:`step` (the
-        drop-in SA-BMA writes the sample into the model there)."""
-
-    def _pass_end(self) -> None:
-        """Called after each pass's backward (the drop-in SA-BMA moves the model's gradient to
-        θ there)."""
-
-    def _after_step(self) -> None:
-        """Called when a step is over (updated or abandoned)."""
-
-    def passes(self) -> Iterator[int]:
+    def passes(self, scaler: torch.amp.GradScaler | None = None) -> Iterator[int]:
         """The passes of one step, for a loop that runs its own forward and backward::
 
             for _ in optimizer.passes():       # at θ, then at θ + ε (the same noise)
@@ -207,7 +167,12 @@ class TwoStepOptimizer(torch.optim.Optimizer):
         equals one step over their union). After the loop θ is at θ + ε holding the gradient
         there, and :meth:`step` restores θ and updates. A step left unfinished (the loop broken
         off, or a gradient scaler that skipped :meth:`step` on an overflow) is abandoned when
-        the next one begins: θ restored, nothing updated."""
+        the next one begins: θ restored, nothing updated.
+
+        fp16 with loss scaling: pass the ``scaler``, back-propagate ``scaler.scale(loss)`` and
+        finish with ``scaler.step(optimizer); scaler.update()``. The first pass's gradient is
+        unscaled before it forms ε; if it overflowed, the loop ends after it and the scaler skips
+        the step."""
         if self._perturbed or self._passes_done:
             self.abandon_step()
         self.zero_grad()
@@ -220,7 +185,7 @@ class TwoStepOptimizer(torch.optim.Optimizer):
             yield from self._one_pass(0)
             if self.rho == 0 and self.first_pass_at_theta:  # ε = 0: the gradient at θ + ε is at θ
                 self.first_step()
-            else:
+            elif unscale_first_pass(self, scaler):
                 self.first_step(zero_grad=True)
                 yield from self._one_pass(1)
         self._passes_done = True
