@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -86,4 +87,40 @@ def write_tiny_text_encoder(folder: Path, layers: int = 2, hidden: int = 16) -> 
     torch.manual_seed(0)
     transformers.BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def class_images(
+    n: int, classes: int, shape: tuple[int, ...], seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class is a bright square at a class-specific place (learnable)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    x = rng.integers(0, 60, (n, *shape), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        x[i, 2 * c : 2 * c + 3, 1:4] = 250
+    return x, labels
+
+
+def write_fake_cifar(root: Path, fine: bool) -> Path:
+    """50 learnable 32×32 images in the released CIFAR-10 (10 classes) or CIFAR-100 (20 of
+    its fine classes) python layout under ``root``; returns the data folder."""
+    x, y = class_images(50, 10 if not fine else 20, (3, 32, 32))
+    data = x.reshape(50, 3072)
+    if fine:
+        folder = root / "cifar-100-python"
+        folder.mkdir(parents=True)
+        for name in ("train", "test"):
+            (folder / name).write_bytes(pickle.dumps({"data": data, "fine_labels": list(y)}))
+        (folder / "meta").write_bytes(
+            pickle.dumps({"fine_label_names": [f"c{i}" for i in range(20)]})
+        )
+    else:
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            (folder / name).write_bytes(pickle.dumps({"data": data, "labels": list(y)}))
+        (folder / "batches.meta").write_bytes(
+            pickle.dumps({"label_names": [f"k{i}" for i in range(10)]})
+        )
     return folder

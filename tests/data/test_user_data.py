@@ -14,23 +14,12 @@ from sabma.data.tasks import load_task
 from sabma.data.user import load_cifar, load_image_folder, load_npz
 from sabma.pipeline.train import train_run
 from tests.conftest import PicklePayload
-
-
-def _images(
-    n: int, classes: int, shape: tuple[int, ...], seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Images whose class is a bright square at a class-specific place (learnable)."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % classes
-    x = rng.integers(0, 60, (n, *shape), dtype=np.uint8)
-    for i, c in enumerate(labels):
-        x[i, 2 * c : 2 * c + 3, 1:4] = 250
-    return x, labels
+from tests.data.helpers import class_images, write_fake_cifar
 
 
 def _npz(path: Path, shape: tuple[int, ...] = (12, 12), **extra: np.ndarray) -> Path:
-    x_train, y_train = _images(60, 3, shape)
-    x_test, y_test = _images(30, 3, shape, seed=1)
+    x_train, y_train = class_images(60, 3, shape)
+    x_test, y_test = class_images(30, 3, shape, seed=1)
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test, **extra}
     np.savez(path, **arrays)
     return path
@@ -62,7 +51,7 @@ def test_npz_problems_are_one_line(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match=r"not a readable \.npz file"):
         load_npz(str(path))
-    x, y = _images(10, 2, (8, 8))
+    x, y = class_images(10, 2, (8, 8))
     np.savez(tmp_path / "m.npz", x_train=x, y_train=y)
     with pytest.raises(ValueError, match=r"missing arrays \['x_test', 'y_test'\]"):
         load_npz(str(tmp_path / "m.npz"))
@@ -84,7 +73,7 @@ def test_npz_problems_are_one_line(tmp_path: Path) -> None:
 
 
 def _png_tree(root: Path, per_class: int = 6, grey: bool = False) -> None:
-    x, y = _images(3 * per_class, 3, (10, 10) if grey else (10, 10, 3))
+    x, y = class_images(3 * per_class, 3, (10, 10) if grey else (10, 10, 3))
     for i, (image, label) in enumerate(zip(x, y, strict=True)):
         folder = root / f"class_{label}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -110,31 +99,9 @@ def test_image_folder_with_and_without_train_test(tmp_path: Path) -> None:
         load_image_folder(str(tmp_path / "split"), seed=0)
 
 
-def _cifar(root: Path, fine: bool) -> Path:
-    x, y = _images(50, 10 if not fine else 20, (3, 32, 32))
-    data = x.reshape(50, 3072)
-    if fine:
-        folder = root / "cifar-100-python"
-        folder.mkdir(parents=True)
-        for name in ("train", "test"):
-            (folder / name).write_bytes(pickle.dumps({"data": data, "fine_labels": list(y)}))
-        (folder / "meta").write_bytes(
-            pickle.dumps({"fine_label_names": [f"c{i}" for i in range(20)]})
-        )
-    else:
-        folder = root / "cifar-10-batches-py"
-        folder.mkdir(parents=True)
-        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            (folder / name).write_bytes(pickle.dumps({"data": data, "labels": list(y)}))
-        (folder / "batches.meta").write_bytes(
-            pickle.dumps({"label_names": [f"k{i}" for i in range(10)]})
-        )
-    return folder
-
-
 @pytest.mark.parametrize("fine", [False, True])
 def test_cifar_python_layout(tmp_path: Path, fine: bool) -> None:
-    folder = _cifar(tmp_path, fine)
+    folder = write_fake_cifar(tmp_path, fine)
     raw = load_cifar(str(tmp_path), fine)  # the parent folder works too
     assert raw.train[0].shape == ((50 if fine else 250), 32, 32, 3)
     assert len(raw.classes) == (20 if fine else 10)
@@ -143,7 +110,7 @@ def test_cifar_python_layout(tmp_path: Path, fine: bool) -> None:
 
 
 def test_a_crafted_cifar_pickle_does_not_run(tmp_path: Path) -> None:
-    folder = _cifar(tmp_path, fine=False)
+    folder = write_fake_cifar(tmp_path, fine=False)
     marker = tmp_path / "pwned"
     (folder / "test_batch").write_bytes(pickle.dumps({"data": PicklePayload(marker)}))
     with pytest.raises(ValueError, match="refused to load"):

@@ -120,6 +120,35 @@ def test_baselines_take_text_inputs(
     assert 0 <= metrics["test"]["bma"]["ece"] <= 1 and metrics["test"]["bma"]["nll"] > 0
 
 
+@pytest.mark.parametrize("method", ["sabma", "sgd", "ivon"])
+def test_lora_adapters_carry_the_posterior(
+    tmp_path: Path, text_files: dict[str, Path], method: str
+) -> None:
+    """model.subset=lora: peft's adapters on query/value + the head are the Bayesian subset of
+    every method, through the same loop; B leaves 0."""
+    pytest.importorskip("peft")
+    out = tmp_path / method
+    extra = text_overrides(
+        text_files,
+        "model.subset=lora",
+        "model.lora.rank=2",
+        "optim.epochs=6",
+        f"method.name={method}",
+    )
+    assert main(["train", "--out", str(out), "--no-progress", *extra]) == 0
+    names = json.loads((out / "posterior.json").read_text())["names"]
+    assert {n.split(".")[-3] for n in names if "lora_" in n} == {"lora_A", "lora_B"}
+    assert names[-2:] == ["classifier.weight", "classifier.bias"]
+    assert all("lora_" in n or n.startswith("classifier.") for n in names)
+    run = load_run(out)
+    lora_b = [
+        t for n, t in run.posterior.unflatten(run.posterior.mean.detach()).items() if "lora_B" in n
+    ]
+    assert max(float(t.abs().max()) for t in lora_b) > 0  # trained away from B = 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 < metrics["test"]["bma"]["nll"] < 5
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
@@ -127,6 +156,11 @@ def test_baselines_take_text_inputs(
         (["data.augment=true"], "data.augment applies to images only"),
         (["data.label_column=nope"], "no column(s) ['nope']"),
         (["data.max_tokens=1"], "data.max_tokens must be >= 2"),
+        (
+            ["model.subset=lora", "model.lora.targets=[qkv]"],
+            "the LoRA targets ['qkv'] match no module of TextClassifier",
+        ),
+        (["model.subset=lora", "model.lora.rank=0"], "LoRA needs rank >= 1"),
     ],
 )
 def test_bad_text_settings_are_one_line_and_write_nothing(

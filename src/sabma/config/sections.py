@@ -31,13 +31,24 @@ class DataConfig:
 
 
 @dataclass
+class LoRAOptions:
+    """The LoRA adapters of ``model.subset=lora`` (injected with peft, as-is)."""
+
+    rank: int = 8  # r
+    alpha: int = 16  # the adapters' scaling is alpha / rank
+    targets: list[str] = field(default_factory=lambda: ["query", "value"])  # module names
+    dropout: float = 0.0
+
+
+@dataclass
 class ModelConfig:
     backbone: str = "efficientnet_lite0"
     weights: str | None = None  # a local weights file (state dict; timm: its checkpoint file)
     # torchvision:, timm:, hf:<hub id>: fetch the zoo's pre-trained weights through its own
     # download and cache (false: random weights for torchvision/timm, the cache only for hf)
     pretrained: bool = False
-    subset: str = "norm+head"
+    subset: str = "norm+head"  # norm+head | head | norm | lora | all | a regex over names
+    lora: LoRAOptions = field(default_factory=LoRAOptions)  # subset=lora: the adapters
     bn_mode: str = (
         "eval"  # "eval": pre-trained running statistics, no dropout; "train": batch stats
     )

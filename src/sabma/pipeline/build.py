@@ -12,6 +12,7 @@ from sabma.device import amp_dtype, resolve_device
 from sabma.methods import get_method
 from sabma.models import build_backbone
 from sabma.models.head_scale import head_prior_variance
+from sabma.models.lora import add_lora
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.posterior.prior import head_mask, isotropic_prior
@@ -33,6 +34,9 @@ def build_posterior(cfg: Config, num_classes: int) -> tuple[GaussianPosterior, s
         raise ValueError(
             f"the posterior's rank must be >= 0, got {rank} (method.{cfg.method.name}.rank)"
         )
+    if cfg.model.subset == "lora":
+        lora = cfg.model.lora
+        add_lora(backbone.model, lora.rank, lora.alpha, lora.targets, lora.dropout)
     backbone.model.to(distributed.local_device(resolve_device(cfg.device)))
     posterior = GaussianPosterior(backbone.model, cfg.model.subset, rank=rank, head=backbone.head)
     posterior.autocast_dtype = amp_dtype(cfg.optim.amp)

@@ -23,7 +23,7 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 #: Keywords accepted as ``subset``; any other string is a regular expression over parameter names.
-SUBSET_KEYWORDS = ("head", "norm", "norm+head", "all")
+SUBSET_KEYWORDS = ("head", "norm", "norm+head", "lora", "all")
 
 ParameterFilter = Callable[[str, nn.Parameter], bool]
 Subset = str | re.Pattern[str] | ParameterFilter
@@ -80,6 +80,7 @@ def select_parameters(
         model: the network.
         subset: ``"head"`` (the classifier, see :func:`find_head`), ``"norm"`` (affine parameters of
             every normalization layer, by module type), ``"norm+head"`` (both; the default),
+            ``"lora"`` (every peft LoRA layer's ``lora_A``/``lora_B`` and the head),
             ``"all"``, a regular expression searched in each parameter name (string or compiled),
             or a callable ``(name, parameter) -> bool``.
         head: the classifier module or its name, when it cannot be found automatically.
@@ -94,7 +95,9 @@ def select_parameters(
         chosen = set()
         if subset in ("norm", "norm+head"):
             chosen |= _norm_parameter_names(model, NORM_TYPES + tuple(norm_types))
-        if subset in ("head", "norm+head"):
+        if subset == "lora":
+            chosen |= _lora_parameter_names(model)
+        if subset in ("head", "norm+head", "lora"):
             head_name, head_module = find_head(model, head)
             prefix = f"{head_name}." if head_name else ""
             chosen |= {prefix + n for n, _ in head_module.named_parameters()}
@@ -119,6 +122,27 @@ def select_parameters(
     if not names:
         raise ValueError(
             f"subset {_describe(subset)} matched no parameters of {type(model).__name__}"
+        )
+    return names
+
+
+def _lora_parameter_names(model: nn.Module) -> set[str]:
+    """The ``lora_A`` / ``lora_B`` tensors of every peft LoRA layer (by module type)."""
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:
+        raise ValueError("subset 'lora' needs peft (pip install 'sabma[lora]')") from None
+    names: set[str] = set()
+    for mod_name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            for part in ("lora_A", "lora_B"):
+                adapters = getattr(module, part)
+                names |= {f"{mod_name}.{part}.{n}" for n, _ in adapters.named_parameters()}
+    if not names:
+        raise ValueError(
+            f"subset 'lora' found no LoRA adapters in {type(model).__name__}: add them with peft "
+            "first (sabma.models.lora.add_lora; on the command line: model.subset=lora and the "
+            "model.lora settings)"
         )
     return names
 
