@@ -118,3 +118,35 @@ def test_hf_hub_id_not_in_the_cache_is_one_line(monkeypatch: pytest.MonkeyPatch)
         r"and not in the Hugging Face cache .*: set model\.pretrained=true",
     ):
         build_backbone("hf:sabma-tests/no-such-model", 2)
+
+
+@pytest.mark.parametrize(
+    ("module", "build", "expected"),
+    [
+        (
+            "timm",
+            lambda: build_backbone("timm:resnet18", 3),
+            r"need timm \(pip install 'sabma\[vision\]'\)",
+        ),
+        (
+            "torchvision",
+            lambda: build_backbone("torchvision:resnet18", 3),
+            r"need torchvision \(pip install 'sabma\[vision\]'\)",
+        ),
+        (
+            "peft",
+            lambda: __import__("sabma.models.lora", fromlist=["add_lora"]).add_lora(
+                nn.Linear(2, 2)
+            ),
+            r"needs peft \(pip install 'sabma\[lora\]'\)",
+        ),
+    ],
+)
+def test_a_missing_optional_package_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, module: str, build, expected: str
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(ValueError, match=expected):
+        build()

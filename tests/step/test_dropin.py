@@ -224,3 +224,30 @@ def test_fp16_loss_scaling_in_passes() -> None:
         scaler.scale(cross_entropy(model(x), y)).backward()
     scaler.step(opt)
     assert not torch.equal(opt.posterior.mean.detach(), before)
+
+
+def test_every_shared_default_is_the_config_sections() -> None:
+    """The signatures' defaults of SABMA and NaturalVariance against the config dataclasses the
+    trainer reads (so the library and the command line cannot drift apart again)."""
+    import dataclasses
+    import inspect
+
+    s, v = SABMAOptions(), VarianceOptions()
+    signature = inspect.signature(SABMA.__init__).parameters
+    shared = {"rho": s.rho, "metric": s.metric, "perturb_every": s.perturb_every}
+    for name, value in shared.items():
+        assert signature[name].default == value, name
+    assert list(signature["perturb"].default) == s.perturb
+    fields = {f.name: f.default for f in dataclasses.fields(NaturalVariance)}
+    pairs = {
+        "temperature": v.temperature,
+        "curvature": v.curvature,
+        "source": v.curvature_source,
+        "beta2": v.curvature_beta2,
+        "label_samples": v.fisher_samples,
+        "max_examples": v.fisher_examples,
+        "batch_size": OptimConfig.batch_size,
+        "ess": v.ess,  # 0: the training set's size, in both
+    }
+    for name, value in pairs.items():
+        assert fields[name] == value, name

@@ -368,6 +368,8 @@ def test_bad_arguments_are_clear_errors() -> None:
         SABMA(posterior, lr=0.1, prior=prior)
     with pytest.raises(ValueError, match="pass data=train_loader"):
         SABMA(posterior, lr=0.1, ess=10)
+    with pytest.raises(ValueError, match="pass data=train_loader"):  # the call of version 0.1
+        SABMA(posterior, torch.optim.SGD, rho=0.05, lr=0.1)
     with pytest.raises(ValueError, match="kl_weight applies to variance='gradient'"):
         SABMA(posterior, lr=0.1, data=X.double(), prior=prior, kl_weight=0.1)
     with pytest.raises(ValueError, match="variance must be"):

