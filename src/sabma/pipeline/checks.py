@@ -21,7 +21,7 @@ from sabma.models.registry import check_backbone_name
 from sabma.pipeline.search import check_grid, check_knob_grid
 from sabma.priors.initial import INIT_KINDS
 from sabma.priors.pretrained import PRIOR_KINDS
-from sabma.runs.folder import METRICS
+from sabma.runs.folder import CHECKPOINT, CONFIG, METRICS
 
 
 def _finite_numbers(node: Any, prefix: str = "") -> None:
@@ -155,9 +155,14 @@ def _data_matches_backbone(cfg: Config) -> None:
 
 
 def check_out_dir(out: Path) -> None:
-    """Refuse a folder that holds a finished run or cannot be written, without creating it."""
+    """Refuse a folder that holds a finished or interrupted run or cannot be written, without
+    creating it."""
     if (out / METRICS).exists():
         raise ValueError(f"{out} already holds a finished run; choose another --out")
+    if (out / CONFIG).exists() or (out / CHECKPOINT).exists():
+        raise ValueError(
+            f"{out} holds an interrupted run: --resume to continue it, or choose another --out"
+        )
     existing = out
     while not existing.exists():
         if existing.parent == existing:

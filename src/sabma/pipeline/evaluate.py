@@ -39,6 +39,7 @@ from sabma.runs.folder import (
     SHIFT_PROGRESS,
     read_metrics,
 )
+from sabma.runs.lock import run_lock
 from sabma.runs.report import write_reliability_plot, write_report
 from sabma.shift.evaluate import (
     ShiftOptions,
@@ -90,7 +91,18 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Re-evaluate a finished run (e.g. with another S, temperature scaling, or on corrupted test
     sets: ``shift``); rewrites its metrics, report and plot. ``temperature_scaling=None``: as
-    the run's configuration says (``eval.temperature_scaling``)."""
+    the run's configuration says (``eval.temperature_scaling``). Holds the run's lock."""
+    with run_lock(run_dir):
+        return _evaluate_run(run_dir, samples, temperature_scaling, progress, shift)
+
+
+def _evaluate_run(
+    run_dir: Path,
+    samples: int | None,
+    temperature_scaling: bool | None,
+    progress: bool,
+    shift: ShiftOptions | None,
+) -> dict[str, Any]:
     run = load_run(run_dir)
     train_s, carried = 0.0, {}
     if (run_dir / METRICS).is_file():

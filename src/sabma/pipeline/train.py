@@ -4,6 +4,7 @@ run with the same configuration."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -25,6 +26,7 @@ from sabma.posterior.prior import head_mask
 from sabma.priors.initial import initial_posterior
 from sabma.runs.files import atomic_write_text, save_posterior
 from sabma.runs.folder import CHECKPOINT, CONFIG, METRICS, POSTERIOR, TRAIN_LOG
+from sabma.runs.lock import check_free, run_lock
 from sabma.training import Checkpointing, LoopState, fit
 
 log = logging.getLogger(__name__)
@@ -87,17 +89,30 @@ def train_run(
     ``metrics.json`` is written. With ``optim.lr_grid`` (or ``optim.knob_grid``) the learning
     rate (and the method's knob) is chosen on the validation split first
     (:mod:`sabma.pipeline.search`). ``test=False`` evaluates the validation split only (a
-    search candidate: its test metrics are never computed).
+    search candidate: its test metrics are never computed). The process holds the folder's lock
+    (:mod:`sabma.runs.lock`) throughout: a second writer is refused at once.
     """
-    if is_search(cfg):
-        check_config(cfg)
-        return train_with_search(cfg, out, progress)
     check_config(cfg)
+    if is_search(cfg):
+        check_free(out)
+        if not resume:
+            check_out_dir(out)
+        with run_lock(out):
+            return train_with_search(cfg, out, progress)
     distributed.init(distributed.local_device(resolve_device(cfg.device)))
     main = distributed.is_main()
-    state = _resume_state(cfg, out) if resume else None
+    if main:  # a live run is reported as such, not as an interrupted one
+        check_free(out)
     if not resume:
         check_out_dir(out)
+    with run_lock(out) if main else contextlib.nullcontext():
+        return _train(cfg, out, progress, resume, test, main)
+
+
+def _train(
+    cfg: Config, out: Path, progress: bool, resume: bool, test: bool, main: bool
+) -> dict[str, Any]:
+    state = _resume_state(cfg, out) if resume else None
     torch.manual_seed(cfg.seed)
     task = load_task(cfg, cfg.seed)
     data = task.train_data()
@@ -180,7 +195,7 @@ def run_or_reuse(cfg: Config, out: Path, progress: bool, test: bool = True) -> d
         check_reusable(cfg, out)
         log.info("reusing the finished run in %s", out)
         return json.loads(metrics_file.read_text())
-    if (out / CHECKPOINT).is_file() and (out / CONFIG).is_file():
+    if (out / CONFIG).is_file():  # interrupted (with or without a checkpoint yet)
         log.info("resuming the interrupted run in %s", out)
         return train_run(cfg, out, progress=progress, resume=True, test=test)
     return train_run(cfg, out, progress=progress, test=test)

@@ -20,8 +20,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
+
+from sabma.runs.files import atomic_write_bytes
 
 _TENSOR = "__tensor__"
 _ITEMS = "__items__"  # a dict whose keys are not all strings (optimiser state: int keys)
@@ -72,12 +74,9 @@ def unpack(structure: Any, tensors: dict[str, Tensor]) -> Any:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically (see the module docstring)."""
     tensors, structure = pack(state)
-    tmp = path.with_name(f".{path.name}.tmp")
     metadata = {"format": _FORMAT, "state": json.dumps(structure)}
-    save_file(tensors, str(tmp), metadata=metadata)
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    # a unique temporary name in the same folder (fsync, rename): see atomic_write_bytes
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
     _fsync_dir(path.parent)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from sabma.posterior.gaussian import GaussianPosterior
 
@@ -57,9 +57,7 @@ def save_posterior(
     if samples is not None:
         tensors["weight_set"] = samples.detach().contiguous()
         meta["weight_set_size"] = int(samples.shape[0])
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"sabma": json.dumps(meta)})
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save(tensors, metadata={"sabma": json.dumps(meta)}))
     atomic_write_json(path.with_suffix(".json"), meta)
 
 
