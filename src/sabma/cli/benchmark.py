@@ -48,7 +48,7 @@ def add_parser(sub: Any) -> None:
     )
     add_overrides(parser, "override a configuration value of every run (repeatable)")
     add_progress(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, stoppable=True)
 
 
 def run(args: argparse.Namespace) -> int:

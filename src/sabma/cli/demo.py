@@ -41,7 +41,7 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--quick", action="store_true", help="one seed, 10 epochs, 500 test images")
     add_overrides(parser, "override a configuration value of every run (repeatable)")
     add_progress(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, stoppable=True)
 
 
 #: (row, reference row) pairs whose per-seed differences the demo prints

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from sabma import __version__
 from sabma.cli import analyze, benchmark, demo, evaluate, methods, sharpness, train
+from sabma.training.stopping import Stopped, stop_on_signals
 
 COMMANDS = (demo, train, evaluate, benchmark, sharpness, analyze, methods)
 
@@ -34,8 +36,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    stoppable = getattr(args, "stoppable", False)
     try:
-        return int(args.run(args))
+        with stop_on_signals() if stoppable else contextlib.nullcontext():
+            return int(args.run(args))
+    except Stopped as stop:
+        again = (
+            f"sabma train --out {args.out} --resume"
+            if args.command == "train"
+            else "the same command"
+        )
+        print(f"sabma: {stop}; {again} continues", file=sys.stderr)
+        return stop.exit_status
+    except KeyboardInterrupt:
+        print("sabma: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     except (ValueError, OSError, FloatingPointError) as err:
         if args.debug:
             raise

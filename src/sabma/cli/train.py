@@ -37,7 +37,7 @@ def add_parser(sub: Any) -> None:
         "is used when no --config/--set is given)",
     )
     add_progress(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, stoppable=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from sabma.training.selection import (
     snapshot,
     val_nll,
 )
+from sabma.training.stopping import Stopped, requested
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ class MemberLoop:
             if every and self.steps % every == 0:
                 assert checkpoint is not None
                 self.state(epoch).save(checkpoint.path)
+            self._stop_if_asked(epoch)
         if self.frozen is not None:
             self.frozen.restore()
         if not self.losses:
@@ -194,6 +196,17 @@ class MemberLoop:
             if method.select_best and (self.best is None or entry["val_nll"] < self.best.val_nll):
                 self.best = snapshot(posterior, entry["val_nll"])
         return entry
+
+    def _stop_if_asked(self, epoch: int) -> None:
+        """After a step: on SIGINT/SIGTERM write the checkpoint here and stop."""
+        signum = requested()
+        if signum is None:
+            return
+        checkpoint = self.checkpoint
+        path = checkpoint.path if checkpoint is not None and checkpoint.write else None
+        if path is not None:
+            self.state(epoch).save(path)
+        raise Stopped(signum, epoch + 1, self.steps, path)
 
     def _step(self, idx: Tensor, epoch: int) -> None:
         """One update on the batch ``idx``, skipped (θ unchanged) when its loss is not finite."""
