@@ -162,6 +162,18 @@ CASES: list[tuple[str, str, Setup, str]] = [
         "is neither one of ('head', 'norm', 'norm+head', 'lora', 'all') nor a valid regular expression",
     ),
     (
+        "negative seed",
+        "train",
+        lambda t: _tiny(_data(t), "seed=-1"),
+        "seed must be an integer in 0..4294967295, got -1",
+    ),
+    (
+        "20-digit seed",
+        "train",
+        lambda t: _tiny(_data(t), "seed=12345678901234567890"),
+        "seed must be an integer in 0..4294967295, got 12345678901234567890",
+    ),
+    (
         "negative rank",
         "train",
         lambda t: _tiny(_data(t), "method.sabma.rank=-1"),

@@ -138,3 +138,37 @@ def test_a_run_on_npz_data(tmp_path: Path) -> None:
     )
     metrics = train_run(cfg, tmp_path / "run", progress=False)
     assert metrics["dataset"] == "npz" and set(metrics["test"]["bma"]) >= {"acc", "nll"}
+
+
+def test_labels_and_classes_are_checked(tmp_path: Path) -> None:
+    """A stray label, a class gap, float labels, test classes training lacks: one line each."""
+    x, y = class_images(60, 10, (8, 8))
+    stray_x = np.concatenate([x, x[:10]])
+    stray_y = np.concatenate([y, np.full(10, 99)])
+    np.savez(tmp_path / "stray.npz", x_train=stray_x, y_train=stray_y, x_test=x, y_test=y)
+    with pytest.raises(
+        ValueError,
+        match=r"classes without training examples: 10, 11, .* \(89 in all\); present above the "
+        r"gap: 99 \(10 examples\) — stray labels\?",
+    ):
+        load_npz(str(tmp_path / "stray.npz"))
+    gap = np.where(y == 2, 3, y)  # no example of class 2
+    np.savez(tmp_path / "gap.npz", x_train=x, y_train=gap, x_test=x, y_test=gap)
+    with pytest.raises(ValueError, match=r"classes without training examples: 2; present above"):
+        load_npz(str(tmp_path / "gap.npz"))
+    np.savez(tmp_path / "float.npz", x_train=x, y_train=y.astype(np.float32), x_test=x, y_test=y)
+    raw = load_npz(str(tmp_path / "float.npz"))  # whole-number floats are class indices
+    assert raw.classes == tuple(str(i) for i in range(10)) and raw.train[1].dtype == np.int64
+    half = y.astype(np.float32) + 0.5
+    np.savez(tmp_path / "half.npz", x_train=x, y_train=half, x_test=x, y_test=y)
+    with pytest.raises(ValueError, match=r"y_train must be whole class indices, found 0\.5"):
+        load_npz(str(tmp_path / "half.npz"))
+    _png_tree(tmp_path / "tree" / "train")
+    _png_tree(tmp_path / "tree" / "test", per_class=2)
+    (tmp_path / "tree" / "test" / "class_0").rename(tmp_path / "tree" / "test" / "klass_0")
+    with pytest.raises(ValueError, match=r"class folders that training does not have: klass_0"):
+        load_image_folder(str(tmp_path / "tree"), seed=0)
+    _png_tree(tmp_path / "empty")
+    (tmp_path / "empty" / "class_3").mkdir()
+    with pytest.raises(ValueError, match=r"classes without training examples: class_3"):
+        load_image_folder(str(tmp_path / "empty"), seed=0)

@@ -64,6 +64,7 @@ class RawImages:
                     f"{source}: {split} labels must lie in 0..{k - 1} ({k} classes), "
                     f"found {labels.min()}..{labels.max()}"
                 )
+        self._check_classes_present(source)
         if self.train[0].shape[1:] != self.test[0].shape[1:]:
             raise ValueError(
                 f"{source}: train images {self.train[0].shape[1:]} and test images "
@@ -72,6 +73,25 @@ class RawImages:
         self.train = (self.train[0], self.train[1].astype(np.int64))
         self.test = (self.test[0], self.test[1].astype(np.int64))
         return self
+
+    def _check_classes_present(self, source: str) -> None:
+        """Every class needs training examples: a class without any is a typo in the labels (a
+        stray 99 among 0..9) or an empty folder, never something to train a head for."""
+        counts = np.bincount(self.train[1].astype(np.int64), minlength=len(self.classes))
+        empty = [self.classes[i] for i in np.flatnonzero(counts == 0)]
+        if empty:
+            shown = ", ".join(empty[:8]) + (f", … ({len(empty)} in all)" if len(empty) > 8 else "")
+            gap = int(np.flatnonzero(counts == 0)[0])
+            above = [
+                f"{self.classes[i]} ({counts[i]} examples)"
+                for i in np.flatnonzero(counts)
+                if i > gap
+            ][:3]
+            hint = f"; present above the gap: {', '.join(above)} — stray labels?" if above else ""
+            raise ValueError(
+                f"{source}: classes without training examples: {shown}{hint} (labels must be "
+                "0..C-1 with every class present in training)"
+            )
 
 
 def _need(root: str | None, what: str) -> Path:
@@ -82,8 +102,24 @@ def _need(root: str | None, what: str) -> Path:
         raise FileNotFoundError(f"{path} does not exist ({what} expected)")
     return path
 
+    # --- .npz ------------------------------------------------------------------------------------
 
-# --- .npz ------------------------------------------------------------------------------------
+
+def _integer_labels(labels: np.ndarray, path: Path, name: str) -> np.ndarray:
+    """Integer labels; float labels whose values are all whole numbers are accepted as such."""
+    if np.issubdtype(labels.dtype, np.integer) or labels.size == 0:
+        return labels
+    if np.issubdtype(labels.dtype, np.floating):
+        finite = np.isfinite(labels).all()
+        if finite and np.array_equal(labels, np.round(labels)):
+            return labels.astype(np.int64)
+        bad = labels[~np.isfinite(labels) | (labels != np.round(labels))][:3]
+        raise ValueError(
+            f"{path}: {name} must be whole class indices, found {', '.join(map(str, bad))}"
+        )
+    raise ValueError(f"{path}: {name} must be integers, got {labels.dtype}")
+
+
 def load_npz(root: str | None) -> RawImages:
     path = _need(root, "a .npz file with x_train, y_train, x_test, y_test")
     try:
@@ -98,6 +134,8 @@ def load_npz(root: str | None) -> RawImages:
         if str(err).startswith(str(path)):
             raise
         raise ValueError(f"{path}: not a readable .npz file ({err})") from None
+    for name in ("y_train", "y_test"):
+        arrays[name] = _integer_labels(arrays[name], path, name)
     labels = np.concatenate([arrays["y_train"].reshape(-1), arrays["y_test"].reshape(-1)])
     if "classes" in arrays:
         classes = tuple(str(c) for c in arrays["classes"])
@@ -123,6 +161,12 @@ def load_image_folder(root: str | None, seed: int, test_fraction: float = 0.2) -
     path = _need(root, "a folder with one sub-folder per class (optionally under train/ and test/)")
     if (path / "train").is_dir() and (path / "test").is_dir():
         classes = _class_names(path / "train")
+        unknown = sorted(set(_class_names(path / "test", minimum=0)) - set(classes))
+        if unknown:
+            raise ValueError(
+                f"{path / 'test'}: class folders that training does not have: "
+                f"{', '.join(unknown[:8])} (test classes must be among {path / 'train'}'s)"
+            )
         train = _read_tree(path / "train", classes)
         test = _read_tree(path / "test", classes)
     else:
@@ -136,9 +180,9 @@ def load_image_folder(root: str | None, seed: int, test_fraction: float = 0.2) -
     return raw.check(str(path))
 
 
-def _class_names(folder: Path) -> tuple[str, ...]:
+def _class_names(folder: Path, minimum: int = 2) -> tuple[str, ...]:
     names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(names) < 2:
+    if len(names) < minimum:
         raise ValueError(f"{folder}: expected one sub-folder per class, found {len(names)}")
     return tuple(names)
 

@@ -44,6 +44,16 @@ def _at_least(key: str, value: float, low: float, strict: bool = False) -> None:
 def check_config(cfg: Config) -> None:
     """Raise a one-line ValueError for the first invalid value of ``cfg``."""
     _finite_numbers(cfg)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
+        raise ValueError(f"seed must be an integer in 0..{2**32 - 1}, got {cfg.seed!r}")
+    lora = cfg.model.lora
+    if cfg.model.subset == "lora" and (
+        lora.rank < 1 or lora.alpha <= 0 or not 0 <= lora.dropout < 1
+    ):
+        raise ValueError(
+            "LoRA needs model.lora.rank >= 1, model.lora.alpha > 0 and model.lora.dropout in "
+            f"[0, 1), got {lora.rank}, {lora.alpha}, {lora.dropout}"
+        )
     if cfg.method.name not in METHODS:
         raise ValueError(f"unknown method {cfg.method.name!r}; choose one of {sorted(METHODS)}")
     METHODS[cfg.method.name].check(cfg)
