@@ -54,3 +54,26 @@ def test_more_samples_spread_the_predictive_and_seeded_draws_repeat() -> None:
     torch.testing.assert_close(many.sum(1), torch.ones(50))
     with pytest.raises(ValueError, match="at least 1"):
         bma_probs(posterior, x, samples=0)
+
+
+def test_many_draws_stream_in_chunks_with_the_same_result(monkeypatch) -> None:
+    """Beyond SAMPLE_FLOATS the draws are made and averaged chunk by chunk: the same predictive
+    for the same weights, and never more than a chunk of draws at once (memory bounded in S)."""
+    from sabma.predict import dataset
+
+    posterior = GaussianPosterior(mlp(), "all", rank=2, init_std=0.3)
+    x = torch.randn(7, 2)
+    weights = posterior.sample_weights(40).detach()
+    whole = dataset.predict_log_probs(posterior.eval(), x, weights=weights)
+    monkeypatch.setattr(dataset, "SAMPLE_FLOATS", 6 * posterior.dim)  # chunks of 6 draws
+    torch.testing.assert_close(dataset.predict_log_probs(posterior, x, weights=weights), whole)
+    drawn: list[int] = []
+    original = posterior.sample_weights
+
+    def spy(n: int, generator=None):
+        drawn.append(n)
+        return original(n, generator)
+
+    monkeypatch.setattr(posterior, "sample_weights", spy)
+    out = dataset.predict_log_probs(posterior, x, samples=40)
+    assert drawn == [6] * 6 + [4] and torch.allclose(out.exp().sum(1), torch.ones(7))

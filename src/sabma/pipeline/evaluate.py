@@ -21,7 +21,7 @@ from sabma.methods import Method, get_method
 from sabma.metrics import classification_metrics
 from sabma.models.inputs import Inputs
 from sabma.pipeline.build import build_posterior, build_prior
-from sabma.pipeline.predictive import RunPredictive
+from sabma.pipeline.predictive import LONG_SAMPLES, RunPredictive, warn_if_long
 from sabma.pipeline.search import resolved_config
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
@@ -93,51 +93,43 @@ def evaluate_run(
     sets: ``shift``); rewrites its metrics, report and plot. ``temperature_scaling=None``: as
     the run's configuration says (``eval.temperature_scaling``). Holds the run's lock."""
     with run_lock(run_dir):
-        return _evaluate_run(run_dir, samples, temperature_scaling, progress, shift)
-
-
-def _evaluate_run(
-    run_dir: Path,
-    samples: int | None,
-    temperature_scaling: bool | None,
-    progress: bool,
-    shift: ShiftOptions | None,
-) -> dict[str, Any]:
-    run = load_run(run_dir)
-    train_s, carried = 0.0, {}
-    if (run_dir / METRICS).is_file():
-        previous = read_metrics(run_dir)
-        train_s = previous["timing"]["train_s"]
-        # sections computed by other commands survive a re-evaluation that does not redo them
-        carried = {k: previous[k] for k in CARRIED_SECTIONS if k in previous}
-        if shift is not None and not shift.mean_only:
-            carried.pop("shift", None)
-        if shift is not None and shift.mean_only and "shift" in previous:
-            scaled = "ts_nll" in previous["shift"]["clean"]  # the mean is scaled like the BMA
-            if temperature_scaling is not None and temperature_scaling != scaled:
-                raise ValueError(
-                    "--shift-mean-only: the run's shift section was measured "
-                    f"{'with' if scaled else 'without'} temperature scaling; drop "
-                    "--temperature-scaling/--no-temperature-scaling"
-                )
-            temperature_scaling = scaled
-    task, posterior, cfg = run.task, run.posterior, run.cfg
-    return evaluate_and_write(
-        cfg,
-        posterior,
-        task,
-        run_dir,
-        train_s,
-        samples or cfg.eval.samples,
-        cfg.eval.temperature_scaling if temperature_scaling is None else temperature_scaling,
-        progress,
-        weight_set=run.weight_set,
-        own_predictive=run.method.predictive(
-            posterior, task.x_train, task.y_train, run.prior, run.head, cfg
-        ),
-        shift=shift,
-        carried=carried,
-    )
+        run = load_run(run_dir)
+        train_s, carried = 0.0, {}
+        if (run_dir / METRICS).is_file():
+            previous = read_metrics(run_dir)
+            train_s = previous["timing"]["train_s"]
+            # sections computed by other commands survive a re-evaluation that does not redo them
+            carried = {k: previous[k] for k in CARRIED_SECTIONS if k in previous}
+            if shift is not None and not shift.mean_only:
+                carried.pop("shift", None)
+            if shift is not None and shift.mean_only and "shift" in previous:
+                scaled = "ts_nll" in previous["shift"]["clean"]  # the mean is scaled like the BMA
+                if temperature_scaling is not None and temperature_scaling != scaled:
+                    raise ValueError(
+                        "--shift-mean-only: the run's shift section was measured "
+                        f"{'with' if scaled else 'without'} temperature scaling; drop "
+                        "--temperature-scaling/--no-temperature-scaling"
+                    )
+                temperature_scaling = scaled
+        task, posterior, cfg = run.task, run.posterior, run.cfg
+        if samples is not None and samples > LONG_SAMPLES:
+            warn_if_long(posterior, task, samples, cfg.eval.batch_size)
+        return evaluate_and_write(
+            cfg,
+            posterior,
+            task,
+            run_dir,
+            train_s,
+            samples or cfg.eval.samples,
+            cfg.eval.temperature_scaling if temperature_scaling is None else temperature_scaling,
+            progress,
+            weight_set=run.weight_set,
+            own_predictive=run.method.predictive(
+                posterior, task.x_train, task.y_train, run.prior, run.head, cfg
+            ),
+            shift=shift,
+            carried=carried,
+        )
 
 
 def evaluate_and_write(

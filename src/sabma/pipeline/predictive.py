@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -9,12 +12,15 @@ import torch
 from torch import Tensor
 
 from sabma.config import Config
+from sabma.data.tasks import Task
 from sabma.methods import Method
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.predict.bma import check_samples
 from sabma.predict.dataset import predict_log_probs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,3 +95,31 @@ class RunPredictive:
             )
         finally:
             self.posterior.eval()
+
+
+#: S above which ``evaluate`` first estimates how long the BMA will take
+LONG_SAMPLES = 1000
+
+
+@torch.no_grad()
+def warn_if_long(posterior: GaussianPosterior, task: Task, samples: int, batch_size: int) -> None:
+    """Say before it starts when S draws over the validation and test sets would take over an
+    hour: one batch at the mean is timed (memory stays bounded: the draws are streamed)."""
+    first = inputs.take(task.x_test, slice(0, batch_size))
+    posterior.eval()
+    batch = inputs.to_device(first, posterior.device)
+    inputs.call(posterior.mean_forward, batch)  # warm-up
+    start = time.perf_counter()
+    inputs.call(posterior.mean_forward, batch)
+    per_pass = time.perf_counter() - start
+    batches = math.ceil((inputs.count(task.x_val) + inputs.count(task.x_test)) / batch_size)
+    hours = per_pass * samples * batches / 3600
+    if hours > 1:
+        log.warning(
+            "%d samples: about %.1f h of BMA passes on this machine (%.3f s per batch and draw, "
+            "%d batches); Ctrl-C stops it",
+            samples,
+            hours,
+            per_pass,
+            batches,
+        )

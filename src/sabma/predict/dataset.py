@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,6 +16,40 @@ from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.predict.bma import bma_log_probs
+
+#: the floats of posterior draws held at once: (S, d) beyond this is drawn and averaged in
+#: chunks of rows, so memory stays bounded whatever S (256 MiB of float32)
+SAMPLE_FLOATS = 2**26
+
+
+def _streamed(
+    posterior: GaussianPosterior,
+    x: Inputs,
+    samples: int,
+    weights: Tensor | None,
+    chunk: int,
+    batch_size: int,
+    generator: torch.Generator | None,
+    progress: bool,
+    desc: str,
+) -> Tensor:
+    """log p̄ over many draws, ``chunk`` at a time: log Σ_s p_s accumulated by logaddexp."""
+    total = samples if weights is None else len(weights)
+    acc: Tensor | None = None
+    for start in range(0, total, chunk):
+        count = min(chunk, total - start)
+        part = (
+            posterior.sample_weights(count, generator).detach()
+            if weights is None
+            else weights[start : start + count]
+        )
+        mean = predict_log_probs(
+            posterior, x, weights=part, batch_size=batch_size, progress=progress, desc=desc
+        )
+        summed = mean + math.log(count)
+        acc = summed if acc is None else torch.logaddexp(acc, summed)
+    assert acc is not None
+    return acc - math.log(total)
 
 
 @torch.no_grad()
@@ -33,11 +68,20 @@ def predict_log_probs(
     """log p̄(y | x) for every row of ``x``, shape (n, classes).
 
     The S weight samples are drawn once and used for every batch, so every input is averaged over
-    the same posterior draws. ``point=True`` evaluates the posterior mean alone (a point estimate);
+    the same posterior draws (beyond :data:`SAMPLE_FLOATS` floats of draws, they are drawn and
+    averaged chunk by chunk: memory does not grow with S). ``point=True`` evaluates the posterior
+    mean alone (a point estimate);
     ``weights`` (S, d) replaces the draws by a given set (ensemble members, SGLD samples).
     Batches are moved to the posterior's device; the result is on ``x``'s device. Token inputs
     are batched in order of length (less padding); the rows come back in ``x``'s order.
     """
+    chunk = max(1, SAMPLE_FLOATS // posterior.dim)
+    if not point and (
+        (weights is None and samples > chunk) or (weights is not None and len(weights) > chunk)
+    ):
+        return _streamed(
+            posterior, x, samples, weights, chunk, batch_size, generator, progress, desc
+        )
     if point:
         weights = None
     elif weights is None:

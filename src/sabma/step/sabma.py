@@ -51,8 +51,14 @@ _DEFAULTS = SABMAOptions()
 class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
     """Sharpness-aware Bayesian model averaging.
 
+    Drop-in: ``SABMA(model, data=train_loader, lr=…)``, then per batch
+    ``for _ in opt.passes(): loss_fn(model(x), y).backward()`` and ``opt.step()``; the defaults
+    are the trainer's (:mod:`sabma.step.dropin`).
+
     Args:
-        posterior: the :class:`~sabma.GaussianPosterior` to train.
+        posterior: your network (trained in place: its Bayesian subset holds the sample during
+            a pass and μ between steps), or a :class:`~sabma.GaussianPosterior` that you call as
+            ``posterior(x)``.
         base_optimizer: the optimiser class for the update (SGD, Adam, …).
         rho: radius ρ of the ball (KL ≤ ρ²/2 for the Fisher metric, ‖ε‖ ≤ ρ for Euclidean).
         metric: ``"fisher"`` (default) or ``"euclidean"``.
@@ -60,15 +66,22 @@ class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
             ``"factor"``. The default ``("mean", "log_std")`` is where the second-order ball is
             accurate; with ``"factor"`` the step length is set by the exact KL.
         damping: δ of the factor block's Fisher, F_DD + δ·diag(Σ⁻¹) (see :mod:`sabma.step.fisher`).
+        data: the training data (a ``DataLoader``, or in-memory inputs): the Fisher curvature
+            is streamed from it (at most 256 inputs per refresh, once per ``len(data)`` steps),
+            λ defaults to its dataset's size, and the head prior's α to its feature scale.
         variance: how σ and D are learned: a :class:`~sabma.variance.NaturalVariance` (the
-            natural-gradient rule, which needs ``prior``), or ``"gradient"``: log σ and D by the
+            natural-gradient rule, with ``prior``), or ``"gradient"``: log σ and D by the
             base optimiser on the reparameterisation gradient (+ ``kl_weight``·KL). ``None`` (the
-            default) means ``NaturalVariance(ess=ess)`` when ``ess`` is given, else refuses.
-        ess: λ, the effective sample size, for the default natural variance (usually the number
-            of training examples).
-        prior: the prior Gaussian p. Natural variance: it sets δ and pulls the mean with
+            default) means ``NaturalVariance(ess=ess, data=data)``, which needs ``data``.
+        ess: λ, the effective sample size (default: the size of ``data``'s dataset).
+        prior: the prior Gaussian p (default: N(w_start, ``prior_std``² I) off the head,
+            N(0, α I) on it). Natural variance: it sets δ and pulls the mean with
             (1/λ)·Σ_p⁻¹(μ − μ_p). Gradient variance: with ``kl_weight`` > 0 the gradient of
             ``kl_weight · KL(q‖p)``, taken at the unperturbed θ, is added before the update.
+        subset, rank, head, init_std: for a network: the Bayesian subset (default
+            ``"norm+head"``; ``"lora"`` for peft adapters), K (default 5), the head module where
+            it cannot be found, the initial σ (default 0.01).
+        prior_std, head_prior_var: τ and α of the default prior (defaults 1 and automatic).
         kl_weight: the weight of the KL term (``variance="gradient"`` only).
         decay_covariance: apply the base optimiser's ``weight_decay`` to log σ and D too. Off by
             default: decaying them pulls the variances toward 1.
