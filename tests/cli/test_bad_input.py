@@ -159,7 +159,8 @@ CASES: list[tuple[str, str, Setup, str]] = [
         "invalid subset",
         "train",
         lambda t: _tiny(_data(t), "model.subset=(norm"),
-        "is neither one of ('head', 'norm', 'norm+head', 'lora', 'all') nor a valid regular expression",
+        "is neither one of ('head', 'norm', 'norm+head', 'lora', 'all') nor a valid regular "
+        "expression",
     ),
     (
         "negative seed",

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,12 +79,27 @@ def _load_weights(model: nn.Module, path: str) -> None:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"weights file {file} does not exist")
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(file))
-    else:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+            state = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message would suggest weights_only=False
+        raise ValueError(
+            f"{file} is not a readable weights file (it holds pickled objects other than "
+            "tensors; they were not run); model.weights takes a state dict saved with torch.save "
+            "or safetensors"
+        ) from None
+    except Exception as err:  # truncation, a foreign format: one line
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{file} is not a readable weights file ({reason}); model.weights takes a state "
+            "dict saved with torch.save or safetensors"
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{file} does not hold a state dict (a {type(state).__name__})")
     model.load_state_dict(state)
 
 

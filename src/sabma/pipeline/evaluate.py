@@ -95,8 +95,8 @@ def evaluate_run(
     with run_lock(run_dir):
         run = load_run(run_dir)
         train_s, carried = 0.0, {}
-        if (run_dir / METRICS).is_file():
-            previous = read_metrics(run_dir)
+        previous = _previous_metrics(run_dir)
+        if previous is not None:
             train_s = previous["timing"]["train_s"]
             # sections computed by other commands survive a re-evaluation that does not redo them
             carried = {k: previous[k] for k in CARRIED_SECTIONS if k in previous}
@@ -130,6 +130,20 @@ def evaluate_run(
             shift=shift,
             carried=carried,
         )
+
+
+def _previous_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The run's metrics.json, or None when it has none or it is damaged (then it is rebuilt
+    from the posterior; the sections other commands added are lost, and a warning says so)."""
+    if not (run_dir / METRICS).is_file():
+        return None
+    try:
+        previous = read_metrics(run_dir)
+        float(previous["timing"]["train_s"])
+    except (ValueError, KeyError, TypeError) as err:
+        log.warning("%s; rebuilding it (its shift, sharpness and search sections are lost)", err)
+        return None
+    return previous
 
 
 def evaluate_and_write(

@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from sabma.runs.files import atomic_write_bytes
+from sabma.runs.files import atomic_write_bytes, tensor_hash
 
 _TENSOR = "__tensor__"
 _ITEMS = "__items__"  # a dict whose keys are not all strings (optimiser state: int keys)
@@ -74,7 +74,7 @@ def unpack(structure: Any, tensors: dict[str, Tensor]) -> Any:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically (see the module docstring)."""
     tensors, structure = pack(state)
-    metadata = {"format": _FORMAT, "state": json.dumps(structure)}
+    metadata = {"format": _FORMAT, "state": json.dumps(structure), "sha256": tensor_hash(tensors)}
     # a unique temporary name in the same folder (fsync, rename): see atomic_write_bytes
     atomic_write_bytes(path, save(tensors, metadata=metadata))
     _fsync_dir(path.parent)
@@ -90,6 +90,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a readable checkpoint ({err})") from None
     if metadata.get("format") != _FORMAT or "state" not in metadata:
         raise ValueError(f"{path} is not a sabma checkpoint")
+    if "sha256" in metadata and tensor_hash(tensors) != metadata["sha256"]:
+        raise ValueError(
+            f"{path} is damaged (its tensors do not match the hash written with them); delete it "
+            "to restart the run from the beginning with --resume, or choose another --out"
+        )
     state = unpack(json.loads(metadata["state"]), tensors)
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a sabma checkpoint")

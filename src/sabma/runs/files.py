@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -9,9 +10,35 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from sabma.posterior.gaussian import GaussianPosterior
+
+
+def tensor_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors' names, dtypes, shapes and bytes (in name order): recorded when
+    a file is written, checked when it is read back."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def read_json(path: Path, what: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object from ``path`` with ``keys``; one line naming the file otherwise."""
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is damaged ({err}); {what}") from None
+    if not isinstance(value, dict) or any(k not in value for k in keys):
+        raise ValueError(f"{path} is damaged (not the expected JSON object); {what}")
+    return value
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -57,6 +84,7 @@ def save_posterior(
     if samples is not None:
         tensors["weight_set"] = samples.detach().contiguous()
         meta["weight_set_size"] = int(samples.shape[0])
+    meta["sha256"] = tensor_hash(tensors)
     atomic_write_bytes(path, save(tensors, metadata={"sabma": json.dumps(meta)}))
     atomic_write_json(path.with_suffix(".json"), meta)
 
@@ -67,7 +95,8 @@ def load_posterior(path: Path, posterior: GaussianPosterior) -> dict[str, Any]:
     sample-based predictive under ``"weight_set"`` (a tensor) when the file holds one."""
     if not path.is_file():
         raise FileNotFoundError(f"posterior file {path} does not exist")
-    meta = json.loads(path.with_suffix(".json").read_text())
+    retrain = "retrain the run (sabma train) to write it again"
+    meta = read_json(path.with_suffix(".json"), retrain, ("names", "rank", "shapes"))
     shapes = [tuple(s) for s in meta.get("shapes", [])]
     if (
         meta["names"] != posterior.names
@@ -79,7 +108,14 @@ def load_posterior(path: Path, posterior: GaussianPosterior) -> dict[str, Any]:
             f"({len(meta['names'])} tensors, rank {meta['rank']}) than this model's "
             f"({len(posterior.names)} tensors, rank {posterior.rank})"
         )
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is damaged ({err}); {retrain}") from None
+    if "sha256" in meta and tensor_hash(tensors) != meta["sha256"]:
+        raise ValueError(
+            f"{path} is damaged (its tensors do not match the hash written with them); {retrain}"
+        )
     state = {
         k.removeprefix("posterior."): v for k, v in tensors.items() if k.startswith("posterior.")
     }

@@ -9,11 +9,10 @@ searched; ``flatness.*`` and ``landscape.*`` after those analyses.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from sabma.runs.files import atomic_write_json
+from sabma.runs.files import atomic_write_json, read_json
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
@@ -40,8 +39,7 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     path = run_dir / METRICS
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} holds no finished run (no {METRICS})")
-    metrics: dict[str, Any] = json.loads(path.read_text())
-    return metrics
+    return read_json(path, f"`sabma evaluate {run_dir}` writes it again from the posterior")
 
 
 def add_section(run_dir: Path, name: str, value: Any) -> None:
