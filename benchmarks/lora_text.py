@@ -39,7 +39,11 @@ def run(out: Path, label: str, seed: int) -> dict:
         settings = [*TEXT, *CONFIGS[label], f"seed={seed}"]
         args = [a for s in settings for a in ("--set", s)]
         command = [sys.executable, "-m", "sabma", "train", "--no-progress", "--out", str(folder)]
-        subprocess.run([*command, *args], check=True, capture_output=True)
+        if (folder / "config.yaml").is_file():  # interrupted: continue it
+            command.append("--resume")
+        done = subprocess.run([*command, *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{folder}: {done.stderr.strip()[-2000:]}")
     return json.loads((folder / "metrics.json").read_text())
 
 
