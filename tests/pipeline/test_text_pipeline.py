@@ -160,7 +160,7 @@ def test_lora_adapters_carry_the_posterior(
             ["model.subset=lora", "model.lora.targets=[qkv]"],
             "the LoRA targets ['qkv'] match no module of TextClassifier",
         ),
-        (["model.subset=lora", "model.lora.rank=0"], "LoRA needs rank >= 1"),
+        (["model.subset=lora", "model.lora.rank=0"], "LoRA needs model.lora.rank >= 1"),
     ],
 )
 def test_bad_text_settings_are_one_line_and_write_nothing(
