@@ -85,6 +85,21 @@ def test_kill_9_leaves_no_stale_lock_and_train_refuses_the_interrupted_run(
         fresh.stderr
     )
     assert (run / "checkpoint.safetensors").is_file()  # nothing thrown away
+    # config.yaml edited before --resume: the checkpoint knows the run's configuration
+    original = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(original.replace("seed: 0", "seed: 1"))
+    edited = subprocess.run(
+        [sys.executable, "-m", "sabma", "train", "--out", str(run), "--resume"],
+        env=env,
+        text=True,
+        capture_output=True,
+    )
+    assert edited.returncode == 2 and edited.stderr.count("\n") == 1, edited.stderr
+    assert "config.yaml differs from the configuration checkpoint.safetensors was written with" in (
+        edited.stderr
+    )
+    assert "seed: 0 → 1" in edited.stderr
+    (run / "config.yaml").write_text(original)
     resumed = subprocess.run(
         [*command(run, data_root, *extra), "--resume"], env=env, text=True, capture_output=True
     )

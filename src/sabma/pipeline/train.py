@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from sabma import distributed
 from sabma.config import Config, dump_config, load_config
@@ -63,7 +64,31 @@ def _resume_state(cfg: Config, out: Path) -> LoopState | None:
             "resume with the same --config/--set, or with none"
         )
     path = out / CHECKPOINT
-    return LoopState.load(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    state = LoopState.load(path)
+    if state.config and state.config != dump_config(cfg):
+        changed = _changed_keys(yaml.safe_load(state.config), cfg.to_dict())
+        raise ValueError(
+            f"{out / CONFIG} differs from the configuration {path.name} was written with "
+            f"({changed}); restore it to resume, or start a new run in another --out"
+        )
+    return state
+
+
+def _changed_keys(before: Any, after: Any, prefix: str = "") -> str:
+    """``key: old → new`` for the leaves that differ (at most 4 shown)."""
+    found: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{key}.{k}" if key else k)
+        elif a != b:
+            found.append(f"{key}: {a!r} → {b!r}")
+
+    walk(before, after, prefix)
+    return ", ".join(found[:4]) + (f", … ({len(found)} in all)" if len(found) > 4 else "")
 
 
 def check_checkpoint(state: LoopState, posterior: GaussianPosterior, path: Path) -> None:
@@ -129,6 +154,7 @@ def _train(
         state,
         elapsed_before=state.elapsed if state is not None else 0.0,
         write=main,
+        config=dump_config(cfg),
     )
     prior = build_prior(cfg, posterior, head, data)
     method = get_method(cfg.method.name)  # one instance for the whole run (it may hold state)

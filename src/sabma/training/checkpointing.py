@@ -33,6 +33,8 @@ class Checkpointing:
     """training seconds spent before this process (carried through checkpoints)"""
     write: bool = True
     """False in the processes other than rank 0 of a multi-process run (they only resume)"""
+    config: str = ""
+    """the run's configuration (YAML), written into every checkpoint: a resume checks it"""
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
@@ -74,6 +76,8 @@ class LoopState:
     generator: Tensor | None = None
     rng: dict[str, Any] | None = None
     best: BestState | None = None
+    config: str = ""
+    """the configuration (YAML) the run was started with ("" in older checkpoints)"""
 
     def save(self, path: Path) -> None:
         """Write the state to ``path`` atomically."""

@@ -101,6 +101,7 @@ def fit(
             buffers=model_buffers(posterior),
             method=method.state_dict(),
             elapsed=checkpoint.elapsed(),
+            config=checkpoint.config,
         ).save(checkpoint.path)
     return history
 

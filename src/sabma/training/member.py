@@ -105,6 +105,7 @@ class MemberLoop:
             buffers=model_buffers(self.posterior),
             method=self.method.state_dict(),
             elapsed=self.checkpoint.elapsed(),
+            config=self.checkpoint.config,
             member_history=self.history,
             epoch=epoch,
             position=self.position,
