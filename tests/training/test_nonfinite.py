@@ -50,7 +50,11 @@ def test_a_run_of_nan_losses_stops_with_the_last_checkpoint_intact(tmp_path: Pat
     start = posterior.mean.detach().clone()
     cfg = config_from_dict({}, ["optim.epochs=2", "optim.batch_size=5"])
     path = tmp_path / "checkpoint.safetensors"
-    with pytest.raises(FloatingPointError, match=r"5 non-finite losses in a row at epoch 1; the"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"5 non-finite losses in a row at epoch 1; the last good checkpoint is .*, but a "
+        r"resumed run keeps its settings: start a new run",
+    ):
         fit(
             posterior,
             data,
@@ -63,3 +67,17 @@ def test_a_run_of_nan_losses_stops_with_the_last_checkpoint_intact(tmp_path: Pat
     assert state["steps"] == 4  # the last checkpoint before the stop
     assert torch.equal(state["posterior"]["mean"], start)  # skipped steps left θ untouched
     assert torch.equal(posterior.mean.detach(), start)
+
+
+def test_divergence_before_any_checkpoint_says_to_start_again(tmp_path: Path) -> None:
+    posterior, data = _problem(slice(0, 40))
+    cfg = config_from_dict({}, ["optim.epochs=2", "optim.batch_size=5"])
+    with pytest.raises(FloatingPointError, match=r"no checkpoint was written yet: start again"):
+        fit(
+            posterior,
+            data,
+            cfg,
+            _prior(posterior),
+            progress=False,
+            checkpoint=Checkpointing(tmp_path / "checkpoint.safetensors", 50),
+        )

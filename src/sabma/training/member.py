@@ -241,9 +241,18 @@ class MemberLoop:
             )
             if self.bad_in_a_row >= MAX_NONFINITE_IN_A_ROW:
                 saved = self.checkpoint
-                where = f"; the last good checkpoint is {saved.path}" if saved else ""
+                if saved is not None and saved.path.is_file():
+                    advice = (
+                        f"the last good checkpoint is {saved.path}, but a resumed run keeps its "
+                        "settings: start a new run (another --out) with a lower optim.lr or "
+                        "method radius (e.g. method.sabma.rho)"
+                    )
+                else:
+                    advice = (
+                        "no checkpoint was written yet: start again (another --out, or remove "
+                        "this one) with a lower optim.lr or method radius (e.g. method.sabma.rho)"
+                    )
                 raise FloatingPointError(
                     f"training diverged: {self.bad_in_a_row} non-finite losses in a row at epoch "
-                    f"{epoch + 1}{where} (lower optim.lr or the method's radius, e.g. "
-                    "method.sabma.rho, then --resume)"
+                    f"{epoch + 1}; {advice}"
                 ) from None
