@@ -227,7 +227,8 @@ CASES: list[tuple[str, str, Setup, str]] = [
         "checkpoint of another model",
         "train",
         _foreign_checkpoint,
-        "was written for another model, subset or rank than this run's",
+        "differs from the configuration checkpoint.safetensors was written with "
+        "(method.sabma.rank: 2 → 3)",
     ),
     (
         "resume a finished run",

@@ -48,21 +48,13 @@ def test_a_nan_batch_is_skipped_and_training_goes_on(
 def test_a_run_of_nan_losses_stops_with_the_last_checkpoint_intact(tmp_path: Path) -> None:
     posterior, data = _problem(slice(0, 40))  # every batch
     start = posterior.mean.detach().clone()
-    cfg = config_from_dict({}, ["optim.epochs=2", "optim.batch_size=5"])
     path = tmp_path / "checkpoint.safetensors"
     with pytest.raises(
         FloatingPointError,
         match=r"5 non-finite losses in a row at epoch 1; the last good checkpoint is .*, but a "
         r"resumed run keeps its settings: start a new run",
     ):
-        fit(
-            posterior,
-            data,
-            cfg,
-            _prior(posterior),
-            progress=False,
-            checkpoint=Checkpointing(path, 2),
-        )
+        _diverge(posterior, data, Checkpointing(path, 2))
     state = load_checkpoint(path)
     assert state["steps"] == 4  # the last checkpoint before the stop
     assert torch.equal(state["posterior"]["mean"], start)  # skipped steps left θ untouched
@@ -71,13 +63,10 @@ def test_a_run_of_nan_losses_stops_with_the_last_checkpoint_intact(tmp_path: Pat
 
 def test_divergence_before_any_checkpoint_says_to_start_again(tmp_path: Path) -> None:
     posterior, data = _problem(slice(0, 40))
-    cfg = config_from_dict({}, ["optim.epochs=2", "optim.batch_size=5"])
     with pytest.raises(FloatingPointError, match=r"no checkpoint was written yet: start again"):
-        fit(
-            posterior,
-            data,
-            cfg,
-            _prior(posterior),
-            progress=False,
-            checkpoint=Checkpointing(tmp_path / "checkpoint.safetensors", 50),
-        )
+        _diverge(posterior, data, Checkpointing(tmp_path / "checkpoint.safetensors", 50))
+
+
+def _diverge(posterior, data, checkpoint: Checkpointing) -> None:
+    cfg = config_from_dict({}, ["optim.epochs=2", "optim.batch_size=5"])
+    fit(posterior, data, cfg, _prior(posterior), progress=False, checkpoint=checkpoint)
