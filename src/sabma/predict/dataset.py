@@ -22,6 +22,13 @@ from sabma.predict.bma import bma_log_probs
 SAMPLE_FLOATS = 2**26
 
 
+def _batch_log_probs(posterior: GaussianPosterior, batch: Inputs, weights: Tensor | None) -> Tensor:
+    """log p̄(y | x) of one batch: at the mean (``weights`` None) or averaged over ``weights``."""
+    if weights is None:
+        return torch.log_softmax(inputs.call(posterior.mean_forward, batch), dim=-1)
+    return bma_log_probs(posterior, batch, weights=weights)
+
+
 def _streamed(
     posterior: GaussianPosterior,
     x: Inputs,
@@ -92,11 +99,7 @@ def predict_log_probs(
     parts = inputs.batches(ordered, batch_size)
     for part in tqdm(parts, desc=desc, disable=not progress, leave=False):
         batch = inputs.to_device(part, posterior.device)
-        if weights is None:
-            log_probs = torch.log_softmax(inputs.call(posterior.mean_forward, batch), dim=-1)
-        else:
-            log_probs = bma_log_probs(posterior, batch, weights=weights)
-        out.append(log_probs.to(inputs.device_of(x)))
+        out.append(_batch_log_probs(posterior, batch, weights).to(inputs.device_of(x)))
     result = torch.cat(out)
     return result if order is None else result[torch.argsort(order.to(result.device))]
 
@@ -139,11 +142,7 @@ def bma(
         batches = inputs.input_batches(data, batch_size)
         for part in tqdm(batches, desc="BMA", disable=not progress, leave=False):
             batch = inputs.to_device(part, posterior.device)
-            if weights is None:
-                log_probs = torch.log_softmax(inputs.call(posterior.mean_forward, batch), dim=-1)
-            else:
-                log_probs = bma_log_probs(posterior, batch, weights=weights)
-            out.append(log_probs.exp().cpu())
+            out.append(_batch_log_probs(posterior, batch, weights).exp().cpu())
     finally:
         posterior.train(was_training)
     if not out:

@@ -11,6 +11,7 @@ the head's prior variance, is automatic from ``data``: HEAD_LOGIT_VAR / E‖φ(x
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -53,16 +54,13 @@ def posterior_of(
         model,
         ModelConfig.subset if subset is None else subset,
         rank=SABMAOptions.rank if rank is None else rank,
-        init_std=init.norm_std,
+        init_std=init.norm_std if init_std is None else init_std,
         head=head,
     )
     head_name = _head_name(posterior, head)
-    is_head = head_mask(posterior, head_name) if head_name else None
-    with torch.no_grad():
-        if init_std is not None:
-            posterior.log_std.fill_(torch.log(torch.tensor(float(init_std))).item())
-        elif is_head is not None:
-            posterior.log_std[is_head] = torch.log(torch.tensor(init.head_std)).item()
+    if init_std is None and head_name is not None:  # the head's own initial σ
+        with torch.no_grad():
+            posterior.log_std[head_mask(posterior, head_name)] = math.log(init.head_std)
     posterior.enable_model_gradients()
     return posterior
 
