@@ -189,3 +189,53 @@ def test_benchmark_resumes_a_half_written_run(
     resumed = run_or_reuse(cfg, out, progress=False)
     full = train_run(cfg, tmp_path / "full", progress=False)
     assert _without_timings(resumed) == _without_timings(full)
+
+
+def test_resume_may_lower_the_learning_rate(
+    tmp_path: Path,
+    data_root: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A resume with another optim.lr continues the schedule at the new rate (the advice after a
+    divergence), writes it to config.yaml, and still refuses a change of the run's identity."""
+    cfg = tiny_config(data_root, "optim.checkpoint_every=1")
+    full = train_run(cfg, tmp_path / "full", progress=False)
+    steps = {"n": 0}
+    monkeypatch.setattr(base.Method, "step", _wrap(base.Method.step, steps, 7))
+    for cls in base.Method.__subclasses__():
+        if "step" in vars(cls):
+            monkeypatch.setattr(cls, "step", _wrap(vars(cls)["step"], steps, 7))
+    with pytest.raises(_Killed):
+        train_run(cfg, tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"seed: 0 → 1\); a resume may change only optim.lr"):
+        train_run(
+            tiny_config(data_root, "optim.checkpoint_every=1", "seed=1"),
+            tmp_path / "run",
+            resume=True,
+        )
+    lower = tiny_config(data_root, "optim.checkpoint_every=1", f"optim.lr={cfg.optim.lr / 2}")
+    resumed = train_run(lower, tmp_path / "run", progress=False, resume=True)
+    assert "lr: " + str(cfg.optim.lr / 2) in (tmp_path / "run" / "config.yaml").read_text()
+    # without the rescale the optimiser's restored state would keep the old rate: same metrics
+    assert resumed["test"] != full["test"]
+
+
+def test_rescaled_schedule_follows_the_same_shape_at_the_new_rate() -> None:
+    import torch
+
+    from sabma.step.schedule import warmup_cosine
+    from sabma.training.member import rescale_lr
+
+    def schedule() -> tuple[torch.optim.Optimizer, Any]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        return opt, warmup_cosine(opt, 20, 3)
+
+    (a, sa), (b, sb) = schedule(), schedule()
+    for _ in range(5):
+        a.step(), sa.step(), b.step(), sb.step()
+    sb.load_state_dict(sa.state_dict())
+    rescale_lr(sb, 0.25)
+    for _ in range(10):
+        assert b.param_groups[0]["lr"] == pytest.approx(0.25 * a.param_groups[0]["lr"], rel=1e-12)
+        a.step(), sa.step(), b.step(), sb.step()

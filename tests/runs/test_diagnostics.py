@@ -28,6 +28,11 @@ def test_the_warnings_follow_the_temperature_and_the_training_loss() -> None:
         len(early) == 1 and early[0].startswith("stopped early") and "under-fitted" not in early[0]
     )
     assert "under-fitted" in fit_warnings(0.95, 1.0, None, later_train_loss=0.9)[0]
+    # a loss far above a uniform guess's: one line, not "smaller lr" and "larger lr" together
+    unstable = fit_warnings(26.2, 13.8, 20.0, num_classes=10)
+    assert len(unstable) == 1 and unstable[0].startswith("unstable") and "smaller" in unstable[0]
+    assert len(fit_warnings(26.2, 13.8, 20.0)) == 2  # without C the sign cannot be read
+    assert not fit_warnings(0.3, 1.0, 1.0, num_classes=2)[0:1]
 
 
 def test_the_kept_epochs_training_loss_is_read_from_the_log(tmp_path: Path) -> None:

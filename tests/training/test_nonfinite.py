@@ -51,8 +51,8 @@ def test_a_run_of_nan_losses_stops_with_the_last_checkpoint_intact(tmp_path: Pat
     path = tmp_path / "checkpoint.safetensors"
     with pytest.raises(
         FloatingPointError,
-        match=r"5 non-finite losses in a row at epoch 1; the last good checkpoint is .*, but a "
-        r"resumed run keeps its settings: start a new run",
+        match=r"5 non-finite losses in a row at epoch 1; `sabma train --out .* --resume --set "
+        r"optim.lr=0.0001` continues from the last checkpoint at a lower learning rate",
     ):
         _diverge(posterior, data, Checkpointing(path, 2))
     state = load_checkpoint(path)
@@ -63,10 +63,51 @@ def test_a_run_of_nan_losses_stops_with_the_last_checkpoint_intact(tmp_path: Pat
 
 def test_divergence_before_any_checkpoint_says_to_start_again(tmp_path: Path) -> None:
     posterior, data = _problem(slice(0, 40))
-    with pytest.raises(FloatingPointError, match=r"no checkpoint was written yet: start again"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"no checkpoint was written yet, and nothing of this run was kept: start again",
+    ):
         _diverge(posterior, data, Checkpointing(tmp_path / "checkpoint.safetensors", 50))
 
 
 def _diverge(posterior, data, checkpoint: Checkpointing) -> None:
     cfg = config_from_dict({}, ["optim.epochs=2", "optim.batch_size=5"])
     fit(posterior, data, cfg, _prior(posterior), progress=False, checkpoint=checkpoint)
+
+
+def test_divergence_advice_can_be_followed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sabma train` at a diverging rate: before any checkpoint nothing is left behind; after
+    one, the printed `--resume --set optim.lr=…` command finishes the run."""
+    from sabma.cli.main import main
+    from tests.data.helpers import write_fake_fashion_mnist
+    from tests.pipeline.test_pipeline import TINY
+
+    root = tmp_path / "data"
+    root.mkdir()
+    write_fake_fashion_mnist(root)
+
+    def train(out: Path, *extra: str) -> tuple[int, str]:
+        overrides = [*TINY, f"data.root={root}", "method.name=sgd", *extra]
+        args = [a for o in overrides for a in ("--set", o)]
+        status = main(["train", "--no-progress", "--out", str(out), *args])
+        return status, capsys.readouterr().err
+
+    status, err = train(tmp_path / "early", "optim.lr=1000")
+    assert status == 2 and "nothing of this run was kept" in err
+    assert not (tmp_path / "early").exists()
+    status, err = train(tmp_path / "late", "optim.lr=1000", "optim.checkpoint_every=1")
+    assert status == 2 and (tmp_path / "late" / "checkpoint.safetensors").is_file()
+    command = err.split("`")[1].split()
+    assert command[:2] == ["sabma", "train"] and command[-3:] == [
+        "--resume",
+        "--set",
+        "optim.lr=100",
+    ]
+    # the checkpoint holds the weights of the diverging run (lr 1000), so the resume at the
+    # advised rate is accepted (not refused as another configuration) and ends either way
+    status, err = main([*command[1:], "--no-progress"]), capsys.readouterr().err
+    assert "lr: 100.0" in (tmp_path / "late" / "config.yaml").read_text()
+    assert "differs" not in err
+    assert status == 0 or (status == 2 and "lower optim.lr" in err), err

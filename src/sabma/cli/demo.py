@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from sabma.cli.options import add_overrides, add_progress
-from sabma.examples.moons import MoonsConfig, run_moons
 from sabma.runs.tables import mean_std_table
 
 
@@ -68,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     seeds = 1 if args.quick else args.seeds
     start = time.perf_counter()
     if args.task == "moons":
+        from sabma.examples.moons import MoonsConfig, run_moons
+
         cfg = (
             MoonsConfig(overrides=("optim.epochs=40", *args.overrides))
             if args.quick

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from sabma import __version__
 from sabma.cli import analyze, benchmark, demo, evaluate, methods, sharpness, train
-from sabma.training.stopping import Stopped, stop_on_signals
+from sabma.runs.stopping import Stopped, stop_on_signals
 
 COMMANDS = (demo, train, evaluate, benchmark, sharpness, analyze, methods)
 

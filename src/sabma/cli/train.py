@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from sabma.cli.options import add_overrides, add_progress
-from sabma.config import load_config
-from sabma.runs.folder import CONFIG
 
 
 def add_parser(sub: Any) -> None:
@@ -33,22 +31,28 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the interrupted run in --out from its last checkpoint (its config.yaml "
-        "is used when no --config/--set is given)",
+        help="continue the interrupted run in --out from its last checkpoint, with its "
+        "config.yaml (and --set on top: a resume may change the learning rate and evaluation "
+        "settings, see docs/reliability.md)",
     )
     add_progress(parser)
     parser.set_defaults(run=run, stoppable=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sabma import distributed
-    from sabma.pipeline.train import train_run
+    from sabma.runs.lock import check_free
 
-    if args.resume and args.config is None and not args.overrides:
+    check_free(args.out)  # a second writer is refused before torch is imported
+    from sabma import distributed
+    from sabma.config import load_config
+    from sabma.pipeline.train import train_run
+    from sabma.runs.folder import CONFIG
+
+    if args.resume and args.config is None:  # the run's own configuration, --set on top
         saved = args.out / CONFIG
         if not saved.is_file():
             raise ValueError(f"{args.out} holds no run to resume (no config.yaml)")
-        cfg = load_config(saved, [])
+        cfg = load_config(saved, args.overrides)
     else:
         cfg = load_config(args.config, args.overrides)
     metrics = train_run(cfg, args.out, progress=not args.no_progress, resume=args.resume)

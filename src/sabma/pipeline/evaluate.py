@@ -226,7 +226,7 @@ def evaluate_and_write(
                 apply_temperature(test_lp["mean"], mean_temperature).exp(), task.y_test
             )
     metrics["timing"] = {"train_s": train_s, "eval_s": time.perf_counter() - start}
-    metrics["fit"] = diagnostics(out, metrics)
+    metrics["fit"] = diagnostics(out, metrics, task.num_classes)
     for line in metrics["fit"]["warnings"]:
         log.warning("%s: %s", out, line)
     write_reliability_plot(out / RELIABILITY, curves)

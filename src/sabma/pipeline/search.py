@@ -213,7 +213,8 @@ def train_with_search(cfg: Config, out: Path, progress: bool = True) -> dict[str
 def _check_candidate(cfg: Config, folder: Path) -> None:
     """Refuse a candidate folder holding a run of other settings, finished or half-trained (it
     would otherwise count as a candidate that failed to train)."""
-    from sabma.pipeline.train import check_reusable, same_config
+    from sabma.pipeline.resume import same_config
+    from sabma.pipeline.train import check_reusable
 
     check_reusable(cfg, folder)
     if (folder / CHECKPOINT).is_file() and (folder / CONFIG).is_file():

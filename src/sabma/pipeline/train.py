@@ -11,24 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from sabma import distributed
-from sabma.config import Config, dump_config, load_config
+from sabma.config import Config, dump_config
 from sabma.data.tasks import load_task
 from sabma.device import resolve_device
 from sabma.methods import get_method
 from sabma.pipeline.build import build_posterior, build_prior
 from sabma.pipeline.checks import check_config, check_out_dir
 from sabma.pipeline.evaluate import evaluate_and_write
+from sabma.pipeline.resume import check_checkpoint, resume_state, same_config
 from sabma.pipeline.search import is_search, train_with_search
-from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.prior import head_mask
 from sabma.priors.initial import initial_posterior
 from sabma.runs.files import atomic_write_text, save_posterior
 from sabma.runs.folder import CHECKPOINT, CONFIG, METRICS, POSTERIOR, TRAIN_LOG
 from sabma.runs.lock import check_free, run_lock
-from sabma.training import Checkpointing, LoopState, fit
+from sabma.training import Checkpointing, fit
 
 log = logging.getLogger(__name__)
 
@@ -43,64 +42,6 @@ def _prepare_out_dir(out: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise ValueError(f"output folder {out} is not writable ({err.strerror})") from None
-
-
-def same_config(saved: Path, cfg: Config) -> bool:
-    """Whether the run configuration saved at ``saved`` is ``cfg`` (compared as configurations,
-    so a folder written with the old flat method keys still matches)."""
-    return load_config(saved) == cfg
-
-
-def _resume_state(cfg: Config, out: Path) -> LoopState | None:
-    """The checkpoint to resume ``out`` from (None: start from scratch), after checks."""
-    if (out / METRICS).exists():
-        raise ValueError(f"{out} holds a finished run; there is nothing to resume")
-    saved = out / CONFIG
-    if not saved.is_file():
-        raise ValueError(f"{out} holds no run to resume (no config.yaml)")
-    if not same_config(saved, cfg):
-        raise ValueError(
-            f"the configuration differs from the one of the run in {out}; "
-            "resume with the same --config/--set, or with none"
-        )
-    path = out / CHECKPOINT
-    if not path.is_file():
-        return None
-    state = LoopState.load(path)
-    if state.config and state.config != dump_config(cfg):
-        changed = _changed_keys(yaml.safe_load(state.config), cfg.to_dict())
-        raise ValueError(
-            f"{out / CONFIG} differs from the configuration {path.name} was written with "
-            f"({changed}); restore it to resume, or start a new run in another --out"
-        )
-    return state
-
-
-def _changed_keys(before: Any, after: Any, prefix: str = "") -> str:
-    """``key: old → new`` for the leaves that differ (at most 4 shown)."""
-    found: list[str] = []
-
-    def walk(a: Any, b: Any, key: str) -> None:
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k in sorted(set(a) | set(b)):
-                walk(a.get(k), b.get(k), f"{key}.{k}" if key else k)
-        elif a != b:
-            found.append(f"{key}: {a!r} → {b!r}")
-
-    walk(before, after, prefix)
-    return ", ".join(found[:4]) + (f", … ({len(found)} in all)" if len(found) > 4 else "")
-
-
-def check_checkpoint(state: LoopState, posterior: GaussianPosterior, path: Path) -> None:
-    """Refuse a checkpoint written for another model, subset or rank."""
-    saved = state.posterior
-    if state.names != posterior.names or any(
-        tuple(saved[k].shape) != tuple(v.shape) for k, v in posterior.state_dict().items()
-    ):
-        raise ValueError(
-            f"{path} was written for another model, subset or rank than this run's "
-            f"({len(posterior.names)} tensors, d = {posterior.dim}, K = {posterior.rank})"
-        )
 
 
 def train_run(
@@ -137,7 +78,7 @@ def train_run(
 def _train(
     cfg: Config, out: Path, progress: bool, resume: bool, test: bool, main: bool
 ) -> dict[str, Any]:
-    state = _resume_state(cfg, out) if resume else None
+    state = resume_state(cfg, out) if resume else None
     torch.manual_seed(cfg.seed)
     task = load_task(cfg, cfg.seed)
     data = task.train_data()
@@ -161,16 +102,22 @@ def _train(
     is_head = head_mask(posterior, head)
     start = initial_posterior(cfg, posterior, is_head, head, data, prior)
     method.initialise(posterior, start, is_head, cfg)
-    fit(
-        posterior,
-        data,
-        cfg,
-        prior,
-        method=method,
-        log_path=out / TRAIN_LOG if main else None,
-        progress=progress and main,
-        checkpoint=checkpoint,
-    )
+    try:
+        fit(
+            posterior,
+            data,
+            cfg,
+            prior,
+            method=method,
+            log_path=out / TRAIN_LOG if main else None,
+            progress=progress and main,
+            checkpoint=checkpoint,
+        )
+    except Exception:  # diverged or refused: a run with nothing to return to leaves nothing
+        if main and not resume and not (out / CHECKPOINT).is_file():
+            for name in (CONFIG, TRAIN_LOG):
+                (out / name).unlink(missing_ok=True)
+        raise
     train_s = checkpoint.elapsed()
     if not main:  # rank 0 evaluates and writes; the others are done
         distributed.barrier()

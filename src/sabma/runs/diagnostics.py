@@ -15,12 +15,15 @@ Two signs, both read from what a run already has:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from sabma.runs.folder import TRAIN_LOG
 
 UNDER_CONFIDENT, OVER_CONFIDENT = 0.8, 1.25
+#: training loss above this multiple of a uniform guess's (log C): training was unstable
+UNSTABLE = 1.5
 #: training loss above this fraction of the validation NLL: not fitted
 UNDER_FITTED = 0.8
 
@@ -69,10 +72,20 @@ def fit_warnings(
     temperature: float | None,
     later_train_loss: float | None = None,
     method: str | None = None,
+    num_classes: int | None = None,
 ) -> list[str]:
     """One line per sign that the predictive is not fitted (empty when none);
     ``later_train_loss``: the lowest training loss after the kept epoch; ``method``: whose
-    setting of the posterior's noise the advice names (:data:`LESS_NOISE`)."""
+    setting of the posterior's noise the advice names (:data:`LESS_NOISE`). A training loss far
+    above a uniform guess's (``num_classes`` given) is the one line: the run was unstable, and
+    the temperature and the training-vs-validation signs would only contradict each other."""
+    if num_classes and train_loss is not None and train_loss > UNSTABLE * math.log(num_classes):
+        return [
+            f"unstable: the training loss at the kept state ({train_loss:.3f}) is far above a "
+            f"uniform guess's (log {num_classes} = {math.log(num_classes):.3f}): the learning "
+            "rate is too large — try a smaller optim.lr (e.g. a tenth) or a learning-rate "
+            "search (optim.lr_grid)"
+        ]
     lines = []
     if temperature is not None and temperature < UNDER_CONFIDENT:
         noise = LESS_NOISE.get(method or "")
@@ -105,7 +118,9 @@ def fit_warnings(
     return lines
 
 
-def diagnostics(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+def diagnostics(
+    run_dir: Path, metrics: dict[str, Any], num_classes: int | None = None
+) -> dict[str, Any]:
     """The ``"fit"`` section of metrics.json: the kept state's training loss and the warnings."""
     losses = training_losses(run_dir / TRAIN_LOG)
     train_loss, later = losses if losses is not None else (None, None)
@@ -115,5 +130,6 @@ def diagnostics(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
         metrics.get("temperature"),
         later,
         metrics.get("method"),
+        num_classes,
     )
     return {"train_loss": train_loss, "later_train_loss": later, "warnings": warnings}

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from sabma.models import inputs
 from sabma.pipeline.evaluate import LoadedRun, load_run
 from sabma.runs.folder import add_section, read_metrics
+from sabma.runs.lock import run_lock
 from sabma.runs.report import refresh_report
 from sabma.sharpness.hessian import Batches, hutchinson_trace, hvp_fn, top_eigenvalues
 
@@ -151,11 +152,13 @@ def _mean(values: list[float]) -> float | None:
 def sharpness_run(
     run_dir: Path, options: SharpnessOptions, progress: bool = True
 ) -> dict[str, Any]:
-    """Measure and add the ``"sharpness"`` section to the run's metrics.json (atomically)."""
+    """Measure and add the ``"sharpness"`` section to the run's metrics.json (atomically),
+    holding the run's lock (:mod:`sabma.runs.lock`) throughout."""
     read_metrics(run_dir)  # a finished run, or FileNotFoundError before any work
-    result = measure_sharpness(load_run(run_dir), options, progress)
-    add_section(run_dir, "sharpness", result)
-    refresh_report(run_dir)
+    with run_lock(run_dir):
+        result = measure_sharpness(load_run(run_dir), options, progress)
+        add_section(run_dir, "sharpness", result)
+        refresh_report(run_dir)
     return result
 
 

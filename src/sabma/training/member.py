@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -24,6 +25,7 @@ from sabma.models import inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.runs.checkpoint import rng_state, set_rng_state
+from sabma.runs.stopping import Stopped, requested
 from sabma.training.checkpointing import BestState, Checkpointing, LoopState
 from sabma.training.frozen import FrozenRest
 from sabma.training.selection import (
@@ -34,12 +36,31 @@ from sabma.training.selection import (
     snapshot,
     val_nll,
 )
-from sabma.training.stopping import Stopped, requested
 
 log = logging.getLogger(__name__)
 
 #: Non-finite losses in a row after which training stops (each one's step is skipped).
 MAX_NONFINITE_IN_A_ROW = 5
+
+
+def saved_lr(state: LoopState, cfg: Config) -> float:
+    """The learning rate the checkpoint was written with (``cfg``'s for older checkpoints)."""
+    if not state.config:
+        return cfg.optim.lr
+    return float(yaml.safe_load(state.config)["optim"]["lr"])
+
+
+def rescale_lr(schedule: torch.optim.lr_scheduler.LRScheduler, factor: float) -> None:
+    """Multiply the schedule's base rates and its optimiser's current ones by ``factor``: the
+    schedule goes on from where it was, at the new learning rate (a resume that lowers
+    ``optim.lr``)."""
+    if factor == 1.0:
+        return
+    schedule.base_lrs = [lr * factor for lr in schedule.base_lrs]
+    for group in schedule.optimizer.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
 
 
 class MemberLoop:
@@ -84,6 +105,7 @@ class MemberLoop:
         load_buffers(self.posterior, state.buffers)
         self.optimizer.load_state_dict(state.optimizer)
         self.schedule.load_state_dict(state.schedule)
+        rescale_lr(self.schedule, self.cfg.optim.lr / saved_lr(state, self.cfg))
         if self.scaler is not None and state.scaler is not None:
             self.scaler.load_state_dict(state.scaler)
         self.method.load_state_dict(state.method)
@@ -198,6 +220,11 @@ class MemberLoop:
                 self.best = snapshot(posterior, entry["val_nll"])
         return entry
 
+    def _radius(self) -> str:
+        """`` or method.<name>.rho`` for the methods with a perturbation radius."""
+        name = self.cfg.method.name
+        return f" or method.{name}.rho" if name in ("sabma", "sam", "fsam", "bsam", "fswag") else ""
+
     def _stop_if_asked(self, epoch: int) -> None:
         """After a step: on SIGINT/SIGTERM write the checkpoint here and stop."""
         signum = requested()
@@ -241,16 +268,18 @@ class MemberLoop:
             )
             if self.bad_in_a_row >= MAX_NONFINITE_IN_A_ROW:
                 saved = self.checkpoint
+                lower = f"optim.lr={self.cfg.optim.lr / 10:g}"
                 if saved is not None and saved.path.is_file():
                     advice = (
-                        f"the last good checkpoint is {saved.path}, but a resumed run keeps its "
-                        "settings: start a new run (another --out) with a lower optim.lr or "
-                        "method radius (e.g. method.sabma.rho)"
+                        f"`sabma train --out {saved.path.parent} --resume --set {lower}` "
+                        "continues from the last checkpoint at a lower learning rate (it may "
+                        "hold weights already on their way out: if that diverges too, start a "
+                        f"new run with a lower optim.lr{self._radius()})"
                     )
                 else:
                     advice = (
-                        "no checkpoint was written yet: start again (another --out, or remove "
-                        "this one) with a lower optim.lr or method radius (e.g. method.sabma.rho)"
+                        "no checkpoint was written yet, and nothing of this run was kept: start "
+                        f"again with a lower learning rate (e.g. --set {lower}){self._radius()}"
                     )
                 raise FloatingPointError(
                     f"training diverged: {self.bad_in_a_row} non-finite losses in a row at epoch "
