@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("posterior",),
     ("models",),
     ("data", "predict", "variance", "runs"),
-    ("step", "shift"),
+    ("step", "shift", "ood"),
     ("__init__",),  # the public API: the posterior, the optimisers, the variance rule
     ("integrations",),  # Hugging Face Trainer, Lightning: on the public API
     ("methods",),

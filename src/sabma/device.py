@@ -27,3 +27,11 @@ def amp_dtype(mode: str) -> torch.dtype | None:
     if mode not in AMP_MODES:
         raise ValueError(f"optim.amp must be one of {sorted(AMP_MODES)}, got {mode!r}")
     return AMP_MODES[mode]
+
+
+def cuda_devices_in_use() -> list[int]:
+    """The CUDA devices whose generators ``torch.manual_seed`` reseeds, to fork and restore
+    (none where CUDA is not in use)."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return []
+    return list(range(torch.cuda.device_count()))

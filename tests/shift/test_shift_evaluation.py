@@ -249,7 +249,8 @@ def test_an_interrupted_shift_evaluation_resumes_where_it_stopped(tmp_path: Path
 
     from sabma.data.tasks import load_task
     from sabma.models.inputs import count
-    from sabma.shift.evaluate import ShiftProgress, shift_metrics
+    from sabma.runs.progress import SetProgress
+    from sabma.shift.evaluate import shift_metrics
 
     root = tmp_path / "data"
     write_fake_fashion_mnist(root)
@@ -271,7 +272,7 @@ def test_an_interrupted_shift_evaluation_resumes_where_it_stopped(tmp_path: Path
     predictives = {"bma": (noisy, 1.2)}
     stop_after = 0
     whole = shift_metrics(predictives, task, cfg, options)["bma"]
-    progress = ShiftProgress(tmp_path / "partial.json", "posterior A")
+    progress = SetProgress(tmp_path / "partial.json", "posterior A")
     calls.clear()
     stop_after = 4  # the clean set and two corrupted ones finish, the fourth call is cut off
     with pytest.raises(KeyboardInterrupt):
@@ -290,7 +291,7 @@ def test_an_interrupted_shift_evaluation_resumes_where_it_stopped(tmp_path: Path
         shift_metrics(other, task, cfg, options, resume=progress)  # type: ignore[arg-type]
         assert len(calls) == 5
     calls.clear()
-    shift_metrics(predictives, task, cfg, options, resume=ShiftProgress(progress.path, "B"))
+    shift_metrics(predictives, task, cfg, options, resume=SetProgress(progress.path, "B"))
     assert len(calls) == 5
     progress.finish()
     assert not progress.path.exists()

@@ -92,9 +92,42 @@ def add_parser(sub: Any) -> None:
         help="for a benchmark folder: only the runs without a shift section (with "
         "--shift-mean-only: without the mean); what an interrupted folder evaluation still needs",
     )
+    ood = parser.add_argument_group("out-of-distribution detection")
+    ood.add_argument(
+        "--ood",
+        action="append",
+        metavar="SPEC",
+        default=None,
+        help="also score the test split against this OOD set (repeatable): 'near' (the "
+        "classes a data.classes run was not trained on; texts: plot synopses), 'far' (images: "
+        "scikit-learn's digits; texts: Python docstrings), classes:I,J, fashion_mnist[:I,J], a "
+        ".npz/.csv/.txt file or an image folder; adds an 'ood' section and ood.png",
+    )
+    ood.add_argument(
+        "--ood-size",
+        type=int,
+        default=0,
+        help="items per OOD set (default 0: as many as the run's test split)",
+    )
+    ood.add_argument(
+        "--ood-samples",
+        type=int,
+        default=None,
+        help="BMA samples S for the OOD scores (default: the run's S)",
+    )
     add_seeds_filter(parser)
     add_progress(parser)
     parser.set_defaults(run=run)
+
+
+def ood_options(args: argparse.Namespace) -> Any:
+    from sabma.ood.evaluate import OODOptions
+
+    if not args.ood:
+        if args.ood_size or args.ood_samples is not None:
+            raise ValueError("--ood-size and --ood-samples apply with --ood")
+        return None
+    return OODOptions(tuple(args.ood), args.ood_size, args.ood_samples)
 
 
 def shift_options(args: argparse.Namespace) -> Any:
@@ -142,13 +175,14 @@ def run(args: argparse.Namespace) -> int:
     if args.samples is not None:
         check_samples(args.samples, "--samples")
     shift = shift_options(args)
+    ood = ood_options(args)
     if args.missing and shift is None:
         raise ValueError("--missing applies with --shift or --shift-mean-only")
     progress = not args.no_progress
     runs = benchmark_runs(args.run_dir, args.seeds)
     if not runs:  # a single run directory
         metrics = evaluate_run(
-            args.run_dir, args.samples, args.temperature_scaling, progress, shift
+            args.run_dir, args.samples, args.temperature_scaling, progress, shift, ood
         )
         print(json.dumps(metrics["test"], indent=2))
         return 0
@@ -158,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
             if reason:
                 print(f"skipped {run_dir}: {reason}")
                 continue
-        evaluate_run(run_dir, args.samples, args.temperature_scaling, progress, shift)
+        evaluate_run(run_dir, args.samples, args.temperature_scaling, progress, shift, ood)
         print(f"evaluated {run_dir}")
     if shift is not None:
         write_shift_summary(args.run_dir)

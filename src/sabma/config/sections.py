@@ -28,6 +28,9 @@ class DataConfig:
     text_column: str = "text"  # csv: the column holding the text
     label_column: str = "label"  # csv: the column holding the class (any strings)
     max_tokens: int = 64  # texts: longer texts are truncated to this many tokens
+    # train and test on these classes only (indices into the dataset's classes; empty: all);
+    # the others are then the near out-of-distribution set (`sabma evaluate --ood near`)
+    classes: list[int] = field(default_factory=list)
 
 
 @dataclass

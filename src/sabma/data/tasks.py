@@ -144,6 +144,8 @@ def load_task(cfg: Config, seed: int) -> Task:
     else:
         raw = load_raw_images(data)
         prepare = partial(preprocess_images, resolution=data.resolution)
+    if data.classes:
+        raw = keep_classes(raw, data.classes)
     (train_x, train_y), (test_x, test_y) = raw.train, raw.test
     split = few_shot_split(train_y, data.test_size, data.shots, data.val_shots, seed, len(test_y))
     test_raw = _pick(test_x, split.test)
@@ -159,6 +161,37 @@ def load_task(cfg: Config, seed: int) -> Task:
         prepare=prepare,
         kind=kind,
     )
+
+
+def check_classes(chosen: Sequence[int], classes: Sequence[str]) -> None:
+    """Refuse a ``data.classes`` that is not a set of at least 2 of the dataset's class indices."""
+    bad = [c for c in chosen if not isinstance(c, int) or not 0 <= c < len(classes)]
+    if bad:
+        raise ValueError(
+            f"data.classes: {bad} are not class indices of this dataset (0..{len(classes) - 1})"
+        )
+    if len(set(chosen)) != len(chosen) or len(chosen) < 2:
+        raise ValueError(f"data.classes must name at least 2 distinct classes, got {list(chosen)}")
+
+
+def keep_classes(raw: RawImages | RawTexts, chosen: Sequence[int]) -> Any:
+    """Only the items of the ``chosen`` classes, relabelled 0..k−1 in the order given."""
+    check_classes(chosen, raw.classes)
+    relabel = np.full(len(raw.classes), -1, dtype=np.int64)
+    relabel[list(chosen)] = np.arange(len(chosen))
+
+    def split(items: Any, labels: np.ndarray) -> tuple[Any, np.ndarray]:
+        keep = np.flatnonzero(relabel[labels] >= 0)
+        return _pick(items, keep), relabel[labels[keep]]
+
+    return type(raw)(split(*raw.train), split(*raw.test), tuple(raw.classes[c] for c in chosen))
+
+
+def other_classes_test(raw: RawImages | RawTexts, chosen: Sequence[int]) -> Any:
+    """The test items of the classes not in ``chosen`` (the near out-of-distribution set)."""
+    check_classes(chosen, raw.classes)
+    items, labels = raw.test
+    return _pick(items, np.flatnonzero(~np.isin(labels, list(chosen))))
 
 
 def _pick(items: np.ndarray | Sequence[str], index: np.ndarray) -> Any:

@@ -3,7 +3,6 @@ temperature scaling, the posterior's shape, the report; and loading a finished r
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -14,15 +13,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sabma import __version__ as sabma_version
-from sabma.config import Config, dump_config, load_config
+from sabma.config import Config, load_config
 from sabma.data.tasks import Task, load_task
 from sabma.methods import Method, get_method
 from sabma.metrics import classification_metrics
 from sabma.models.inputs import Inputs
+from sabma.ood.evaluate import OODOptions, load_sets
 from sabma.pipeline.build import build_posterior, build_prior
 from sabma.pipeline.predictive import LONG_SAMPLES, RunPredictive, warn_if_long
 from sabma.pipeline.search import resolved_config
+from sabma.pipeline.uncertainty import ood_section, selective_section
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.posterior.summary import shape_summary
@@ -33,6 +33,7 @@ from sabma.runs.folder import (
     CARRIED_SECTIONS,
     CONFIG,
     METRICS,
+    OOD_PROGRESS,
     POSTERIOR,
     RELIABILITY,
     REPORT,
@@ -40,11 +41,11 @@ from sabma.runs.folder import (
     read_metrics,
 )
 from sabma.runs.lock import run_lock
+from sabma.runs.progress import SetProgress
 from sabma.runs.report import write_reliability_plot, write_report
 from sabma.shift.evaluate import (
     ShiftOptions,
     ShiftPredictive,
-    ShiftProgress,
     corruptions_for,
     same_settings,
     shift_metrics,
@@ -88,6 +89,7 @@ def evaluate_run(
     temperature_scaling: bool | None = None,
     progress: bool = True,
     shift: ShiftOptions | None = None,
+    ood: OODOptions | None = None,
 ) -> dict[str, Any]:
     """Re-evaluate a finished run (e.g. with another S, temperature scaling, or on corrupted test
     sets: ``shift``); rewrites its metrics, report and plot. ``temperature_scaling=None``: as
@@ -102,6 +104,8 @@ def evaluate_run(
             carried = {k: previous[k] for k in CARRIED_SECTIONS if k in previous}
             if shift is not None and not shift.mean_only:
                 carried.pop("shift", None)
+            if ood is not None:
+                carried.pop("ood", None)
             if shift is not None and shift.mean_only and "shift" in previous:
                 scaled = "ts_nll" in previous["shift"]["clean"]  # the mean is scaled like the BMA
                 if temperature_scaling is not None and temperature_scaling != scaled:
@@ -129,6 +133,7 @@ def evaluate_run(
             ),
             shift=shift,
             carried=carried,
+            ood=ood,
         )
 
 
@@ -160,11 +165,15 @@ def evaluate_and_write(
     shift: ShiftOptions | None = None,
     carried: dict[str, Any] | None = None,
     test: bool = True,
+    ood: OODOptions | None = None,
 ) -> dict[str, Any]:
     """Evaluate the method's predictive (:class:`RunPredictive`) on the test and validation
     splits, and on corrupted test sets when ``shift`` is given; ``carried`` sections (from an
-    earlier metrics.json) are kept. ``test=False``: the validation split only (no report)."""
+    earlier metrics.json) are kept. ``test=False``: the validation split only (no report).
+    Every evaluation adds selective prediction on the test split; ``ood`` adds OOD detection
+    (its sets are loaded and checked first: a set that cannot be used writes nothing)."""
     start = time.perf_counter()
+    sets = load_sets(ood, cfg, task) if ood is not None and test else None
     method = get_method(cfg.method.name)
     predictive = RunPredictive(cfg, posterior, method, samples, weight_set, own_predictive)
     generator = torch.Generator().manual_seed(cfg.seed + 3)
@@ -207,8 +216,13 @@ def evaluate_and_write(
     mean_temperature = None
     if temperature_scaling and not method.point:  # the mean, scaled on its own validation
         mean_temperature = fit_temperature(val["mean"], task.y_val)
+    temperatures = {"bma": temperature, "mean": mean_temperature}
+    kept = {k: v for k, v in test_lp.items() if k == "bma" or not method.point}
+    metrics["selective"] = selective_section(kept, task.y_test, temperatures, out)
+    if ood is not None and sets is not None:
+        metrics["ood"] = ood_section(predictive, task, cfg, ood, sets, temperatures, out, progress)
     if shift is not None:
-        resume = ShiftProgress(out / SHIFT_PROGRESS, _identity(out, cfg, shift, predictive))
+        resume = SetProgress(out / SHIFT_PROGRESS, predictive.identity(out, shift.samples))
         metrics["shift"] = _shift_section(
             predictive, task, cfg, shift, progress, (temperature, mean_temperature), carried, resume
         )
@@ -234,6 +248,8 @@ def evaluate_and_write(
     atomic_write_json(out / METRICS, metrics)
     if shift is not None:
         resume.finish()  # the finished sets are in metrics.json now
+    if ood is not None:
+        (out / OOD_PROGRESS).unlink(missing_ok=True)
     return metrics
 
 
@@ -245,7 +261,7 @@ def _shift_section(
     progress: bool,
     temperatures: tuple[float | None, float | None],
     carried: dict[str, Any] | None,
-    resume: ShiftProgress,
+    resume: SetProgress,
 ) -> dict[str, Any]:
     """The run's shift section: the method's predictive on the corrupted sets and, for a
     posterior (not a point estimate), its mean as ``"at_mean"``. ``options.mean_only``: the
@@ -290,24 +306,3 @@ def _shift_section(
     if "mean" in measured:
         section["at_mean"] = {k: measured["mean"][k] for k in ("clean", "per_corruption", "mean")}
     return section
-
-
-def _identity(out: Path, cfg: Config, options: ShiftOptions, predictive: RunPredictive) -> str:
-    """What a shift evaluation's saved sets belong to: the posterior (its file, or its tensors
-    and weight set), the resolved configuration, the number of BMA draws on the corrupted sets,
-    and the versions and device that computed them."""
-    digest = hashlib.sha256()
-    if (out / POSTERIOR).is_file():
-        with (out / POSTERIOR).open("rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
-    else:
-        tensors = [*predictive.posterior.state_dict().values()]
-        if predictive.weight_set is not None:
-            tensors.append(predictive.weight_set)
-        for tensor in tensors:
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(dump_config(cfg).encode())
-    samples = predictive.samples_used if options.samples is None else options.samples
-    device = predictive.posterior.device.type
-    digest.update(f"{samples} {sabma_version} {torch.__version__} {device}".encode())
-    return digest.hexdigest()

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from sabma.config import Config
+from sabma import __version__ as sabma_version
+from sabma.config import Config, dump_config
 from sabma.data.tasks import Task
 from sabma.methods import Method
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.predict.bma import check_samples
-from sabma.predict.dataset import predict_log_probs
+from sabma.predict.dataset import predict_log_probs, predict_summary
+from sabma.predict.summary import Predictions
+from sabma.runs.folder import POSTERIOR
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,66 @@ class RunPredictive:
             )
         finally:
             self.posterior.eval()
+
+    def summary(
+        self,
+        x: Inputs,
+        temperature: float | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        desc: str = "BMA",
+        at_mean: bool = False,
+    ) -> Predictions:
+        """The predictive's per-input figures for uncertainty scores
+        (:func:`~sabma.predict.dataset.predict_summary`), from the same draws as
+        :meth:`__call__` for the same generator; ``at_mean``: the posterior mean's. A
+        closed-form predictive (Laplace's) has its probabilities only."""
+        if self.method.point or at_mean:
+            self.posterior.eval()
+            return predict_summary(
+                self.posterior,
+                x,
+                point=True,
+                temperature=temperature,
+                batch_size=self.cfg.eval.batch_size,
+            )
+        if self.own is not None:
+            return Predictions(self(x))
+        self.method.predict_mode(self.posterior, self.cfg)
+        try:
+            return predict_summary(
+                self.posterior,
+                x,
+                self.samples,
+                weights=self.weights,
+                temperature=temperature,
+                batch_size=self.cfg.eval.batch_size,
+                generator=generator,
+                progress=progress,
+                desc=desc,
+            )
+        finally:
+            self.posterior.eval()
+
+    def identity(self, out: Path, samples: int | None = None) -> str:
+        """What an evaluation's saved sets (shift, OOD) belong to: the posterior (its file in
+        ``out``, or its tensors and weight set), the configuration, the number of BMA draws
+        (``samples``, None: the run's), and the versions and device that computed them."""
+        digest = hashlib.sha256()
+        if (out / POSTERIOR).is_file():
+            with (out / POSTERIOR).open("rb") as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
+        else:
+            tensors = [*self.posterior.state_dict().values()]
+            if self.weight_set is not None:
+                tensors.append(self.weight_set)
+            for tensor in tensors:
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(dump_config(self.cfg).encode())
+        draws = self.samples_used if samples is None else samples
+        device = self.posterior.device.type
+        digest.update(f"{draws} {sabma_version} {torch.__version__} {device}".encode())
+        return digest.hexdigest()
 
 
 #: S above which ``evaluate`` first estimates how long the BMA will take

@@ -31,6 +31,31 @@ def check_samples(samples: int, name: str = "samples") -> None:
         raise ValueError(f"{name} must be at least 1, got {samples}")
 
 
+def sample_logits(
+    posterior: GaussianPosterior,
+    weights: Tensor,
+    *inputs: Any,
+    cache_prefix: bool = True,
+    vectorize: bool | None = None,
+) -> Tensor:
+    """The network's outputs at each row of ``weights`` (S, d): shape (S, batch, classes)."""
+    keyword = len(inputs) == 1 and isinstance(inputs[0], Mapping)  # text: a plain loop
+    split = cached_split(posterior.model, posterior.names) if cache_prefix and not keyword else None
+    if vectorize is None:
+        vectorize = posterior.device.type == "cuda" and not keyword
+    if vectorize:
+        return vectorised_outputs(
+            split, posterior.forward_with, posterior.unflatten, weights, *inputs
+        )
+    if keyword:
+        outs = [posterior.forward_with(w, **inputs[0]) for w in weights]
+    elif split is None:
+        outs = [posterior.forward_with(w, *inputs) for w in weights]
+    else:
+        outs = sample_outputs(split, posterior.unflatten, weights, *inputs)
+    return torch.stack(list(outs))
+
+
 def sample_log_probs(
     posterior: GaussianPosterior,
     weights: Tensor,
@@ -39,22 +64,10 @@ def sample_log_probs(
     vectorize: bool | None = None,
 ) -> Tensor:
     """log softmax of the network at each row of ``weights`` (S, d): shape (S, batch, classes)."""
-    keyword = len(inputs) == 1 and isinstance(inputs[0], Mapping)  # text: a plain loop
-    split = cached_split(posterior.model, posterior.names) if cache_prefix and not keyword else None
-    if vectorize is None:
-        vectorize = posterior.device.type == "cuda" and not keyword
-    if vectorize:
-        out = vectorised_outputs(
-            split, posterior.forward_with, posterior.unflatten, weights, *inputs
-        )
-        return torch.log_softmax(out, dim=-1)
-    if keyword:
-        outs = [posterior.forward_with(w, **inputs[0]) for w in weights]
-    elif split is None:
-        outs = [posterior.forward_with(w, *inputs) for w in weights]
-    else:
-        outs = sample_outputs(split, posterior.unflatten, weights, *inputs)
-    return torch.stack([torch.log_softmax(o, dim=-1) for o in outs])
+    logits = sample_logits(
+        posterior, weights, *inputs, cache_prefix=cache_prefix, vectorize=vectorize
+    )
+    return torch.log_softmax(logits, dim=-1)
 
 
 @torch.no_grad()

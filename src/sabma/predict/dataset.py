@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,7 +14,8 @@ from sabma.config import DEFAULT_BMA_SAMPLES
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
-from sabma.predict.bma import bma_log_probs
+from sabma.predict.bma import bma_log_probs, sample_logits
+from sabma.predict.summary import Predictions, batch_summary, concatenate, pool_draws
 
 #: the floats of posterior draws held at once: (S, d) beyond this is drawn and averaged in
 #: chunks of rows, so memory stays bounded whatever S (256 MiB of float32)
@@ -29,37 +29,88 @@ def _batch_log_probs(posterior: GaussianPosterior, batch: Inputs, weights: Tenso
     return bma_log_probs(posterior, batch, weights=weights)
 
 
-def _streamed(
+def _batch(
+    posterior: GaussianPosterior,
+    batch: Inputs,
+    weights: Tensor | None,
+    full: bool,
+    temperature: float | None,
+) -> Predictions:
+    """One batch's figures: its log p̄ alone, or (``full``) every figure of :class:`Predictions`."""
+    if not full:
+        return Predictions(_batch_log_probs(posterior, batch, weights))
+    if weights is None:
+        logits = inputs.call(posterior.mean_forward, batch).unsqueeze(0)
+    else:
+        logits = sample_logits(posterior, weights, batch)
+    return batch_summary(logits, temperature)
+
+
+@torch.no_grad()
+def _predict(
     posterior: GaussianPosterior,
     x: Inputs,
     samples: int,
+    point: bool,
     weights: Tensor | None,
-    chunk: int,
     batch_size: int,
     generator: torch.Generator | None,
     progress: bool,
     desc: str,
-) -> Tensor:
-    """log p̄ over many draws, ``chunk`` at a time: log Σ_s p_s accumulated by logaddexp."""
+    full: bool = False,
+    temperature: float | None = None,
+) -> Predictions:
+    """The one pass over a dataset behind :func:`predict_log_probs` and
+    :func:`predict_summary`: draws once (chunk by chunk beyond :data:`SAMPLE_FLOATS`), batches
+    in length order, rows back in ``x``'s order."""
+    chunk = max(1, SAMPLE_FLOATS // posterior.dim)
     total = samples if weights is None else len(weights)
-    acc: Tensor | None = None
-    for start in range(0, total, chunk):
-        count = min(chunk, total - start)
-        part = (
-            posterior.sample_weights(count, generator).detach()
-            if weights is None
-            else weights[start : start + count]
-        )
-        mean = predict_log_probs(
-            posterior, x, weights=part, batch_size=batch_size, progress=progress, desc=desc
-        )
-        summed = mean + math.log(count)
-        acc = summed if acc is None else torch.logaddexp(acc, summed)
-    assert acc is not None
-    return acc - math.log(total)
+    if not point and total > chunk:  # bounded memory: pool the draws chunk by chunk
+        parts, counts = [], []
+        for start in range(0, total, chunk):
+            count = min(chunk, total - start)
+            part = (
+                posterior.sample_weights(count, generator).detach()
+                if weights is None
+                else weights[start : start + count]
+            )
+            parts.append(
+                _predict(
+                    posterior,
+                    x,
+                    count,
+                    False,
+                    part,
+                    batch_size,
+                    None,
+                    progress,
+                    desc,
+                    full,
+                    temperature,
+                )
+            )
+            counts.append(count)
+        return pool_draws(parts, counts)
+    if point:
+        weights = None
+    elif weights is None:
+        weights = posterior.sample_weights(samples, generator).detach()
+    order = inputs.length_order(x)
+    ordered = x if order is None else inputs.take(x, order)
+    out = []
+    for part in tqdm(
+        inputs.batches(ordered, batch_size), desc=desc, disable=not progress, leave=False
+    ):
+        batch = inputs.to_device(part, posterior.device)
+        found = _batch(posterior, batch, weights, full, temperature)
+        out.append(found.apply(lambda t: t.to(inputs.device_of(x))))
+    result = concatenate(out)
+    if order is None:
+        return result
+    back = torch.argsort(order.to(result.log_probs.device))
+    return result.apply(lambda t: t[back])
 
 
-@torch.no_grad()
 def predict_log_probs(
     posterior: GaussianPosterior,
     x: Inputs,
@@ -82,26 +133,42 @@ def predict_log_probs(
     Batches are moved to the posterior's device; the result is on ``x``'s device. Token inputs
     are batched in order of length (less padding); the rows come back in ``x``'s order.
     """
-    chunk = max(1, SAMPLE_FLOATS // posterior.dim)
-    if not point and (
-        (weights is None and samples > chunk) or (weights is not None and len(weights) > chunk)
-    ):
-        return _streamed(
-            posterior, x, samples, weights, chunk, batch_size, generator, progress, desc
-        )
-    if point:
-        weights = None
-    elif weights is None:
-        weights = posterior.sample_weights(samples, generator).detach()
-    order = inputs.length_order(x)
-    ordered = x if order is None else inputs.take(x, order)
-    out = []
-    parts = inputs.batches(ordered, batch_size)
-    for part in tqdm(parts, desc=desc, disable=not progress, leave=False):
-        batch = inputs.to_device(part, posterior.device)
-        out.append(_batch_log_probs(posterior, batch, weights).to(inputs.device_of(x)))
-    result = torch.cat(out)
-    return result if order is None else result[torch.argsort(order.to(result.device))]
+    return _predict(
+        posterior, x, samples, point, weights, batch_size, generator, progress, desc
+    ).log_probs
+
+
+def predict_summary(
+    posterior: GaussianPosterior,
+    x: Inputs,
+    samples: int = DEFAULT_BMA_SAMPLES,
+    *,
+    point: bool = False,
+    weights: Tensor | None = None,
+    temperature: float | None = None,
+    batch_size: int = 250,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    desc: str = "predict",
+) -> Predictions:
+    """:func:`predict_log_probs` with the figures uncertainty scores need
+    (:class:`~sabma.predict.summary.Predictions`: averaged logits, the draws' expected entropy
+    and, at ``temperature``, the tempered members' mixture and expected entropy), from the same
+    draws in the same pass; ``log_probs`` equals :func:`predict_log_probs`'s for the same
+    generator."""
+    return _predict(
+        posterior,
+        x,
+        samples,
+        point,
+        weights,
+        batch_size,
+        generator,
+        progress,
+        desc,
+        True,
+        temperature,
+    )
 
 
 @torch.no_grad()

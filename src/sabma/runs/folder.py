@@ -17,6 +17,9 @@ from sabma.runs.files import atomic_write_json, read_json
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
 SHIFT_PROGRESS = "shift.partial.json"  # the sets of an unfinished `evaluate --shift`
+OOD_PROGRESS = "ood.partial.json"  # the sets of an unfinished `evaluate --ood`
+OOD_FIGURE = "ood.png"  # ROC curves of the OOD scores
+RISK_COVERAGE = "risk_coverage.png"  # selective prediction on the test split
 POSTERIOR = "posterior.safetensors"
 POSTERIOR_META = "posterior.json"
 TRAIN_LOG = "train_log.jsonl"
@@ -26,8 +29,8 @@ CHECKPOINT = "checkpoint.safetensors"
 SEARCH_DIR = "lr_search"
 SEARCH_RESULT = "lr_search.json"
 #: metrics.json sections written by other steps (the search of the learning rate and knob,
-#: evaluate --shift, sharpness): a re-evaluation that does not redo them keeps them
-CARRIED_SECTIONS = ("lr", "lr_search", "knob", "shift", "sharpness")
+#: evaluate --shift, evaluate --ood, sharpness): a re-evaluation that does not redo them keeps them
+CARRIED_SECTIONS = ("lr", "lr_search", "knob", "shift", "ood", "sharpness")
 
 
 def is_finished(run_dir: Path) -> bool:

@@ -11,6 +11,7 @@ from torch import Tensor
 from sabma.runs.figures import pyplot, save_figure
 from sabma.runs.files import atomic_write_text
 from sabma.runs.folder import REPORT, read_metrics
+from sabma.runs.uncertainty_report import ood_lines, selective_lines
 
 
 def reliability_bins(probs: Tensor, labels: Tensor, bins: int = 15) -> dict[str, list[float]]:
@@ -99,6 +100,7 @@ def write_report(path: Path, metrics: dict[str, Any]) -> None:
         parts.insert(-3, _posterior_line(metrics["posterior"]))
     for line in metrics.get("fit", {}).get("warnings", []):
         parts.insert(-3, f"**Warning — {line}.**\n")
+    parts += selective_lines(metrics) + ood_lines(metrics)
     parts += _shift_section(metrics) + _sharpness_section(metrics) + _figures(path.parent)
     atomic_write_text(path, "\n".join(parts))
 

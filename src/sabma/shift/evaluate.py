@@ -7,7 +7,6 @@ items are prepared by the task's own ``prepare`` (resizing, tokenizing) like the
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +19,13 @@ from tqdm.auto import tqdm
 
 from sabma.config import Config
 from sabma.data.tasks import Task
+from sabma.device import cuda_devices_in_use
 from sabma.metrics import classification_metrics
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.predict.bma import check_samples
 from sabma.predict.temperature import apply_temperature
-from sabma.runs.files import atomic_write_json
+from sabma.runs.progress import SetProgress
 from sabma.shift.cache import corrupted_test_set
 from sabma.shift.corruptions import (
     ALL_CORRUPTIONS,
@@ -103,7 +103,7 @@ def shift_metrics(
     cfg: Config,
     options: ShiftOptions,
     progress: bool = False,
-    resume: ShiftProgress | None = None,
+    resume: SetProgress | None = None,
 ) -> dict[str, dict[str, Any]]:
     """For each named predictive: {"corruptions", "severities", "size", "clean",
     "per_corruption": {name: {severity: metrics}}, "mean": {severity: metrics averaged over the
@@ -125,7 +125,7 @@ def shift_metrics(
     def evaluate(x: Inputs) -> dict[str, dict[str, float]]:
         out = {}
         for name, (predictive, temperature) in predictives.items():
-            with torch.random.fork_rng(devices=_accelerators()):
+            with torch.random.fork_rng(devices=cuda_devices_in_use()):
                 torch.manual_seed(seed + 1)  # not the generator's seed: independent streams
                 log_probs = predictive(x, torch.Generator().manual_seed(seed))
             metrics = classification_metrics(log_probs.exp(), labels)
@@ -199,53 +199,6 @@ def shift_metrics(
             for s in options.severities
         }
     return results
-
-
-def _accelerators() -> list[int]:
-    """The CUDA devices whose generators ``torch.manual_seed`` reseeds, to fork and restore
-    (none where CUDA is not in use)."""
-    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
-        return []
-    return list(range(torch.cuda.device_count()))
-
-
-class ShiftProgress:
-    """The sets of a shift evaluation finished so far, in a JSON file next to the run's
-    metrics (written atomically after every set, removed by :meth:`finish`). ``identity``
-    names what was evaluated (e.g. a hash of the posterior's file): saved sets of another
-    posterior or other settings are never reused. One slot per run: a call with other
-    settings starts afresh and overwrites it."""
-
-    def __init__(self, path: Path, identity: str) -> None:
-        self.path = path
-        self.identity = identity
-
-    def start(self, settings: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
-        """The saved sets if they were measured with ``settings`` on the same posterior."""
-        try:
-            saved = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(saved, dict):
-            return {}
-        if saved.get("identity") != self.identity or saved.get("settings") != settings:
-            return {}
-        sets: dict[str, dict[str, dict[str, float]]] = saved.get("sets", {})
-        names = set(settings["predictives"])
-        if not isinstance(sets, dict) or any(
-            not isinstance(v, dict) or set(v) != names for v in sets.values()
-        ):
-            return {}
-        if sets:
-            log.info("shift: resuming %s (%d sets already measured)", self.path, len(sets))
-        return dict(sets)
-
-    def save(self, settings: dict[str, Any], sets: dict[str, Any]) -> None:
-        payload = {"identity": self.identity, "settings": settings, "sets": sets}
-        atomic_write_json(self.path, payload)
-
-    def finish(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def corrupted_sets(section: dict[str, Any]) -> tuple[tuple[str, ...], int]:

@@ -1,0 +1,1 @@
+"""Out-of-distribution detection and its data: the OOD sets a run is evaluated against."""
