@@ -46,15 +46,29 @@ def add_parser(sub: Any) -> None:
         "grid) on validation, at the chosen learning rate (default on; --no-knob-search reuses "
         "a folder written before the knob search)",
     )
+    parser.add_argument(
+        "--ood",
+        action="append",
+        metavar="SPEC",
+        default=None,
+        help="also score every run against this OOD set (repeatable; see sabma evaluate "
+        "--help) and write ood.md",
+    )
+    parser.add_argument("--ood-size", type=int, default=0, help="items per OOD set (0: test size)")
+    parser.add_argument(
+        "--ood-samples", type=int, default=None, help="BMA samples S for the OOD scores"
+    )
     add_overrides(parser, "override a configuration value of every run (repeatable)")
     add_progress(parser)
     parser.set_defaults(run=run, stoppable=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    from sabma.cli.evaluate import ood_options
     from sabma.experiments.benchmark import parse_methods, parse_seeds, run_benchmark
 
     methods, seeds = parse_methods(args.methods), parse_seeds(args.seeds)
+    ood = ood_options(args)
     run_benchmark(
         args.config,
         methods,
@@ -65,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         lr_search=args.lr_search,
         knob_search=args.knob_search,
+        ood=ood,
     )
     print((args.out / "results.md").read_text())
     return 0

@@ -168,6 +168,7 @@ def folder_skip(run_dir: Path, shift: Any, missing: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from sabma.experiments.benchmark import write_shift_summary
+    from sabma.experiments.uncertainty_tables import write_uncertainty_tables
     from sabma.pipeline.evaluate import evaluate_run
     from sabma.predict.bma import check_samples
     from sabma.runs.benchmark_folder import benchmark_runs
@@ -186,14 +187,20 @@ def run(args: argparse.Namespace) -> int:
         )
         print(json.dumps(metrics["test"], indent=2))
         return 0
+    done = []
     for run_dir in runs:
         if shift is not None:
             reason = folder_skip(run_dir, shift, args.missing)
             if reason:
                 print(f"skipped {run_dir}: {reason}")
                 continue
-        evaluate_run(run_dir, args.samples, args.temperature_scaling, progress, shift, ood)
+        metrics = evaluate_run(
+            run_dir, args.samples, args.temperature_scaling, progress, shift, ood
+        )
+        done.append((metrics["method"], metrics["seed"], metrics))
         print(f"evaluated {run_dir}")
+    if done:
+        write_uncertainty_tables(args.run_dir, done)
     if shift is not None:
         write_shift_summary(args.run_dir)
         print(f"shift summary written to {args.run_dir / 'shift.md'}")

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from sabma.config import Config, config_from_dict, load_config
+from sabma.experiments.uncertainty_tables import write_uncertainty_tables
 from sabma.methods import METHODS
+from sabma.ood.evaluate import OODOptions
 from sabma.pipeline.search import knob_unused
 from sabma.pipeline.train import run_or_reuse
 from sabma.runs.benchmark_folder import benchmark_runs, write_benchmark_report
@@ -65,15 +67,17 @@ def run_benchmark(
     progress: bool = True,
     lr_search: bool = False,
     knob_search: bool = False,
+    ood: OODOptions | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or reuse) every (method, seed); write ``results.{csv,json,md}`` and ``results.png``.
     ``lr_search``: every method chooses its learning rate from :data:`LR_GRID` on validation
     (unless the configuration sets ``optim.lr_grid`` itself); ``knob_search``: then the value of
     its main knob from the method's ``knob_grid`` (unless the configuration sets
-    ``optim.knob_grid``; :mod:`sabma.pipeline.search`)."""
+    ``optim.knob_grid``; :mod:`sabma.pipeline.search`). Every run's selective prediction goes
+    to ``selective.md`` and, with ``ood``, its OOD detection to ``ood.md``."""
     grid = [f"optim.lr_grid={LR_GRID}"] if lr_search else []
     base = load_config(config, [*(QUICK if quick else []), *grid, *overrides]).to_dict()
-    rows = []
+    rows, runs = [], []
     user_grid = bool(base["optim"].get("knob_grid"))  # a grid of the user's wins
     for method in methods:
         for seed in seeds:
@@ -81,7 +85,8 @@ def run_benchmark(
             if knob_search and not user_grid:
                 cfg = config_from_dict(cfg.to_dict(), knob_override(cfg))
             log.info("benchmark: %s seed %d", method, seed)
-            metrics = run_or_reuse(cfg, out / method / f"seed{seed}", progress)
+            metrics = run_or_reuse(cfg, out / method / f"seed{seed}", progress, ood=ood)
+            runs.append((method, seed, metrics))
             bma = with_scaled(metrics["test"], "bma")
             rows.append(
                 {
@@ -95,6 +100,7 @@ def run_benchmark(
                 }
             )
     write_results(out, rows)
+    write_uncertainty_tables(out, runs)
     return rows
 
 

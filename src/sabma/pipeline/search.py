@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sabma.config import Config, config_from_dict, dump_config
+from sabma.ood.evaluate import OODOptions
 from sabma.runs.files import atomic_write_json, atomic_write_text
 from sabma.runs.folder import (
     CHECKPOINT,
@@ -146,9 +147,11 @@ def is_search(cfg: Config) -> bool:
     return bool(cfg.optim.lr_grid or cfg.optim.knob_grid)
 
 
-def train_with_search(cfg: Config, out: Path, progress: bool = True) -> dict[str, Any]:
-    """Train every candidate, keep the best on validation, evaluate it on the test split;
-    returns its metrics (see the module docstring)."""
+def train_with_search(
+    cfg: Config, out: Path, progress: bool = True, ood: OODOptions | None = None
+) -> dict[str, Any]:
+    """Train every candidate, keep the best on validation, evaluate it on the test split (and
+    the ``ood`` sets); returns its metrics (see the module docstring)."""
     from sabma.pipeline.evaluate import evaluate_run
 
     # the grids were checked with the rest of the configuration (train_run: check_config)
@@ -199,7 +202,9 @@ def train_with_search(cfg: Config, out: Path, progress: bool = True) -> dict[str
         knob_section = {"name": knob, "lr": best_lr, "grid": knob_scores, "chosen": won}
         search["knob"] = knob_section
     atomic_write_json(out / SEARCH_RESULT, search)
-    metrics = evaluate_run(out, progress=progress, temperature_scaling=cfg.eval.temperature_scaling)
+    metrics = evaluate_run(
+        out, progress=progress, temperature_scaling=cfg.eval.temperature_scaling, ood=ood
+    )
     metrics["lr"] = best.lr
     metrics["lr_search"] = {"grid": lr_scores, "train_s": train_s}
     if knob_section is not None:

@@ -17,9 +17,10 @@ from sabma.config import Config, dump_config
 from sabma.data.tasks import load_task
 from sabma.device import resolve_device
 from sabma.methods import get_method
+from sabma.ood.evaluate import OODOptions
 from sabma.pipeline.build import build_posterior, build_prior
 from sabma.pipeline.checks import check_config, check_out_dir
-from sabma.pipeline.evaluate import evaluate_and_write
+from sabma.pipeline.evaluate import evaluate_and_write, evaluate_run
 from sabma.pipeline.resume import check_checkpoint, resume_state, same_config
 from sabma.pipeline.search import is_search, train_with_search
 from sabma.posterior.prior import head_mask
@@ -45,7 +46,12 @@ def _prepare_out_dir(out: Path) -> None:
 
 
 def train_run(
-    cfg: Config, out: Path, progress: bool = True, resume: bool = False, test: bool = True
+    cfg: Config,
+    out: Path,
+    progress: bool = True,
+    resume: bool = False,
+    test: bool = True,
+    ood: OODOptions | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one (method, seed) run into ``out``; returns its metrics.
 
@@ -56,7 +62,8 @@ def train_run(
     rate (and the method's knob) is chosen on the validation split first
     (:mod:`sabma.pipeline.search`). ``test=False`` evaluates the validation split only (a
     search candidate: its test metrics are never computed). The process holds the folder's lock
-    (:mod:`sabma.runs.lock`) throughout: a second writer is refused at once.
+    (:mod:`sabma.runs.lock`) throughout: a second writer is refused at once. ``ood``: the
+    evaluation also scores the test split against these OOD sets.
     """
     check_config(cfg)
     if is_search(cfg):
@@ -64,7 +71,7 @@ def train_run(
         if not resume:
             check_out_dir(out)
         with run_lock(out):
-            return train_with_search(cfg, out, progress)
+            return train_with_search(cfg, out, progress, ood)
     distributed.init(distributed.local_device(resolve_device(cfg.device)))
     main = distributed.is_main()
     if main:  # a live run is reported as such, not as an interrupted one
@@ -72,11 +79,17 @@ def train_run(
     if not resume:
         check_out_dir(out)
     with run_lock(out) if main else contextlib.nullcontext():
-        return _train(cfg, out, progress, resume, test, main)
+        return _train(cfg, out, progress, resume, test, main, ood)
 
 
 def _train(
-    cfg: Config, out: Path, progress: bool, resume: bool, test: bool, main: bool
+    cfg: Config,
+    out: Path,
+    progress: bool,
+    resume: bool,
+    test: bool,
+    main: bool,
+    ood: OODOptions | None = None,
 ) -> dict[str, Any]:
     state = resume_state(cfg, out) if resume else None
     torch.manual_seed(cfg.seed)
@@ -146,6 +159,7 @@ def _train(
         weight_set=method.samples(),
         own_predictive=own,
         test=test,
+        ood=ood,
     )
     (out / CHECKPOINT).unlink(missing_ok=True)  # metrics.json marks the run finished
     distributed.barrier()
@@ -161,14 +175,30 @@ def check_reusable(cfg: Config, out: Path) -> None:
         )
 
 
-def run_or_reuse(cfg: Config, out: Path, progress: bool, test: bool = True) -> dict[str, Any]:
-    """Train into ``out``, or reuse a finished run there with the same configuration."""
+def run_or_reuse(
+    cfg: Config, out: Path, progress: bool, test: bool = True, ood: OODOptions | None = None
+) -> dict[str, Any]:
+    """Train into ``out``, or reuse a finished run there with the same configuration; with
+    ``ood``, a reused run without those OOD sets is evaluated on them."""
     metrics_file = out / METRICS
     if metrics_file.is_file():
         check_reusable(cfg, out)
         log.info("reusing the finished run in %s", out)
-        return json.loads(metrics_file.read_text())
+        metrics = json.loads(metrics_file.read_text())
+        if ood is not None and not has_ood_sets(metrics, ood):
+            metrics = evaluate_run(out, progress=progress, ood=ood)
+        return metrics
     if (out / CONFIG).is_file():  # interrupted (with or without a checkpoint yet)
         log.info("resuming the interrupted run in %s", out)
-        return train_run(cfg, out, progress=progress, resume=True, test=test)
-    return train_run(cfg, out, progress=progress, test=test)
+        return train_run(cfg, out, progress=progress, resume=True, test=test, ood=ood)
+    return train_run(cfg, out, progress=progress, test=test, ood=ood)
+
+
+def has_ood_sets(metrics: dict[str, Any], ood: OODOptions) -> bool:
+    """Whether a run's metrics hold an OOD section of these sets, sizes and samples."""
+    section = metrics.get("ood")
+    if not section or list(section.get("sets", {})) != list(ood.specs):
+        return False
+    if ood.samples is not None and section.get("samples") != ood.samples:
+        return False
+    return not ood.size or all(s["size"] <= ood.size for s in section["sets"].values())
