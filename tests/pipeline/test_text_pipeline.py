@@ -94,6 +94,16 @@ def test_train_evaluate_shift_and_curvature_of_a_text_run(
     code = main(["evaluate", str(run), "--shift", "--corruptions", "fog", "--no-progress"])
     assert code == 2  # an image corruption on a text run: refused
 
+    ood = ["--ood", "near", "--ood", "far", "--ood-size", "20", "--no-progress"]
+    assert main(["evaluate", str(run), *ood]) == 0
+    section = json.loads((run / "metrics.json").read_text())["ood"]
+    assert section["sets"] == {
+        "near": {"source": "Rotten Tomatoes plot synopses", "size": 20},
+        "far": {"source": "Python standard-library docstrings", "size": 20},
+    }
+    assert set(section["bma"]["raw"]["far"]) == {"msp", "entropy", "energy", "mi"}
+    assert main(["evaluate", str(run), "--ood", "digits", "--no-progress"]) == 2  # images
+
     sharp = ["sharpness", str(run), "--samples", "2", "--top-k", "1", "--probes", "2"]
     assert main([*sharp, "--no-progress"]) == 0
     sharpness = json.loads((run / "metrics.json").read_text())["sharpness"]

@@ -63,3 +63,17 @@ def test_a_point_estimate_has_no_epistemic_part() -> None:
     got = predict_summary(posterior, x, point=True)
     assert float(got.mutual_information().abs().max()) < 1e-6
     torch.testing.assert_close(got.logits.log_softmax(-1), got.log_probs)
+
+
+def test_scores_at_a_temperature_are_those_of_the_scaled_predictive() -> None:
+    from sabma.predict.summary import Predictions, uncertainty_scores
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.4, 0.3]])
+    figures = Predictions(torch.log_softmax(logits, -1), logits, torch.zeros(2))
+    raw = uncertainty_scores(figures)
+    scaled = uncertainty_scores(figures, temperature=2.0)
+    torch.testing.assert_close(scaled["msp"], -torch.softmax(logits / 2, -1).max(-1).values)
+    torch.testing.assert_close(scaled["energy"], -2 * torch.logsumexp(logits / 2, -1))
+    torch.testing.assert_close(raw["energy"], -torch.logsumexp(logits, -1))
+    assert not torch.allclose(scaled["entropy"], raw["entropy"])
+    assert "mi" in raw and "mi" not in uncertainty_scores(figures, draws=False)
