@@ -103,3 +103,82 @@ def test_the_check_sees_an_upward_import(tmp_path: Path, monkeypatch: pytest.Mon
     (fake / "posterior" / "bad.py").write_text("def f():\n    from sabma.methods import x\n")
     monkeypatch.setattr(f"{__name__}.SRC", fake)
     assert upward_imports() == ["posterior/bad.py:2: posterior imports methods (up)"]
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC).with_suffix("")
+    parts = ["sabma", *rel.parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module → the sabma modules it imports (module level or inside functions). ``from
+    sabma.a import b`` points at the module ``sabma.a.b`` when there is one, else at
+    ``sabma.a`` (a name defined there)."""
+    modules = {_module_name(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                for alias in node.names:
+                    full = f"{node.module}.{alias.name}"
+                    targets.add(full if full in modules else node.module)
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def import_cycles() -> list[list[str]]:
+    """The import cycles among sabma's modules (strongly connected components of more than one
+    module, Tarjan's algorithm), each sorted."""
+    graph = _module_graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(cycles)
+
+
+def test_no_import_cycle_between_modules() -> None:
+    assert import_cycles() == []
+
+
+def test_the_check_sees_a_cycle_inside_a_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A planted cycle inside one package, held together by a function-level import."""
+    fake = tmp_path / "sabma"
+    (fake / "pipeline").mkdir(parents=True)
+    (fake / "pipeline" / "__init__.py").write_text("")
+    (fake / "pipeline" / "a.py").write_text("from sabma.pipeline.b import g\n")
+    (fake / "pipeline" / "b.py").write_text("def g():\n    from sabma.pipeline import a\n")
+    monkeypatch.setattr(f"{__name__}.SRC", fake)
+    assert import_cycles() == [["sabma.pipeline.a", "sabma.pipeline.b"]]

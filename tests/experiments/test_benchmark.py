@@ -67,7 +67,7 @@ def test_every_method_knob_grid_is_valid_and_holds_its_default() -> None:
     extend a default of None (the model's own dropout rate)."""
     from sabma.config import config_from_dict
     from sabma.pipeline.checks import check_config
-    from sabma.pipeline.search import configured_knob
+    from sabma.pipeline.grid import configured_knob
 
     searched = {name for name, cls in METHODS.items() if cls.knob}
     assert searched == set(METHODS) - {"sgd", "ensemble"}

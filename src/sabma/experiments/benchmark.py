@@ -18,7 +18,7 @@ from sabma.config import Config, config_from_dict, load_config
 from sabma.experiments.uncertainty_tables import write_uncertainty_tables
 from sabma.methods import METHODS
 from sabma.ood.evaluate import OODOptions
-from sabma.pipeline.search import knob_unused
+from sabma.pipeline.grid import knob_unused
 from sabma.pipeline.train import run_or_reuse
 from sabma.runs.benchmark_folder import benchmark_runs, write_benchmark_report
 from sabma.runs.figures import pyplot, save_figure

@@ -18,7 +18,7 @@ from sabma.data.tasks import check_backbone_kind
 from sabma.device import amp_dtype, resolve_device
 from sabma.methods import METHODS
 from sabma.models.registry import check_backbone_name
-from sabma.pipeline.search import check_grid, check_knob_grid
+from sabma.pipeline.grid import candidate_config, knob_unused, label, method_knob
 from sabma.priors.initial import INIT_KINDS
 from sabma.priors.pretrained import PRIOR_KINDS
 from sabma.runs.folder import CHECKPOINT, CONFIG, METRICS
@@ -182,3 +182,36 @@ def check_out_dir(out: Path) -> None:
         raise ValueError(f"output folder {out}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"output folder {out} is not writable ({existing}: permission denied)")
+
+
+def check_grid(grid: list[float]) -> None:
+    if any(not (isinstance(v, float) and math.isfinite(v) and v > 0) for v in grid):
+        raise ValueError(f"optim.lr_grid must hold positive learning rates, got {grid}")
+    if len(set(grid)) != len(grid):
+        raise ValueError(f"optim.lr_grid has repeated values: {grid}")
+
+
+def check_knob_grid(cfg: Config) -> None:
+    """``optim.knob_grid``: only for a method with a knob, finite values, no repeats, each a
+    valid setting of the knob (checked as the candidate's configuration)."""
+    grid = cfg.optim.knob_grid
+    if not grid:
+        return
+    knob = method_knob(cfg)
+    if not knob:
+        raise ValueError(
+            f"optim.knob_grid is set, but method {cfg.method.name!r} has no knob to search "
+            "besides the learning rate; remove optim.knob_grid"
+        )
+    unused = knob_unused(cfg)
+    if unused:
+        raise ValueError(f"optim.knob_grid searches a knob that does nothing here: {unused}")
+    if any(not (isinstance(v, int | float) and math.isfinite(v)) for v in grid):
+        raise ValueError(f"optim.knob_grid must hold finite values of {knob}, got {grid}")
+    if len({label(v) for v in grid}) != len(grid):
+        raise ValueError(f"optim.knob_grid has repeated values (to 6 digits): {grid}")
+    for value in grid:
+        try:
+            check_config(candidate_config(cfg, cfg.optim.lr, value))
+        except ValueError as err:
+            raise ValueError(f"optim.knob_grid value {value:g}: {err}") from None

@@ -20,8 +20,8 @@ from sabma.metrics import classification_metrics
 from sabma.models.inputs import Inputs
 from sabma.ood.evaluate import OODOptions, load_sets
 from sabma.pipeline.build import build_posterior, build_prior
+from sabma.pipeline.grid import resolved_config
 from sabma.pipeline.predictive import LONG_SAMPLES, RunPredictive, warn_if_long
-from sabma.pipeline.search import resolved_config
 from sabma.pipeline.uncertainty import ood_section, selective_section
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian

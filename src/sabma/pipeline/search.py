@@ -26,17 +26,20 @@ Interrupted searches resume: finished candidates are reused, a half-trained one 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sabma.config import Config, config_from_dict, dump_config
+from sabma.config import Config, dump_config
+from sabma.methods.base import UnstableSetting
 from sabma.ood.evaluate import OODOptions
+from sabma.pipeline.evaluate import evaluate_run
+from sabma.pipeline.grid import Candidate, candidate_config, configured_knob, label, method_knob
+from sabma.pipeline.resume import same_config
+from sabma.pipeline.single import check_reusable, finished_or, train_single
 from sabma.runs.files import atomic_write_json, atomic_write_text
 from sabma.runs.folder import (
     CHECKPOINT,
@@ -44,7 +47,6 @@ from sabma.runs.folder import (
     METRICS,
     POSTERIOR,
     POSTERIOR_META,
-    SEARCH_DIR,
     SEARCH_RESULT,
     TRAIN_LOG,
     read_metrics,
@@ -55,105 +57,11 @@ log = logging.getLogger(__name__)
 COPIED = (POSTERIOR, POSTERIOR_META, TRAIN_LOG)
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One point of the search: a learning rate, and a value of the knob (None: as configured)."""
-
-    lr: float
-    knob: float | None = None
-
-    def folder(self, out: Path, knob_name: str) -> Path:
-        name = f"lr={self.lr:g}"
-        if self.knob is not None:
-            name += f",{knob_name.rsplit('.', 1)[-1]}={self.knob:g}"
-        return out / SEARCH_DIR / name
-
-
-def candidate_config(cfg: Config, lr: float, knob: float | None = None) -> Config:
-    """``cfg`` at one learning rate (and value of its method's knob), the grids removed."""
-    plain = replace(cfg, optim=replace(cfg.optim, lr=float(lr), lr_grid=[], knob_grid=[]))
-    if knob is None:
-        return plain
-    values = plain.to_dict()
-    *sections, leaf = method_knob(cfg).split(".")
-    node = values
-    for section in sections:
-        node = node[section]
-    node[leaf] = float(knob)
-    return config_from_dict(values)
-
-
-def method_knob(cfg: Config) -> str:
-    """The configuration key of the method's main knob ("" when it has none)."""
-    from sabma.methods import METHODS
-
-    cls = METHODS.get(cfg.method.name)
-    return cls.knob if cls is not None else ""
-
-
-def knob_unused(cfg: Config) -> str:
-    """Why the method's knob has no effect under ``cfg`` ("": it has one, or there is no knob;
-    :meth:`~sabma.methods.base.Method.knob_unused`)."""
-    from sabma.methods import METHODS
-
-    cls = METHODS.get(cfg.method.name)
-    return cls.knob_unused(cfg) if cls is not None and cls.knob else ""
-
-
-def configured_knob(cfg: Config) -> Any:
-    """The configured value of the method's knob."""
-    node: Any = cfg
-    for part in method_knob(cfg).split("."):
-        node = getattr(node, part)
-    return node
-
-
-def check_grid(grid: list[float]) -> None:
-    if any(not (isinstance(v, float) and math.isfinite(v) and v > 0) for v in grid):
-        raise ValueError(f"optim.lr_grid must hold positive learning rates, got {grid}")
-    if len(set(grid)) != len(grid):
-        raise ValueError(f"optim.lr_grid has repeated values: {grid}")
-
-
-def check_knob_grid(cfg: Config) -> None:
-    """``optim.knob_grid``: only for a method with a knob, finite values, no repeats, each a
-    valid setting of the knob (checked as the candidate's configuration)."""
-    grid = cfg.optim.knob_grid
-    if not grid:
-        return
-    knob = method_knob(cfg)
-    if not knob:
-        raise ValueError(
-            f"optim.knob_grid is set, but method {cfg.method.name!r} has no knob to search "
-            "besides the learning rate; remove optim.knob_grid"
-        )
-    unused = knob_unused(cfg)
-    if unused:
-        raise ValueError(f"optim.knob_grid searches a knob that does nothing here: {unused}")
-    if any(not (isinstance(v, int | float) and math.isfinite(v)) for v in grid):
-        raise ValueError(f"optim.knob_grid must hold finite values of {knob}, got {grid}")
-    if len({_label(v) for v in grid}) != len(grid):
-        raise ValueError(f"optim.knob_grid has repeated values (to 6 digits): {grid}")
-    from sabma.pipeline.checks import check_config
-
-    for value in grid:
-        try:
-            check_config(candidate_config(cfg, cfg.optim.lr, value))
-        except ValueError as err:
-            raise ValueError(f"optim.knob_grid value {value:g}: {err}") from None
-
-
-def is_search(cfg: Config) -> bool:
-    return bool(cfg.optim.lr_grid or cfg.optim.knob_grid)
-
-
 def train_with_search(
     cfg: Config, out: Path, progress: bool = True, ood: OODOptions | None = None
 ) -> dict[str, Any]:
     """Train every candidate, keep the best on validation, evaluate it on the test split (and
     the ``ood`` sets); returns its metrics (see the module docstring)."""
-    from sabma.pipeline.evaluate import evaluate_run
-
     # the grids were checked with the rest of the configuration (train_run: check_config)
     if (out / METRICS).exists():
         raise ValueError(f"{out} already holds a finished run; choose another --out")
@@ -196,7 +104,7 @@ def train_with_search(
         grid = cfg.optim.knob_grid  # in the grid's order; the configured value first if not in it
         order: list[Any] = grid if current in grid else [current, *grid]
         knob_scores = {
-            _label(v): scores[Candidate(best_lr, None if v == current else float(v))] for v in order
+            label(v): scores[Candidate(best_lr, None if v == current else float(v))] for v in order
         }
         won = current if best.knob is None else best.knob
         knob_section = {"name": knob, "lr": best_lr, "grid": knob_scores, "chosen": won}
@@ -218,9 +126,6 @@ def train_with_search(
 def _check_candidate(cfg: Config, folder: Path) -> None:
     """Refuse a candidate folder holding a run of other settings, finished or half-trained (it
     would otherwise count as a candidate that failed to train)."""
-    from sabma.pipeline.resume import same_config
-    from sabma.pipeline.train import check_reusable
-
     check_reusable(cfg, folder)
     if (folder / CHECKPOINT).is_file() and (folder / CONFIG).is_file():
         if not same_config(folder / CONFIG, cfg):
@@ -230,22 +135,16 @@ def _check_candidate(cfg: Config, folder: Path) -> None:
             )
 
 
-def _label(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, int | float) else str(value)
-
-
 def _score(cfg: Config, candidate: Candidate, out: Path, knob: str, progress: bool) -> float | None:
     """Train (or reuse) one candidate; its validation NLL (None: it could not train)."""
-    from sabma.methods.base import UnstableSetting
-    from sabma.pipeline.train import run_or_reuse
-
     label = candidate.folder(out, knob).name
     try:
-        metrics = run_or_reuse(
-            candidate_config(cfg, candidate.lr, candidate.knob),
-            candidate.folder(out, knob),
-            progress,
-            False,
+        config = candidate_config(cfg, candidate.lr, candidate.knob)
+        folder = candidate.folder(out, knob)
+        metrics = finished_or(
+            config,
+            folder,
+            lambda resume: train_single(config, folder, progress, resume, test=False),
         )
     except (UnstableSetting, FloatingPointError) as err:  # unstable or diverged here
         log.warning("%s: %s", label, str(err).splitlines()[0])
@@ -265,22 +164,3 @@ def _best(scores: dict[Candidate, float | None], cfg: Config) -> Candidate:
             f"{cfg.optim.knob_grid}) trained; lower the learning rates"
         )
     return min(finished, key=lambda c: finished[c])
-
-
-def resolved_config(cfg: Config, run_dir: Path) -> Config:
-    """The configuration the run's posterior was trained with: ``cfg`` itself, or for a searched
-    run, the configuration of the candidate that won (its learning rate and knob value)."""
-    if not is_search(cfg) or not (run_dir / SEARCH_RESULT).is_file():
-        return cfg
-    search = json.loads((run_dir / SEARCH_RESULT).read_text())
-    knob = search.get("knob")
-    value = None
-    if knob is not None:
-        if knob["name"] != method_knob(cfg):
-            raise ValueError(
-                f"{run_dir / SEARCH_RESULT} searched {knob['name']}, but method "
-                f"{cfg.method.name!r} now has the knob {method_knob(cfg)!r}"
-            )
-        if knob["chosen"] != configured_knob(cfg):
-            value = float(knob["chosen"])
-    return candidate_config(cfg, float(search["chosen"]), value)
