@@ -9,9 +9,11 @@ import pytest
 
 from sabma.cli.main import main
 from sabma.config import config_from_dict
-from sabma.experiments.benchmark import benchmark_runs, run_benchmark, write_shift_summary
+from sabma.experiments.benchmark import run_benchmark
+from sabma.experiments.shift_summary import write_shift_summary
 from sabma.pipeline.evaluate import evaluate_run
 from sabma.pipeline.train import train_run
+from sabma.runs.benchmark_folder import benchmark_runs
 from sabma.shift.evaluate import ShiftOptions
 from tests.data.helpers import write_fake_fashion_mnist
 from tests.pipeline.test_pipeline import TINY

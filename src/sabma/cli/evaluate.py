@@ -167,7 +167,7 @@ def folder_skip(run_dir: Path, shift: Any, missing: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sabma.experiments.benchmark import write_shift_summary
+    from sabma.experiments.shift_summary import write_shift_summary
     from sabma.experiments.uncertainty_tables import write_uncertainty_tables
     from sabma.pipeline.evaluate import evaluate_run
     from sabma.predict.bma import check_samples

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from sabma.ood.evaluate import OODOptions, load_sets
 from sabma.pipeline.build import build_posterior, build_prior
 from sabma.pipeline.grid import resolved_config
 from sabma.pipeline.predictive import LONG_SAMPLES, RunPredictive, warn_if_long
+from sabma.pipeline.shifted import shift_section
 from sabma.pipeline.uncertainty import ood_section, selective_section
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
@@ -41,14 +42,9 @@ from sabma.runs.folder import (
     read_metrics,
 )
 from sabma.runs.lock import run_lock
-from sabma.runs.progress import SetProgress
 from sabma.runs.report import write_reliability_plot, write_report
 from sabma.shift.evaluate import (
     ShiftOptions,
-    ShiftPredictive,
-    corruptions_for,
-    same_settings,
-    shift_metrics,
 )
 
 log = logging.getLogger(__name__)
@@ -197,48 +193,23 @@ def evaluate_and_write(
         return metrics_val
     test_lp = predictives(task.x_test, "test")
     metrics: dict[str, Any] = {
-        "method": cfg.method.name,
-        "seed": cfg.seed,
-        "dataset": cfg.data.dataset,
-        "shots": cfg.data.shots,
-        "backbone": cfg.model.backbone,
-        "subset": cfg.model.subset,
-        "samples": predictive.samples_used,
-        "dim": posterior.dim,
-        "rank": posterior.rank,
+        **_header(cfg, predictive),
         "test": {k: classification_metrics(v.exp(), task.y_test) for k, v in test_lp.items()},
         "val": {k: classification_metrics(v.exp(), task.y_val) for k, v in val.items()},
     }
     if not method.point:
         metrics["posterior"] = shape_summary(posterior.gaussian())
     metrics.update(carried or {})
-    temperature = fit_temperature(val["bma"], task.y_val) if temperature_scaling else None
-    mean_temperature = None
-    if temperature_scaling and not method.point:  # the mean, scaled on its own validation
-        mean_temperature = fit_temperature(val["mean"], task.y_val)
-    temperatures = {"bma": temperature, "mean": mean_temperature}
+    temperatures = _temperatures(val, task.y_val, temperature_scaling, method.point)
     kept = {k: v for k, v in test_lp.items() if k == "bma" or not method.point}
     metrics["selective"] = selective_section(kept, task.y_test, temperatures, out)
     if ood is not None and sets is not None:
         metrics["ood"] = ood_section(predictive, task, cfg, ood, sets, temperatures, out, progress)
     if shift is not None:
-        resume = SetProgress(out / SHIFT_PROGRESS, predictive.identity(out, shift.samples))
-        metrics["shift"] = _shift_section(
-            predictive, task, cfg, shift, progress, (temperature, mean_temperature), carried, resume
+        metrics["shift"] = shift_section(
+            predictive, task, cfg, shift, progress, temperatures, carried, out
         )
-    curves = {"BMA": (test_lp["bma"].exp(), task.y_test)}
-    if not method.point:
-        curves["posterior mean"] = (test_lp["mean"].exp(), task.y_test)
-    if temperature is not None:
-        scaled = apply_temperature(test_lp["bma"], temperature).exp()
-        metrics["temperature"] = temperature
-        metrics["test"]["bma_ts"] = classification_metrics(scaled, task.y_test)
-        curves["BMA, temperature-scaled"] = (scaled, task.y_test)
-        if mean_temperature is not None:
-            metrics["mean_temperature"] = mean_temperature
-            metrics["test"]["mean_ts"] = classification_metrics(
-                apply_temperature(test_lp["mean"], mean_temperature).exp(), task.y_test
-            )
+    curves = _scaled_test(metrics, test_lp, task.y_test, temperatures, method.point)
     metrics["timing"] = {"train_s": train_s, "eval_s": time.perf_counter() - start}
     metrics["fit"] = diagnostics(out, metrics, task.num_classes)
     for line in metrics["fit"]["warnings"]:
@@ -246,63 +217,59 @@ def evaluate_and_write(
     write_reliability_plot(out / RELIABILITY, curves)
     write_report(out / REPORT, metrics)
     atomic_write_json(out / METRICS, metrics)
-    if shift is not None:
-        resume.finish()  # the finished sets are in metrics.json now
-    if ood is not None:
-        (out / OOD_PROGRESS).unlink(missing_ok=True)
+    # the finished sets of a shift or OOD evaluation are in metrics.json now
+    for asked, partial in ((shift, SHIFT_PROGRESS), (ood, OOD_PROGRESS)):
+        if asked is not None:
+            (out / partial).unlink(missing_ok=True)
     return metrics
 
 
-def _shift_section(
-    predictive: RunPredictive,
-    task: Task,
-    cfg: Config,
-    options: ShiftOptions,
-    progress: bool,
-    temperatures: tuple[float | None, float | None],
-    carried: dict[str, Any] | None,
-    resume: SetProgress,
-) -> dict[str, Any]:
-    """The run's shift section: the method's predictive on the corrupted sets and, for a
-    posterior (not a point estimate), its mean as ``"at_mean"``. ``options.mean_only``: the
-    mean alone, added to the ``carried`` section of the same settings."""
-    point = predictive.method.point
-    on_shift = (
-        predictive if options.samples is None else replace(predictive, samples=options.samples)
-    )
-    wanted: dict[str, ShiftPredictive] = {}
-    previous = (carried or {}).get("shift")
-    if options.mean_only:
-        if point:
-            raise ValueError(
-                f"--shift-mean-only: method {cfg.method.name!r} is a point estimate; its "
-                "predictive is its mean (use --shift)"
-            )
-        if previous is None:
-            raise ValueError("--shift-mean-only adds to a shift section; run --shift first")
-        planned = {
-            "corruptions": list(corruptions_for(task.kind, options.corruptions)),
-            "severities": list(options.severities),
-            "size": options.size or len(task.y_test),
-        }
-        if not same_settings(previous, planned):
-            raise ValueError(
-                "--shift-mean-only: the run's shift section measured other corrupted sets "
-                f"({previous['corruptions']}, severities {previous['severities']}, "
-                f"{previous['size']} images); give the same --corruptions, --severities and "
-                "--shift-size"
-            )
-    else:
-        wanted["bma"] = (lambda x, g: on_shift(x, g), temperatures[0])
+def _header(cfg: Config, predictive: RunPredictive) -> dict[str, Any]:
+    """What a run's metrics.json says of the run before its figures."""
+    return {
+        "method": cfg.method.name,
+        "seed": cfg.seed,
+        "dataset": cfg.data.dataset,
+        "shots": cfg.data.shots,
+        "backbone": cfg.model.backbone,
+        "subset": cfg.model.subset,
+        "samples": predictive.samples_used,
+        "dim": predictive.posterior.dim,
+        "rank": predictive.posterior.rank,
+    }
+
+
+def _temperatures(
+    val: dict[str, Tensor], labels: Tensor, scaling: bool, point: bool
+) -> dict[str, float | None]:
+    """The temperatures fitted on validation: the predictive's and (a posterior) its mean's."""
+    return {
+        "bma": fit_temperature(val["bma"], labels) if scaling else None,
+        "mean": fit_temperature(val["mean"], labels) if scaling and not point else None,
+    }
+
+
+def _scaled_test(
+    metrics: dict[str, Any],
+    test_lp: dict[str, Tensor],
+    labels: Tensor,
+    temperatures: dict[str, float | None],
+    point: bool,
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Add the temperature-scaled test metrics to ``metrics``; the reliability diagram's
+    curves."""
+    curves = {"BMA": (test_lp["bma"].exp(), labels)}
     if not point:
-        wanted["mean"] = (lambda x, g: predictive.mean(x), temperatures[1])
-    measured = shift_metrics(wanted, task, cfg, options, progress, resume)
-    if options.mean_only:
-        assert previous is not None
-        section = dict(previous)
-    else:
-        section = measured["bma"]
-        section["samples"] = on_shift.samples_used
-    if "mean" in measured:
-        section["at_mean"] = {k: measured["mean"][k] for k in ("clean", "per_corruption", "mean")}
-    return section
+        curves["posterior mean"] = (test_lp["mean"].exp(), labels)
+    temperature, mean_temperature = temperatures["bma"], temperatures["mean"]
+    if temperature is not None:
+        scaled = apply_temperature(test_lp["bma"], temperature).exp()
+        metrics["temperature"] = temperature
+        metrics["test"]["bma_ts"] = classification_metrics(scaled, labels)
+        curves["BMA, temperature-scaled"] = (scaled, labels)
+        if mean_temperature is not None:
+            metrics["mean_temperature"] = mean_temperature
+            metrics["test"]["mean_ts"] = classification_metrics(
+                apply_temperature(test_lp["mean"], mean_temperature).exp(), labels
+            )
+    return curves

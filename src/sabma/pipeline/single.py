@@ -99,6 +99,7 @@ def _train(
     is_head = head_mask(posterior, head)
     start = initial_posterior(cfg, posterior, is_head, head, data, prior)
     method.initialise(posterior, start, is_head, cfg)
+    log_path = out / TRAIN_LOG if main else None
     try:
         fit(
             posterior,
@@ -106,7 +107,7 @@ def _train(
             cfg,
             prior,
             method=method,
-            log_path=out / TRAIN_LOG if main else None,
+            log_path=log_path,
             progress=progress and main,
             checkpoint=checkpoint,
         )
@@ -119,17 +120,8 @@ def _train(
     if not main:  # rank 0 evaluates and writes; the others are done
         distributed.barrier()
         return {}
-    save_posterior(
-        out / POSTERIOR,
-        posterior,
-        {
-            "method": cfg.method.name,
-            "backbone": cfg.model.backbone,
-            "subset": cfg.model.subset,
-            "head": head,
-        },
-        samples=method.samples(),
-    )
+    meta = {"method": cfg.method.name, "backbone": cfg.model.backbone, "subset": cfg.model.subset}
+    save_posterior(out / POSTERIOR, posterior, {**meta, "head": head}, samples=method.samples())
     own = method.predictive(posterior, task.x_train, task.y_train, prior, head, cfg)
     metrics = evaluate_and_write(
         cfg,
