@@ -109,8 +109,15 @@ def test_benchmark_knob_search_reaches_each_run(tmp_path: Path) -> None:
     )
     search = json.loads((tmp_path / "b" / "sam" / "seed0" / "lr_search.json").read_text())
     assert search["knob"]["name"] == "method.sam.rho"
-    assert set(search["knob"]["grid"]) == {"0.01", "0.05", "0.2"}
+    grid = set(search["knob"]["grid"])  # the method's grid, and one step past an edge if won
+    assert {"0.01", "0.05", "0.2"} <= grid and grid - {"0.01", "0.05", "0.2"} <= {"0.002", "0.8"}
     assert rows[0]["knob"] == search["knob"]["chosen"] and rows[1]["knob"] is None
+    # results.md names the runs whose choice sits on the edge of the (extended) grid
+    text = (tmp_path / "b" / "results.md").read_text()
+    assert rows[0]["edge"] == ",".join(search["edge"]) and rows[1]["edge"] == ""
+    assert ("On the edge of the searched grid" in text) == bool(rows[0]["edge"])
+    if rows[0]["edge"]:
+        assert f"sam seed 0 ({rows[0]['edge']})" in text
     # a knob grid of the user's wins over the method's, as a user's lr grid does
     run_benchmark(
         None,
@@ -122,4 +129,5 @@ def test_benchmark_knob_search_reaches_each_run(tmp_path: Path) -> None:
         knob_search=True,
     )
     search = json.loads((tmp_path / "c" / "sam" / "seed0" / "lr_search.json").read_text())
-    assert set(search["knob"]["grid"]) == {"0.05", "0.02"}
+    grid = set(search["knob"]["grid"])
+    assert {"0.05", "0.02"} <= grid and grid - {"0.05", "0.02"} <= {"0.008", "0.125"}

@@ -85,11 +85,18 @@ def test_the_knob_is_chosen_after_the_learning_rate_and_evaluation_uses_the_winn
     search = json.loads((out / "lr_search.json").read_text())
     knob = search["knob"]
     best_lr = knob["lr"]
-    assert best_lr == min((1e-5, 0.5), key=lambda lr: search["grid"][f"{lr:g}"])
+    # the best of the two-value grid is on its edge: one step past it was tried (ratio 5·10⁴)
+    first = min((1e-5, 0.5), key=lambda lr: search["grid"][f"{lr:g}"])
+    extra = 2e-10 if first == 1e-5 else 25000.0
+    assert set(search["grid"]) == {"1e-05", "0.5", f"{extra:g}"}
+    finished = {k: v for k, v in search["grid"].items() if v is not None}
+    assert f"{best_lr:g}" == min(finished, key=lambda k: finished[k])
+    assert ("lr" in search["edge"]) == (best_lr in (min(1e-5, extra), max(0.5, extra)))
+    assert metrics["lr_search"]["edge"] == search["edge"]
     folders = sorted(p.name for p in (out / "lr_search").iterdir())
     assert folders == sorted(
-        ["lr=1e-05", "lr=0.5", f"lr={best_lr:g},rho=0", f"lr={best_lr:g},rho=0.01"]
-    )
+        ["lr=1e-05", "lr=0.5", f"lr={extra:g}", f"lr={best_lr:g},rho=0", f"lr={best_lr:g},rho=0.01"]
+    )  # the knob's grid holds 0: no geometric step past it
     assert set(knob["grid"]) == {"0", "0.01", "5"}
     assert knob["grid"]["5"] == search["grid"][f"{best_lr:g}"]  # stage 1's run, reused
     every = [v for v in (*search["grid"].values(), *knob["grid"].values()) if v is not None]
@@ -241,3 +248,15 @@ def test_an_unstable_candidate_is_skipped_but_a_configuration_error_stops_the_se
     )
     with pytest.raises(ValueError, match=r"cycles must be between 1 and optim\.epochs"):
         train_run(bad, tmp_path / "bad", progress=False)
+
+
+def test_the_step_past_a_grids_edge() -> None:
+    from sabma.pipeline.grid import beyond_edge, on_edge
+
+    assert beyond_edge([3e-4, 1e-3, 3e-3], 3e-3) == pytest.approx(9e-3)
+    assert beyond_edge([3e-4, 1e-3, 3e-3], 3e-4) == pytest.approx(9e-5)
+    assert beyond_edge([3e-4, 1e-3, 3e-3], 1e-3) is None  # inside
+    assert beyond_edge([0.3, 1.0, 3.0], 3.0) == pytest.approx(9.0)
+    assert beyond_edge([0.0, 0.01, 5.0], 5.0) is None  # no geometric step through 0
+    assert beyond_edge([1.0], 1.0) is None
+    assert on_edge([1.0, 3.0, 9.0], 9.0) and not on_edge([1.0, 3.0, 9.0], 3.0)

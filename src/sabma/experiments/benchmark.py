@@ -95,6 +95,7 @@ def run_benchmark(
                     "lr": metrics.get("lr", cfg.optim.lr),
                     "knob": metrics.get("knob", {}).get("value"),
                     "train_s": metrics["timing"]["train_s"],
+                    "edge": ",".join(metrics.get("lr_search", {}).get("edge", [])),
                 }
             )
     write_results(out, rows)
@@ -136,6 +137,18 @@ def paired_table(by_method: dict[str, list[dict[str, Any]]], reference: str) -> 
     )
 
 
+def edge_note(rows: list[dict[str, Any]]) -> str:
+    """The runs whose search chose a value on the edge of its grid, extended by one step past
+    it (:mod:`sabma.pipeline.search`): their best value may lie further out."""
+    edges = [f"{r['method']} seed {r['seed']} ({r['edge']})" for r in rows if r.get("edge")]
+    if not edges:
+        return ""
+    return (
+        "\n\nOn the edge of the searched grid, after one step past it (the best value may lie "
+        "further out): " + ", ".join(edges) + "."
+    )
+
+
 def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
@@ -152,6 +165,7 @@ def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
         f"{seeds}\n\n"
         + mean_std_table(by_method, (*METRICS, *TS_METRICS, "train_s"))
         + paired_table(by_method, REFERENCE)
+        + edge_note(rows)
         + "\n\n![NLL and ECE per method](results.png)\n"
     )
     atomic_write_text(out / "results.md", text)

@@ -88,3 +88,21 @@ def resolved_config(cfg: Config, run_dir: Path) -> Config:
         if knob["chosen"] != configured_knob(cfg):
             value = float(knob["chosen"])
     return candidate_config(cfg, float(search["chosen"]), value)
+
+
+def beyond_edge(values: list[float], best: float) -> float | None:
+    """One step past the edge of ``values`` that ``best`` sits on — the grid's own ratio at that
+    edge (v_edge² / v_next) — or None: ``best`` inside, fewer than two values, or a value ≤ 0
+    (no geometric step)."""
+    grid = sorted({float(v) for v in values})
+    if len(grid) < 2 or grid[0] <= 0 or best not in (grid[0], grid[-1]):
+        return None
+    if best == grid[-1]:
+        return grid[-1] * grid[-1] / grid[-2]
+    return grid[0] * grid[0] / grid[1]
+
+
+def on_edge(values: list[float], best: float) -> bool:
+    """Whether ``best`` is the smallest or largest of two or more ``values``."""
+    grid = sorted({float(v) for v in values})
+    return len(grid) > 1 and best in (grid[0], grid[-1])

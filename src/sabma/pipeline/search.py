@@ -21,6 +21,14 @@ any other error stops the search.
 :func:`resolved_config` gives the configuration of the candidate that won (what evaluation and
 analyses load).
 
+**The search does not stop at its edge.** When the best learning rate is the smallest or the
+largest of its grid, one more candidate is tried one step beyond it (the grid's own ratio at that
+edge: 3·10⁻³ after {3·10⁻⁴, 10⁻³, 3·10⁻³} gives 9·10⁻³); the same for the knob's grid (with the
+configured value in it). One step per grid, the same rule for every method; a step that is not a
+valid setting of the knob (a dropout rate ≥ 1) is not taken. Where the winner still sits on the
+edge of its (extended) grid, ``"edge"`` in ``lr_search.json`` and metrics.json's ``lr_search``
+says so (``["lr"]``, ``["knob"]``), and the benchmark's results.md lists those runs.
+
 Interrupted searches resume: finished candidates are reused, a half-trained one is resumed.
 """
 
@@ -31,13 +39,22 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sabma.config import Config, dump_config
 from sabma.methods.base import UnstableSetting
 from sabma.ood.evaluate import OODOptions
+from sabma.pipeline.checks import check_config
 from sabma.pipeline.evaluate import evaluate_run
-from sabma.pipeline.grid import Candidate, candidate_config, configured_knob, label, method_knob
+from sabma.pipeline.grid import (
+    Candidate,
+    beyond_edge,
+    candidate_config,
+    configured_knob,
+    label,
+    method_knob,
+    on_edge,
+)
 from sabma.pipeline.resume import same_config
 from sabma.pipeline.single import check_reusable, finished_or, train_single
 from sabma.runs.files import atomic_write_json, atomic_write_text
@@ -83,11 +100,29 @@ def train_with_search(
     for lr in lrs:
         scores[Candidate(lr)] = _score(cfg, Candidate(lr), out, knob, progress)
     best_lr = _best(scores, cfg).lr
+    extra_lr = beyond_edge(lrs, best_lr)
+    if extra_lr is not None and _extend(cfg, Candidate(extra_lr), out, knob):
+        scores[Candidate(extra_lr)] = _score(cfg, Candidate(extra_lr), out, knob, progress)
+        best_lr = _best(scores, cfg).lr
     for value in others:
         scores[Candidate(best_lr, value)] = _score(
             cfg, Candidate(best_lr, value), out, knob, progress
         )
     best = _best(scores, cfg)
+    knob_values = [float(cast(float, current)), *others] if knob and _numeric(current) else []
+    won = _won(best, current) if knob_values else None
+    extra_knob = beyond_edge(knob_values, won) if won is not None else None
+    if extra_knob is not None and _extend(cfg, Candidate(best_lr, extra_knob), out, knob):
+        scores[Candidate(best_lr, extra_knob)] = _score(
+            cfg, Candidate(best_lr, extra_knob), out, knob, progress
+        )
+        knob_values.append(extra_knob)
+        best = _best(scores, cfg)
+    lr_values = [c.lr for c in scores if c.knob is None]
+    edges = [name for name, hit in (("lr", on_edge(lr_values, best.lr)),) if hit]
+    won = _won(best, current) if knob_values else None
+    if won is not None and on_edge(knob_values, won):
+        edges.append("knob")
     chosen = best.folder(out, knob)
     for name in COPIED:
         shutil.copy2(chosen / name, out / name)
@@ -98,13 +133,17 @@ def train_with_search(
         "grid": lr_scores,
         "chosen": best.lr,
         "search_s": time.perf_counter() - start,
+        "edge": edges,
     }
     knob_section = None
     if knob:
         grid = cfg.optim.knob_grid  # in the grid's order; the configured value first if not in it
         order: list[Any] = grid if current in grid else [current, *grid]
+        if extra_knob is not None and Candidate(best_lr, extra_knob) in scores:
+            order = [*order, extra_knob]
         knob_scores = {
-            label(v): scores[Candidate(best_lr, None if v == current else float(v))] for v in order
+            label(v): scores.get(Candidate(best_lr, None if v == current else float(v)))
+            for v in order
         }
         won = current if best.knob is None else best.knob
         knob_section = {"name": knob, "lr": best_lr, "grid": knob_scores, "chosen": won}
@@ -114,13 +153,35 @@ def train_with_search(
         out, progress=progress, temperature_scaling=cfg.eval.temperature_scaling, ood=ood
     )
     metrics["lr"] = best.lr
-    metrics["lr_search"] = {"grid": lr_scores, "train_s": train_s}
+    metrics["lr_search"] = {"grid": lr_scores, "train_s": train_s, "edge": edges}
     if knob_section is not None:
         metrics["lr_search"]["knob"] = knob_section
         metrics["knob"] = {"name": knob, "value": knob_section["chosen"]}
     metrics["timing"]["train_s"] = read_metrics(chosen)["timing"]["train_s"]
     atomic_write_json(out / METRICS, metrics)
     return metrics
+
+
+def _won(best: Candidate, current: Any) -> float:
+    """The knob value of the best candidate (the configured one where it has none)."""
+    return float(current) if best.knob is None else float(best.knob)
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _extend(cfg: Config, candidate: Candidate, out: Path, knob: str) -> bool:
+    """Whether the step past a grid's edge is a valid setting to try (a knob's own bounds, e.g.
+    a dropout rate below 1, can forbid it: then the grid stays as it was)."""
+    config = candidate_config(cfg, candidate.lr, candidate.knob)
+    try:
+        check_config(config)
+    except ValueError as err:
+        log.info("search: not extending the grid to %s (%s)", candidate, err)
+        return False
+    _check_candidate(config, candidate.folder(out, knob))
+    return True
 
 
 def _check_candidate(cfg: Config, folder: Path) -> None:
