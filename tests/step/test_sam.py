@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from torch.nn.functional import cross_entropy
 
@@ -64,7 +65,37 @@ def test_fisher_sam_reduces_to_sam_at_eta_zero_and_preconditions_otherwise() -> 
     for a, b in zip(sam_eps, zero, strict=True):
         torch.testing.assert_close(a, b)
     fisher = [e for _, e in FSAM(model.parameters(), lr=0.1, rho=0.05, eta=10.0).perturbation()]
-    direction = [g / (1 + 10.0 * g * g) for g in grads]
+    largest = max(float(g.square().max()) for g in grads)  # η is relative to the largest g²
+    direction = [g / (1 + 10.0 * g * g / largest) for g in grads]
     norm = torch.sqrt(sum((g * d).sum() for g, d in zip(grads, direction, strict=True)))
     for e, d in zip(fisher, direction, strict=True):
         torch.testing.assert_close(e, 0.05 * d / norm)
+
+
+def test_fisher_sam_at_its_default_is_not_sam_on_a_real_network() -> None:
+    """EfficientNet-Lite0 norm+head, 25 inputs at 32 px: the case where the paper's absolute η
+    gave cos = 0.99997 (SAM); the scale-free default must move the ascent measurably."""
+    from sabma import select_parameters
+    from sabma.config.method import FSAMOptions
+    from sabma.models import build_backbone
+    from sabma.step.fsam import FSAM
+
+    torch.manual_seed(0)
+    model = build_backbone("efficientnet_lite0", 10).model.eval()
+    params = dict(model.named_parameters())
+    model.requires_grad_(False)
+    chosen = [params[n] for n in select_parameters(model, "norm+head")]
+    for p in chosen:
+        p.requires_grad_(True)
+    x, y = torch.randn(25, 3, 32, 32), torch.randint(0, 10, (25,))
+    cross_entropy(model(x), y).backward()
+
+    def ascent(optimizer: SAM) -> torch.Tensor:
+        return torch.cat([e.reshape(-1) for _, e in optimizer.perturbation()])
+
+    sam = ascent(SAM(chosen, lr=0.1, rho=0.05))
+    default = ascent(FSAM(chosen, lr=0.1, rho=0.05, eta=FSAMOptions().eta))
+    cosine = float(torch.nn.functional.cosine_similarity(default, sam, dim=0))
+    assert cosine < 0.99, cosine
+    assert float(default.norm()) == pytest.approx(float(sam.norm()), rel=0.5)  # both in the ball
+    torch.testing.assert_close(ascent(FSAM(chosen, lr=0.1, rho=0.05, eta=0.0)), sam)

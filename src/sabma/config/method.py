@@ -57,7 +57,7 @@ class SAMOptions:
 
 @dataclass
 class FSAMOptions(SAMOptions):
-    eta: float = 1.0  # η of the Fisher preconditioner 1 + η·g²
+    eta: float = 1.0  # the Fisher preconditioner's range: f = 1 + η·g²/max g² ∈ [1, 1 + η]
 
 
 @dataclass

@@ -12,9 +12,11 @@ from sabma.step.fsam import FSAM
 
 class FSAMMethod(SAMMethod):
     name = "fsam"
-    summary = "Fisher SAM (Kim et al., 2022): SAM ball preconditioned by 1 + η·g² (method.fsam)"
-    knob = "method.fsam.rho"
-    knob_grid = (0.01, 0.05, 0.2)
+    summary = (
+        "Fisher SAM (Kim et al., 2022): SAM ball preconditioned by 1 + η·g²/max g² (method.fsam)"
+    )
+    knob = "method.fsam.eta"  # what makes it F-SAM (ρ stays SAM's default)
+    knob_grid = (1.0, 10.0, 100.0)
     optimizer_class = FSAM
 
     sections = ("fsam",)
