@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor
@@ -136,9 +136,17 @@ class Method:
         raise NotImplementedError
 
     def build_optimizer(
-        self, posterior: GaussianPosterior, prior: LowRankGaussian | None, cfg: Config, n: int
+        self,
+        posterior: GaussianPosterior,
+        prior: LowRankGaussian | None,
+        cfg: Config,
+        n: int,
+        inputs: Inputs | None = None,
     ) -> torch.optim.Optimizer:
-        """:meth:`setup`, then :meth:`optimizer`: what the training loop calls."""
+        """:meth:`setup`, then :meth:`optimizer`: what the training loop calls. ``inputs``: the
+        run's training inputs (:attr:`train_inputs`, for optimisers that measure curvature on
+        the training split)."""
+        self.train_inputs = inputs
         self.setup(posterior, prior, cfg, n)
         return self.optimizer(posterior, prior, cfg, n)
 
@@ -179,18 +187,14 @@ class Method:
             data_losses.append(data_loss.detach())
             return objective
 
-        if isinstance(optimizer, TwoStepOptimizer):
-            optimizer.step(closure)
-        else:
-            closure()
-            optimizer.step()
+        optimizer.step(cast(Callable[[], float], closure))  # two-step: twice; others: once
         self.after_update(posterior, optimizer)
         return data_losses[0].item()
 
     #: this process's share n_r / n of the global batch (multi-process training)
     batch_weight: float = 1.0
-    #: the run's training inputs, set by the training loop before :meth:`optimizer` (methods
-    #: whose optimiser measures curvature on the training split use them)
+    #: the run's training inputs, given to :meth:`build_optimizer` (methods whose optimiser
+    #: measures curvature on the training split use them)
     train_inputs: Inputs | None = None
 
     def sync_gradients(self, optimizer: torch.optim.Optimizer) -> None:

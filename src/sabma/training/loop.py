@@ -115,8 +115,9 @@ def _restore_finished(
     state: LoopState,
 ) -> list[dict[str, Any]]:
     """The state of a run whose training ended (killed during evaluation)."""
-    method.train_inputs = data.x_train
-    optimizer = method.build_optimizer(posterior, prior, cfg, inputs.count(data.x_train))
+    optimizer = method.build_optimizer(
+        posterior, prior, cfg, inputs.count(data.x_train), data.x_train
+    )
     method.schedule(optimizer, math.ceil(inputs.count(data.x_train) / cfg.optim.batch_size), cfg)
     posterior.load_state_dict(state.posterior)
     load_buffers(posterior, state.buffers)

@@ -81,8 +81,7 @@ class MemberLoop:
         self.member, self.checkpoint, self.earlier = member, checkpoint, earlier
         self.n = inputs.count(data.x_train)
         self.gen = torch.Generator().manual_seed(cfg.seed + 7919 * member)
-        method.train_inputs = data.x_train
-        self.optimizer = method.build_optimizer(posterior, prior, cfg, self.n)
+        self.optimizer = method.build_optimizer(posterior, prior, cfg, self.n, data.x_train)
         steps_per_epoch = math.ceil(self.n / cfg.optim.batch_size)
         self.schedule = method.schedule(self.optimizer, steps_per_epoch, cfg)
         self.scaler = None
