@@ -167,6 +167,9 @@ def folder_skip(run_dir: Path, shift: Any, missing: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sabma.runs.lock import check_free
+
+    check_free(args.run_dir)  # a run in use is refused before torch is imported
     from sabma.experiments.shift_summary import write_shift_summary
     from sabma.experiments.uncertainty_tables import write_uncertainty_tables
     from sabma.pipeline.evaluate import evaluate_run

@@ -48,6 +48,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sabma.runs.lock import check_free
+
+    check_free(args.run_dir)  # a run in use is refused before torch is imported
     from sabma.runs.benchmark_folder import benchmark_runs
     from sabma.runs.folder import read_metrics
     from sabma.sharpness.run import SharpnessOptions, sharpness_run, write_sharpness_summary
