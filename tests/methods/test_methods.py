@@ -288,3 +288,23 @@ def test_mc_dropout_averages_stochastic_passes_with_dropout_on(tmp_path: Path) -
     posterior = GaussianPosterior(nn.Sequential(nn.Linear(3, 3)), "all")
     with pytest.raises(ValueError, match="needs dropout layers"):
         enable_dropout(posterior.model, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("method.fswag.lr_ratio", "-1"),  # SWAGCollection's bound, for F-SWAG's own section
+        ("method.fswag.rho", "-0.1"),  # SAMMethod's bound, through the same subclass
+        ("method.fsam.perturb_every", "0"),
+        ("method.emcmc.eta", "0"),  # strict
+        ("method.ensemble.size", "0"),
+        ("method.variance.temperature", "0"),
+    ],
+)
+def test_every_registered_methods_bounds_are_checked(key: str, bad: str) -> None:
+    """Each method declares the bounds of its own sections; the configuration checks gather
+    them from the registry, whichever method the run trains."""
+    from sabma.pipeline.checks import check_config
+
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        check_config(config_from_dict({}, [f"{key}={bad}", "method.name=sgd"]))

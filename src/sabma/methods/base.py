@@ -82,6 +82,16 @@ class Method:
     #: ``sabma benchmark`` gives it (:mod:`sabma.pipeline.search`)
     knob: ClassVar[str] = ""
     knob_grid: ClassVar[tuple[float, ...]] = ()
+    #: the setting that narrows the predictive's noise, named by the under-confident advice of a
+    #: run's report ("": none; :mod:`sabma.runs.diagnostics`)
+    less_noise: ClassVar[str] = ""
+
+    @classmethod
+    def bounds(cls, cfg: Config) -> list[tuple[str, float, float, bool]]:
+        """(key, value, lower bound, strict) of the numbers of the method's own sections. The
+        configuration checks gather them from every registered method (a bad value is refused
+        even in a section the run does not read); an override adds to ``super().bounds``."""
+        return []
 
     @staticmethod
     def knob_unused(cfg: Config) -> str:

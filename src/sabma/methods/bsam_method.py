@@ -25,6 +25,17 @@ from sabma.step.bsam import BSAM
 
 class BSAMMethod(Method):
     name = "bsam"
+    less_noise = "a larger method.bsam.gamma"
+
+    @classmethod
+    def bounds(cls, cfg: Config) -> list[tuple[str, float, float, bool]]:
+        m = cfg.method
+        return [
+            *super().bounds(cfg),
+            ("method.bsam.rho", m.bsam.rho, 0, False),
+            ("method.bsam.beta", m.bsam.beta, 0, False),
+        ]
+
     summary = "bSAM: Bayesian SAM, mean-field Gaussian with an Adam-like precision (method.bsam)"
     knob = "method.bsam.rho"
     knob_grid = (0.01, 0.05, 0.2)

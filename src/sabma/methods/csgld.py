@@ -36,6 +36,16 @@ from sabma.posterior.lowrank import LowRankGaussian
 
 class CSGLDMethod(Method):
     name = "csgld"
+    less_noise = "a lower method.csgld.temperature"
+
+    @classmethod
+    def bounds(cls, cfg: Config) -> list[tuple[str, float, float, bool]]:
+        m = cfg.method
+        return [
+            *super().bounds(cfg),
+            ("method.csgld.temperature", m.csgld.temperature, 0, False),
+        ]
+
     summary = "cyclical SG-MCMC (cSGHMC, cSGLD at momentum 0): samples at the end of each cycle"
     knob = "method.csgld.temperature"
     knob_grid = (0.01, 0.1, 1.0)

@@ -32,6 +32,17 @@ KEEP = ("guide", "model")
 
 class EMCMCMethod(CSGLDMethod):
     name = "emcmc"
+    less_noise = "a lower method.emcmc.temperature"
+
+    @classmethod
+    def bounds(cls, cfg: Config) -> list[tuple[str, float, float, bool]]:
+        m = cfg.method
+        return [
+            *super().bounds(cfg),
+            ("method.emcmc.temperature", m.emcmc.temperature, 0, False),
+            ("method.emcmc.eta", m.emcmc.eta, 0, True),
+        ]
+
     summary = "Entropy-MCMC: cyclical SGLD coupled to a flat-basin guide (method.emcmc)"
     knob = "method.emcmc.eta"
     knob_grid = (0.01, 0.03, 0.1)

@@ -22,6 +22,15 @@ from sabma.posterior.lowrank import LowRankGaussian
 
 class EnsembleMethod(SGDMethod):
     name = "ensemble"
+
+    @classmethod
+    def bounds(cls, cfg: Config) -> list[tuple[str, float, float, bool]]:
+        m = cfg.method
+        return [
+            *super().bounds(cfg),
+            ("method.ensemble.size", m.ensemble.size, 1, False),
+        ]
+
     summary = "deep ensemble: method.ensemble.size independent SGD runs, random heads"
     sections = ("ensemble",)
     point = False

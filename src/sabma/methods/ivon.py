@@ -44,6 +44,16 @@ def _ivon() -> Any:
 
 class IVONMethod(Method):
     name = "ivon"
+    less_noise = "a lower method.ivon.temperature"
+
+    @classmethod
+    def bounds(cls, cfg: Config) -> list[tuple[str, float, float, bool]]:
+        m = cfg.method
+        return [
+            *super().bounds(cfg),
+            ("method.ivon.temperature", m.ivon.temperature, 0, True),
+        ]
+
     summary = "IVON: the ivon-opt package as published (natural-gradient VI, Adam-like mean step)"
     knob = "method.ivon.temperature"
     knob_grid = (1e-4, 1e-3, 1e-2)

@@ -78,6 +78,15 @@ class _LabelledDataset(torch.utils.data.Dataset[Any]):
 
 class LaplaceMethod(SGDMethod):
     name = "laplace"
+
+    @classmethod
+    def bounds(cls, cfg: Config) -> list[tuple[str, float, float, bool]]:
+        m = cfg.method
+        return [
+            *super().bounds(cfg),
+            ("method.laplace.prior_precision", m.laplace.prior_precision, 0, False),
+        ]
+
     summary = "Laplace (laplace-torch) at the SGD MAP: last-layer KFAC or subset, GLM probit"
     knob = "method.laplace.prior_precision"
     knob_grid = (0.0, 1e3, 1e4)

@@ -31,6 +31,7 @@ def enable_dropout(model: nn.Module, p: float | None) -> None:
 
 class MCDropoutMethod(SGDMethod):
     name = "mcdropout"
+    less_noise = "a lower method.mcdropout.p"
     summary = "MC dropout: SGD with dropout, BMA over S stochastic passes (method.mcdropout)"
     knob = "method.mcdropout.p"
     knob_grid = (0.1, 0.4)

@@ -29,6 +29,16 @@ class SGDMethod(Method):
 
 class SAMMethod(Method):
     name = "sam"
+
+    @classmethod
+    def bounds(cls, cfg: Config) -> list[tuple[str, float, float, bool]]:
+        options = getattr(cfg.method, cls.name)  # sam, and the subclasses' own sections
+        return [
+            *super().bounds(cfg),
+            (f"method.{cls.name}.rho", options.rho, 0, False),
+            (f"method.{cls.name}.perturb_every", options.perturb_every, 1, False),
+        ]
+
     summary = "SAM (Foret et al., 2021): ascent to ρ·g/‖g‖, update from there (method.sam)"
     knob = "method.sam.rho"
     knob_grid = (0.01, 0.05, 0.2)

@@ -20,6 +20,15 @@ from sabma.posterior.lowrank import LowRankGaussian
 
 class PTLMethod(SGDMethod):
     name = "ptl"
+
+    @classmethod
+    def bounds(cls, cfg: Config) -> list[tuple[str, float, float, bool]]:
+        m = cfg.method
+        return [
+            *super().bounds(cfg),
+            ("method.ptl.weight", m.ptl.weight, 0, False),
+        ]
+
     summary = "PTL: SGD on NLL − (λ/N)·log p(w) with the (SWAG / file) prior"
     knob = "method.ptl.weight"
     knob_grid = (0.01, 1.0, 100.0)

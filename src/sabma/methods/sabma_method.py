@@ -60,6 +60,24 @@ def natural_variance_options(cfg: Config, n: int, method: Method) -> NaturalVari
 
 class SABMAMethod(Method):
     name = "sabma"
+    less_noise = "a lower method.variance.temperature"
+
+    @classmethod
+    def bounds(cls, cfg: Config) -> list[tuple[str, float, float, bool]]:
+        m = cfg.method
+        return [
+            *super().bounds(cfg),
+            ("method.sabma.rank", m.sabma.rank, 0, False),
+            ("method.sabma.rho", m.sabma.rho, 0, False),
+            ("method.sabma.perturb_every", m.sabma.perturb_every, 1, False),
+            ("method.variance.beta", m.variance.beta, 0, False),
+            ("method.variance.temperature", m.variance.temperature, 0, True),
+            ("method.variance.ess", m.variance.ess, 0, False),
+            ("method.variance.refresh_epochs", m.variance.refresh_epochs, 1, False),
+            ("method.variance.fisher_samples", m.variance.fisher_samples, 1, False),
+            ("method.variance.fisher_examples", m.variance.fisher_examples, 1, False),
+        ]
+
     summary = "SA-BMA: Gaussian posterior (diag + rank K) with the Fisher-KL sharpness-aware step"
     knob = "method.sabma.rho"
     knob_grid = (0.3, 1.0, 3.0)

@@ -26,6 +26,15 @@ from sabma.posterior.swag import SWAGMoments, SWAGSchedule
 class SWAGCollection(Method):
     """Collects SWAG moments of the mean after the chosen epochs and turns them into q."""
 
+    @classmethod
+    def bounds(cls, cfg: Config) -> list[tuple[str, float, float, bool]]:
+        options = getattr(cfg.method, cls.name)  # swag, fswag
+        return [
+            *super().bounds(cfg),
+            (f"method.{cls.name}.rank", options.rank, 0, False),
+            (f"method.{cls.name}.lr_ratio", options.lr_ratio, 0, False),
+        ]
+
     point = False
     select_best = False
 

@@ -30,6 +30,7 @@ from sabma.posterior.lowrank import LowRankGaussian
 
 class VIMethod(Method):
     name = "vi"
+    less_noise = "a lower method.variance.temperature"
     summary = "mean-field Gaussian VI: natural-gradient (the SA-BMA variance, ρ = 0) or BBB"
     knob = "method.variance.temperature"
     knob_grid = (1e-4, 1e-3, 1e-2)

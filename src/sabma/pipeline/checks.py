@@ -121,38 +121,13 @@ def check_config(cfg: Config) -> None:
 
 
 def _method_bounds(cfg: Config) -> list[tuple[str, float, float, bool]]:
-    """(key, value, lower bound, strict) of the method sections' numbers."""
-    m = cfg.method
-    bounds: list[tuple[str, float, float, bool]] = [
-        ("method.sabma.rank", m.sabma.rank, 0, False),
-        ("method.sabma.rho", m.sabma.rho, 0, False),
-        ("method.bsam.rho", m.bsam.rho, 0, False),
-        ("method.bsam.beta", m.bsam.beta, 0, False),
-        ("method.variance.beta", m.variance.beta, 0, False),
-        ("method.variance.temperature", m.variance.temperature, 0, True),
-        ("method.variance.ess", m.variance.ess, 0, False),
-        ("method.variance.refresh_epochs", m.variance.refresh_epochs, 1, False),
-        ("method.variance.fisher_samples", m.variance.fisher_samples, 1, False),
-        ("method.variance.fisher_examples", m.variance.fisher_examples, 1, False),
-        ("method.ivon.temperature", m.ivon.temperature, 0, True),
-        ("method.ensemble.size", m.ensemble.size, 1, False),
-        ("method.sabma.perturb_every", m.sabma.perturb_every, 1, False),
-        ("method.ptl.weight", m.ptl.weight, 0, False),
-        ("method.laplace.prior_precision", m.laplace.prior_precision, 0, False),
-        ("method.csgld.temperature", m.csgld.temperature, 0, False),
-        ("method.emcmc.temperature", m.emcmc.temperature, 0, False),
-        ("method.emcmc.eta", m.emcmc.eta, 0, True),
-    ]
-    for name in ("sam", "fsam", "fswag"):
-        options = getattr(m, name)
-        bounds += [
-            (f"method.{name}.rho", options.rho, 0, False),
-            (f"method.{name}.perturb_every", options.perturb_every, 1, False),
-        ]
-    for name in ("swag", "fswag"):
-        bounds.append((f"method.{name}.rank", getattr(m, name).rank, 0, False))
-        bounds.append((f"method.{name}.lr_ratio", getattr(m, name).lr_ratio, 0, False))
-    return bounds
+    """(key, value, lower bound, strict) of every registered method's sections (each key
+    once; :meth:`~sabma.methods.base.Method.bounds`)."""
+    found: dict[str, tuple[str, float, float, bool]] = {}
+    for cls in METHODS.values():
+        for bound in cls.bounds(cfg):
+            found.setdefault(bound[0], bound)
+    return list(found.values())
 
 
 def _data_matches_backbone(cfg: Config) -> None:

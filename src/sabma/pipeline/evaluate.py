@@ -211,7 +211,7 @@ def evaluate_and_write(
         )
     curves = _scaled_test(metrics, test_lp, task.y_test, temperatures, method.point)
     metrics["timing"] = {"train_s": train_s, "eval_s": time.perf_counter() - start}
-    metrics["fit"] = diagnostics(out, metrics, task.num_classes)
+    metrics["fit"] = diagnostics(out, metrics, task.num_classes, method.less_noise)
     for line in metrics["fit"]["warnings"]:
         log.warning("%s: %s", out, line)
     write_reliability_plot(out / RELIABILITY, curves)

@@ -54,29 +54,18 @@ def selected_train_loss(log_path: Path) -> float | None:
     return None if losses is None else losses[0]
 
 
-#: per method, the setting that narrows its predictive's noise (the under-confident advice)
-LESS_NOISE = {
-    "sabma": "a lower method.variance.temperature",
-    "vi": "a lower method.variance.temperature",
-    "ivon": "a lower method.ivon.temperature",
-    "csgld": "a lower method.csgld.temperature",
-    "emcmc": "a lower method.emcmc.temperature",
-    "bsam": "a larger method.bsam.gamma",
-    "mcdropout": "a lower method.mcdropout.p",
-}
-
-
 def fit_warnings(
     train_loss: float | None,
     val_nll: float,
     temperature: float | None,
     later_train_loss: float | None = None,
-    method: str | None = None,
+    less_noise: str = "",
     num_classes: int | None = None,
 ) -> list[str]:
     """One line per sign that the predictive is not fitted (empty when none);
-    ``later_train_loss``: the lowest training loss after the kept epoch; ``method``: whose
-    setting of the posterior's noise the advice names (:data:`LESS_NOISE`). A training loss far
+    ``later_train_loss``: the lowest training loss after the kept epoch; ``less_noise``: the
+    method's setting that narrows its posterior's noise, which the under-confident advice names
+    (:attr:`sabma.methods.base.Method.less_noise`; "" for none). A training loss far
     above a uniform guess's (``num_classes`` given) is the one line: the run was unstable, and
     the temperature and the training-vs-validation signs would only contradict each other."""
     if num_classes and train_loss is not None and train_loss > UNSTABLE * math.log(num_classes):
@@ -88,7 +77,7 @@ def fit_warnings(
         ]
     lines = []
     if temperature is not None and temperature < UNDER_CONFIDENT:
-        noise = LESS_NOISE.get(method or "")
+        noise = less_noise
         lines.append(
             f"under-confident: temperature scaling fits T = {temperature:.2f} < 1 on validation "
             "(under-fitted, or more posterior noise than the data bear): try a larger "
@@ -119,7 +108,7 @@ def fit_warnings(
 
 
 def diagnostics(
-    run_dir: Path, metrics: dict[str, Any], num_classes: int | None = None
+    run_dir: Path, metrics: dict[str, Any], num_classes: int | None = None, less_noise: str = ""
 ) -> dict[str, Any]:
     """The ``"fit"`` section of metrics.json: the kept state's training loss and the warnings."""
     losses = training_losses(run_dir / TRAIN_LOG)
@@ -129,7 +118,7 @@ def diagnostics(
         metrics["val"]["bma"]["nll"],
         metrics.get("temperature"),
         later,
-        metrics.get("method"),
+        less_noise,
         num_classes,
     )
     return {"train_loss": train_loss, "later_train_loss": later, "warnings": warnings}
