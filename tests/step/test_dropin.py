@@ -248,6 +248,7 @@ def test_every_shared_default_is_the_config_sections() -> None:
         "max_examples": v.fisher_examples,
         "batch_size": OptimConfig.batch_size,
         "ess": v.ess,  # 0: the training set's size, in both
+        "refresh_epochs": v.refresh_epochs,
     }
     for name, value in pairs.items():
         assert fields[name] == value, name

@@ -87,8 +87,10 @@ class NaturalVariance:
             most ``max_examples`` inputs per refresh, and labels are never read: they are
             sampled), or the inputs themselves as a tensor or a dict of tensors.
         refresh_every: for ``"fisher"``: updates between refreshes (the first comes after the
-            first update); 0: once per pass over ``data`` (``len(data)`` batches of a
-            loader; every update for in-memory inputs).
+            first update); 0: every ``refresh_epochs`` passes over ``data`` (``len(data)``
+            batches of a loader; one update for in-memory inputs).
+        refresh_epochs: for ``"fisher"`` with ``refresh_every=0``: passes over ``data``
+            between refreshes (the trainer's ``method.variance.refresh_epochs``).
         refresh_beta: for ``"fisher"``: weight of the old h when a refresh comes in (0: replace).
         label_samples: for ``"fisher"``: label draws per example.
         max_examples: for ``"fisher"``: at most this many examples per refresh (a seeded random
@@ -105,6 +107,7 @@ class NaturalVariance:
     beta2: float = _VARIANCE.curvature_beta2
     data: Inputs | Iterable[Any] | None = None
     refresh_every: int = 0
+    refresh_epochs: int = _VARIANCE.refresh_epochs
     refresh_beta: float = 0.0
     label_samples: int = _VARIANCE.fisher_samples
     max_examples: int = _VARIANCE.fisher_examples
@@ -131,8 +134,10 @@ class NaturalVariance:
             raise ValueError(
                 f"beta2 and refresh_beta must lie in [0, 1), got {self.beta2}, {self.refresh_beta}"
             )
+        if not isinstance(self.refresh_epochs, int) or self.refresh_epochs < 1:
+            raise ValueError(f"refresh_epochs must be an integer >= 1, got {self.refresh_epochs!r}")
         if self.refresh_every == 0:
-            self.refresh_every = _batches_per_pass(self.data)
+            self.refresh_every = self.refresh_epochs * _batches_per_pass(self.data)
         for name in ("refresh_every", "label_samples", "max_examples", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
