@@ -131,3 +131,29 @@ def test_benchmark_knob_search_reaches_each_run(tmp_path: Path) -> None:
     search = json.loads((tmp_path / "c" / "sam" / "seed0" / "lr_search.json").read_text())
     grid = set(search["knob"]["grid"])
     assert {"0.05", "0.02"} <= grid and grid - {"0.05", "0.02"} <= {"0.008", "0.125"}
+
+
+def test_benchmark_ood_and_selective_tables(tmp_path: Path) -> None:
+    """With OOD sets, every run is scored against them; ood.md and selective.md tabulate the
+    methods (SA-BMA's own mean as a row) with per-seed paired differences against SA-BMA."""
+    from sabma.ood.evaluate import OODOptions
+
+    pytest.importorskip("sklearn")
+    root = tmp_path / "data"
+    write_fake_fashion_mnist(root)
+    overrides = [*TINY, f"data.root={root}", "optim.epochs=2", "data.classes=[0,1,2,3,4]"]
+    ood = OODOptions(("near", "far"), size=20)
+    run_benchmark(None, ["sabma", "sgd"], [0, 1], tmp_path / "b", overrides, False, False, ood=ood)
+    text = (tmp_path / "b" / "ood.md").read_text()
+    for heading in ("## near, raw", "## far, raw", "## near, temperature-scaled (TS)"):
+        assert heading in text
+    assert "| sabma (posterior mean) |" in text and "| mutual information |" in text
+    assert "| sgd | " in text and "SA-BMA − the row, per seed" in text
+    selective = (tmp_path / "b" / "selective.md").read_text()
+    assert "| sabma | " in selective and "AURC (max-prob.)" in selective
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "Selective prediction" in report and "Out-of-distribution detection" in report
+    # the runs are reused; a second call with the same sets trains and scores nothing new
+    before = (tmp_path / "b" / "sgd" / "seed0" / "metrics.json").read_bytes()
+    run_benchmark(None, ["sgd"], [0], tmp_path / "b", overrides, False, False, ood=ood)
+    assert (tmp_path / "b" / "sgd" / "seed0" / "metrics.json").read_bytes() == before

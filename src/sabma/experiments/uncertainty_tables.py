@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from sabma.runs.benchmark_folder import write_benchmark_report
 from sabma.runs.files import atomic_write_text
 from sabma.runs.tables import mean_std_cell
 from sabma.runs.uncertainty_report import SCORE_NAMES
@@ -152,3 +153,4 @@ def write_uncertainty_tables(out: Path, runs: Runs) -> None:
     for name, text in (("ood.md", ood_table(runs)), ("selective.md", selective_table(runs))):
         if text:
             atomic_write_text(out / name, text)
+    write_benchmark_report(out)

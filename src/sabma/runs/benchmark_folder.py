@@ -10,10 +10,10 @@ from sabma.runs.folder import CONFIG, METRICS
 
 
 def write_benchmark_report(folder: Path) -> None:
-    """``report.md`` of a benchmark: its results, shift and sharpness tables with their plots
-    (each part present once its command has run)."""
+    """``report.md`` of a benchmark: its results, selective-prediction, OOD, shift and sharpness
+    tables with their plots (each part present once its command has run)."""
     parts: list[str] = []
-    for name in ("results.md", "shift.md", "sharpness.md"):
+    for name in ("results.md", "selective.md", "ood.md", "shift.md", "sharpness.md"):
         if (folder / name).is_file():
             lines = (folder / name).read_text().strip().splitlines()
             if parts:  # later parts become sections of the first
