@@ -64,6 +64,7 @@ def test_an_untrained_run_says_so_in_its_report(tmp_path: Path, data_root: Path)
 def test_the_noise_advice_names_settings_that_exist() -> None:
     from sabma.config import Config
     from sabma.methods import METHODS
+
     hints = {name: cls.less_noise for name, cls in METHODS.items() if cls.less_noise}
     assert {"sabma", "vi", "ivon", "csgld", "emcmc", "bsam", "mcdropout"} <= set(hints)
     for advice in hints.values():
