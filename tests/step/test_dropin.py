@@ -59,13 +59,20 @@ def test_in_place_step_equals_the_posterior_forward() -> None:
     over several steps with Fisher refreshes (the factor included)."""
     model = bn_model()
     twin = copy.deepcopy(model)
-    dropin = run_in_place(model, steps=7)
+    every_pass = NaturalVariance(data=loader(), refresh_epochs=1)  # a refresh every few steps
+    dropin = run_in_place(model, steps=7, variance=every_pass)
     assert dropin.in_place
 
     torch.manual_seed(0)
     posterior = GaussianPosterior(twin, "norm+head", rank=SABMAOptions.rank, init_std=0.01)
     data = loader()
-    opt = SABMA(posterior, data=data, lr=0.05, prior=dropin.natural.prior)  # type: ignore[union-attr]
+    opt = SABMA(
+        posterior,
+        data=data,
+        lr=0.05,
+        prior=dropin.natural.prior,  # type: ignore[union-attr]
+        variance=NaturalVariance(data=data, refresh_epochs=1),
+    )
     batches = list(data)
     for step in range(7):
         x, y = batches[step % len(batches)]

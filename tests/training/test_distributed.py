@@ -63,6 +63,7 @@ def test_two_processes_match_one(
         "prior.norm_std=1",
         "prior.head_var=1",
         f"optim.epochs={EPOCHS}",
+        "method.variance.refresh_epochs=1",  # several refreshes (the factor's signs across them)
         f"optim.batch_size={BATCH}",  # uneven slices (5 + 4) and an uneven last batch (5 → 3 + 2)
     ]
     args = [arg for o in overrides for arg in ("--set", o)]
