@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from sabma import select_parameters
+
 
 def machine() -> dict[str, Any]:
     return {
@@ -32,3 +34,16 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> None:
         tmp.flush()
         os.fsync(tmp.fileno())
     os.replace(tmp.name, path)
+
+
+def train_only_subset(
+    model: torch.nn.Module, subset: str = "norm+head"
+) -> list[torch.nn.Parameter]:
+    """Freeze ``model`` except ``subset``; its parameters (for SGD and SAM on the same subset the
+    posterior covers: the same backward work)."""
+    params = dict(model.named_parameters())
+    model.requires_grad_(False)
+    chosen = [params[n] for n in select_parameters(model, subset)]
+    for p in chosen:
+        p.requires_grad_(True)
+    return chosen

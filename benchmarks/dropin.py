@@ -22,8 +22,8 @@ import torch
 from torch.nn.functional import cross_entropy
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import machine, write_json
-from sabma import SABMA, SAM, GaussianPosterior, NaturalVariance, select_parameters
+from benchmarks.common import machine, train_only_subset, write_json
+from sabma import SABMA, SAM, GaussianPosterior, NaturalVariance
 from sabma.models import build_backbone
 
 BATCH, RESOLUTION = 25, 64
@@ -36,17 +36,8 @@ def setups() -> tuple[dict[str, Callable[[], None]], Callable[[], None]]:
     data = DataLoader(TensorDataset(x, y), batch_size=BATCH)
     xb, yb = x[:BATCH], y[:BATCH]
 
-    def subset_of(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-        """norm+head only, the rest frozen: the same backward work as the posterior's."""
-        params = dict(model.named_parameters())
-        model.requires_grad_(False)
-        chosen = [params[n] for n in select_parameters(model, "norm+head")]
-        for p in chosen:
-            p.requires_grad_(True)
-        return chosen
-
     sgd_model = build_backbone("efficientnet_lite0", 10).model.train()
-    sgd = torch.optim.SGD(subset_of(sgd_model), lr=1e-3, momentum=0.9)
+    sgd = torch.optim.SGD(train_only_subset(sgd_model), lr=1e-3, momentum=0.9)
 
     def sgd_step() -> None:
         sgd.zero_grad()
@@ -54,7 +45,7 @@ def setups() -> tuple[dict[str, Callable[[], None]], Callable[[], None]]:
         sgd.step()
 
     sam_model = build_backbone("efficientnet_lite0", 10).model.train()
-    sam = SAM(subset_of(sam_model), lr=1e-3, momentum=0.9, model=sam_model)
+    sam = SAM(train_only_subset(sam_model), lr=1e-3, momentum=0.9, model=sam_model)
 
     def sam_step() -> None:
         sam.zero_grad()

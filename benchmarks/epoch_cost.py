@@ -24,8 +24,8 @@ import torch
 from torch.nn.functional import cross_entropy
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import machine, write_json
-from sabma import SABMA, SAM, NaturalVariance, select_parameters
+from benchmarks.common import machine, train_only_subset, write_json
+from sabma import SABMA, SAM, NaturalVariance
 from sabma.models import build_backbone
 
 BATCH, RESOLUTION, EXAMPLES = 25, 64, 100
@@ -41,12 +41,7 @@ def variants(every: list[int]) -> dict[str, Callable[[], None]]:
     loader = DataLoader(TensorDataset(x, y), batch_size=BATCH, shuffle=True)
 
     sam_model = build_backbone("efficientnet_lite0", 10).model.train()
-    params = dict(sam_model.named_parameters())
-    sam_model.requires_grad_(False)
-    chosen = [params[n] for n in select_parameters(sam_model, "norm+head")]
-    for p in chosen:
-        p.requires_grad_(True)
-    sam = SAM(chosen, lr=1e-3, momentum=0.9, model=sam_model)
+    sam = SAM(train_only_subset(sam_model), lr=1e-3, momentum=0.9, model=sam_model)
 
     def sam_epoch() -> None:
         for xb, yb in loader:

@@ -26,21 +26,12 @@ import torch
 from torch.nn.functional import cross_entropy
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import machine, write_json
-from sabma import SABMA, SAM, NaturalVariance, select_parameters
+from benchmarks.common import machine, train_only_subset, write_json
+from sabma import SABMA, SAM, NaturalVariance
 from sabma.config.method import VarianceOptions
 from sabma.models import build_backbone
 
 BATCH, CLASSES = 25, 10
-
-
-def _subset(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    params = dict(model.named_parameters())
-    model.requires_grad_(False)
-    chosen = [params[n] for n in select_parameters(model, "norm+head")]
-    for p in chosen:
-        p.requires_grad_(True)
-    return chosen
 
 
 def cell(shots: int, resolution: int, reps: int) -> dict[str, float]:
@@ -50,9 +41,9 @@ def cell(shots: int, resolution: int, reps: int) -> dict[str, float]:
     x = torch.randn(n, 3, resolution, resolution).contiguous(memory_format=torch.channels_last)
     loader = DataLoader(TensorDataset(x, torch.randint(0, CLASSES, (n,))), batch_size=BATCH)
     sgd_model = build_backbone("efficientnet_lite0", CLASSES).model.train()
-    sgd = torch.optim.SGD(_subset(sgd_model), lr=1e-3, momentum=0.9)
+    sgd = torch.optim.SGD(train_only_subset(sgd_model), lr=1e-3, momentum=0.9)
     sam_model = build_backbone("efficientnet_lite0", CLASSES).model.train()
-    sam = SAM(_subset(sam_model), lr=1e-3, momentum=0.9, model=sam_model)
+    sam = SAM(train_only_subset(sam_model), lr=1e-3, momentum=0.9, model=sam_model)
     model = build_backbone("efficientnet_lite0", CLASSES).model.train()
     variance = NaturalVariance(data=loader, refresh_every=10**9)  # refreshes timed apart
     sabma = SABMA(model, data=loader, lr=1e-3, variance=variance)

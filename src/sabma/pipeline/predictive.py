@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -86,20 +87,7 @@ class RunPredictive:
                     for b in inputs.batches(x, self.cfg.eval.batch_size)
                 ]
             )
-        self.method.predict_mode(self.posterior, self.cfg)
-        try:
-            return predict_log_probs(
-                self.posterior,
-                x,
-                self.samples,
-                weights=self.weights,
-                batch_size=self.cfg.eval.batch_size,
-                generator=generator,
-                progress=progress,
-                desc=desc,
-            )
-        finally:
-            self.posterior.eval()
+        return self._over_draws(predict_log_probs, x, generator, progress, desc)
 
     def summary(
         self,
@@ -125,18 +113,33 @@ class RunPredictive:
             )
         if self.own is not None:
             return Predictions(self(x))
+        return self._over_draws(
+            predict_summary, x, generator, progress, desc, temperature=temperature
+        )
+
+    def _over_draws(
+        self,
+        predict: Callable[..., Any],
+        x: Inputs,
+        generator: torch.Generator | None,
+        progress: bool,
+        desc: str,
+        **extra: Any,
+    ) -> Any:
+        """``predict`` (:func:`predict_log_probs` or :func:`predict_summary`) over the method's
+        draws or weight set, in the method's prediction mode (eval mode after)."""
         self.method.predict_mode(self.posterior, self.cfg)
         try:
-            return predict_summary(
+            return predict(
                 self.posterior,
                 x,
                 self.samples,
                 weights=self.weights,
-                temperature=temperature,
                 batch_size=self.cfg.eval.batch_size,
                 generator=generator,
                 progress=progress,
                 desc=desc,
+                **extra,
             )
         finally:
             self.posterior.eval()
