@@ -133,11 +133,17 @@ def step_functions(
     posteriors = {name: GaussianPosterior(models[name], subset, rank=rank) for name in names[2:]}
     # the library's default step: method.sabma.rho and the natural-gradient variance, here with the
     # per-step (reparam) curvature; the trainer's Fisher refresh is a separate, once-an-epoch cost
-    options: dict[str, Any] = {"lr": 0.01, "momentum": 0.9, "rho": 1.0, "ess": len(x)}
-    sabma = SABMA(posteriors["sabma"], prior=flat_prior(posteriors["sabma"]), **options)
+    options: dict[str, Any] = {"lr": 0.01, "momentum": 0.9, "rho": 1.0}
+    sabma = SABMA(
+        posteriors["sabma"],
+        prior=flat_prior(posteriors["sabma"]),
+        variance=NaturalVariance(ess=len(x), curvature="reparam"),
+        **options,
+    )
     lazy = SABMA(
         posteriors["sabma_lazy"],
         prior=flat_prior(posteriors["sabma_lazy"]),
+        variance=NaturalVariance(ess=len(x), curvature="reparam"),
         perturb_every=LAZY_EVERY,
         **options,
     )
@@ -153,7 +159,7 @@ def step_functions(
             refresh_every=BLOCK,
             max_examples=BLOCK * len(x),
         ),
-        **{k: v for k, v in options.items() if k != "ess"},
+        **options,
     )
 
     def closure_of(forward: Callable[[Tensor], Tensor]) -> Callable[[], Tensor]:

@@ -9,7 +9,7 @@ from torch import nn
 from sabma import GaussianPosterior
 from sabma.variance import residual_factor, sampled_fisher_gradients
 from sabma.variance.factor import canonical_signs
-from sabma.variance.fisher_gradients import _per_example_loop, _per_example_vmap
+from sabma.variance.fisher_gradients import _per_example_loop, _per_example_vmap, fisher_sketch
 from sabma.variance.layer_gradients import layer_gradients
 from tests.conftest import mlp
 
@@ -218,3 +218,73 @@ def test_labels_drawn_in_the_hooked_pass_are_those_of_a_separate_forward() -> No
             rows.append(separate)
     assert fused.shape == (27, posterior.dim)
     assert torch.equal(fused, torch.cat(rows))
+
+
+def _stream_of(grads: torch.Tensor, block: int, monkeypatch) -> None:
+    """fisher_sketch sees ``grads`` in blocks, as the per-example passes would give them."""
+    import sabma.variance.fisher_gradients as module
+
+    monkeypatch.setattr(module, "fisher_gradient_blocks", lambda *a, **k: iter(grads.split(block)))
+
+
+def test_fisher_sketch_keeps_every_row_where_they_fit(monkeypatch) -> None:
+    """Within the budget the sketch is exactly G: diag GᵀG/M (the same float operations) and
+    every row in order — the refresh of a small subset is unchanged by the streaming."""
+    grads = torch.randn(23, 40)
+    _stream_of(grads, 5, monkeypatch)
+    sketch = fisher_sketch(GaussianPosterior(mlp(), "all"), torch.zeros(1), max_rows=23)
+    assert sketch.count == 23
+    assert torch.equal(sketch.rows, grads)
+    assert torch.equal(sketch.diagonal, grads.square().mean(0))
+
+
+@pytest.mark.parametrize("max_rows", [0, 3, 7])
+def test_fisher_sketch_streams_the_diagonal_and_samples_rows(monkeypatch, max_rows) -> None:
+    """Over the budget: the diagonal still comes from every row, and the kept rows are distinct
+    rows of G chosen uniformly (each of 40 rows is kept with probability max_rows/40: over 400
+    seeds every row is kept about 10·max_rows times, the last ones as often as the first)."""
+    grads = torch.randn(40, 30, dtype=F64)
+    _stream_of(grads, 6, monkeypatch)
+    posterior = GaussianPosterior(mlp(), "all")
+    kept = torch.zeros(40)
+    for seed in range(400):
+        gen = torch.Generator().manual_seed(seed)
+        sketch = fisher_sketch(posterior, torch.zeros(1), max_rows=max_rows, generator=gen)
+        assert sketch.count == 40 and sketch.rows.shape == (max_rows, 30)
+        assert torch.allclose(sketch.diagonal, grads.square().mean(0), rtol=1e-12)
+        match = (sketch.rows.unsqueeze(1) == grads.unsqueeze(0)).all(-1)  # (kept, 40)
+        assert bool((match.sum(1) == 1).all())  # each kept row is one row of G
+        kept += match.sum(0)
+        _stream_of(grads, 6, monkeypatch)
+    assert bool((kept <= 400).all())  # never the same row twice in one sketch
+    if max_rows:
+        expected = 400 * max_rows / 40
+        assert float((kept - expected).abs().max()) < 5 * expected**0.5
+
+
+def test_refresh_keeps_the_rows_the_budget_allows(monkeypatch) -> None:
+    """The refresh hands the factor max(factor_floats // d, 2K) rows and the diagonal all of
+    them; the budget leaves the default (norm+head, 256 rows) untouched."""
+    import sabma.variance.natural as natural
+
+    seen: list[int] = []
+    original = natural.residual_factor
+
+    def spy(var, prior_share, data_sqrt, rank, **kwargs):
+        seen.append(data_sqrt.shape[1])
+        return original(var, prior_share, data_sqrt, rank, **kwargs)
+
+    monkeypatch.setattr(natural, "residual_factor", spy)
+    torch.manual_seed(0)
+    posterior = GaussianPosterior(mlp(), "all", rank=2)
+    x = torch.randn(50, 2)
+    prior = posterior.gaussian()
+    prior = type(prior)(prior.mean.detach(), torch.ones(posterior.dim), prior.factor[:, :0])
+    for floats, rows in ((10**9, 50), (posterior.dim * 9, 9), (1, 4)):
+        options = natural.NaturalVariance(ess=50, data=x, factor_floats=floats)
+        natural.VarianceState(options, posterior, prior).refresh(None)
+        assert seen[-1] == rows
+        assert bool(torch.isfinite(posterior.factor).all())
+        assert float(posterior.factor.detach().abs().max()) > 0
+    with pytest.raises(ValueError, match="factor_floats"):
+        natural.NaturalVariance(ess=50, data=x, factor_floats=0)

@@ -90,6 +90,13 @@ class GaussianPosterior(nn.Module):
         #: When False, :meth:`weights` does not differentiate through D (set by the SA-BMA
         #: optimiser for a pass whose gradient only forms the perturbation of μ and log σ).
         self.factor_grad = True
+        #: When False, :meth:`weights` does not differentiate through log σ (set by the SA-BMA
+        #: optimiser for a pass whose log σ gradient nobody reads: the natural-gradient variance
+        #: sets σ by its rule, so only the perturbation's first pass needs it).
+        self.log_std_grad = True
+        # D z₂ of the kept noise, reused while neither D nor z₂ changes (a pass that does not
+        # differentiate through D): (key, vector)
+        self._factor_noise: tuple[tuple[int, ...], Tensor] | None = None
         #: Run the network under ``torch.autocast`` with this dtype (bf16, fp16); θ, w and the
         #: outputs stay in the parameters' dtype. None: no autocast.
         self.autocast_dtype: torch.dtype | None = None
@@ -124,6 +131,7 @@ class GaussianPosterior(nn.Module):
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> GaussianPosterior:
         super()._apply(fn, recurse)
         self.model._apply(fn, recurse)
+        self._factor_noise = None
         return self
 
     def train(self, mode: bool = True) -> GaussianPosterior:
@@ -170,11 +178,24 @@ class GaussianPosterior(nn.Module):
         Computed in the parameters' dtype even inside an autocast region (a bf16 D z₂ would
         round w to three significant digits)."""
         with torch.autocast(self.mean.device.type, enabled=False):
-            w = torch.addcmul(self.mean, self.std, self.noise_diag)
+            std = self.std if self.log_std_grad else self.log_std.detach().exp()
+            w = torch.addcmul(self.mean, std, self.noise_diag)
             if self.rank:
-                factor = self.factor if self.factor_grad else self.factor.detach()
-                w = w + self.noise_factor @ factor.T
+                if self.factor_grad and torch.is_grad_enabled():
+                    w = w + self.noise_factor @ self.factor.T
+                else:
+                    w = w + self._kept_factor_noise()
             return w
+
+    def _kept_factor_noise(self) -> Tensor:
+        """D z₂ (no gradient) for the kept z₂, computed once per (D, z₂): the two passes of a
+        step share it (at d = 2·10⁶, K = 5 a product with D reads 40 MB)."""
+        factor, noise = self.factor, self.noise_factor
+        key = (factor._version, noise._version, factor.data_ptr(), noise.data_ptr())
+        if self._factor_noise is None or self._factor_noise[0] != key:
+            with torch.no_grad():
+                self._factor_noise = (key, noise @ factor.T)
+        return self._factor_noise[1]
 
     def sample_weights(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n independent draws of w, shape (n, d), differentiable in θ."""
@@ -248,7 +269,8 @@ class GaussianPosterior(nn.Module):
         """Move ∇_w L from the model's subset tensors (filled by a backward pass through the
         model's own forward at w = μ + σ⊙z₁ + D z₂, see :meth:`load_into_model`) to θ, by the
         chain rule of the reparameterisation: ∇_μ = g, ∇_s = g ⊙ σ ⊙ z₁, ∇_D = g z₂ᵀ (D only
-        when :attr:`factor_grad`). Gradients add to what θ holds; the model's are cleared."""
+        when :attr:`factor_grad`; log σ only when :attr:`log_std_grad`). Gradients add to what
+        θ holds; the model's are cleared."""
         params = self.subset_parameters()
         if all(p.grad is None for p in params):
             return
@@ -257,7 +279,9 @@ class GaussianPosterior(nn.Module):
         ).to(self.mean.dtype)
         for p in params:
             p.grad = None
-        parts = [(self.mean, g), (self.log_std, g * self.std * self.noise_diag)]
+        parts = [(self.mean, g)]
+        if self.log_std_grad:
+            parts.append((self.log_std, g * self.std * self.noise_diag))
         if self.rank and self.factor_grad:  # stored as Dᵀ's transpose: (K, d) rows, contiguous
             parts.append((self.factor, (self.noise_factor.unsqueeze(1) * g.unsqueeze(0)).T))
         for theta, grad in parts:

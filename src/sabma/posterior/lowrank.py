@@ -113,7 +113,12 @@ class LowRankGaussian:
         return out.squeeze(1) if vector else out
 
     def precision_diag(self) -> Tensor:
-        """diag(Σ⁻¹), shape (d,): 1/vᵢ − ‖L⁻¹ Dᵢ‖² / vᵢ², Dᵢ the i-th row of D, C = L Lᵀ."""
+        """diag(Σ⁻¹), shape (d,): 1/vᵢ − ‖L⁻¹ Dᵢ‖² / vᵢ², Dᵢ the i-th row of D, C = L Lᵀ
+        (computed once per Gaussian, like the capacitance)."""
+        return self._precision_diagonal
+
+    @cached_property
+    def _precision_diagonal(self) -> Tensor:
         if not self.rank:
             return 1.0 / self.var
         eye = torch.eye(self.rank, dtype=self.mean.dtype, device=self.mean.device)

@@ -42,14 +42,16 @@ def ball_perturbation(
     rho: float,
     metric: Metric,
     damping: float,
+    q: LowRankGaussian | None = None,
 ) -> dict[str, Tensor]:
     """ε* per block for the block gradients ``grads`` (empty when the gradient is zero or
-    ρ = 0): the steepest ascent of the linearised loss on the ball of radius ``rho``."""
+    ρ = 0): the steepest ascent of the linearised loss on the ball of radius ``rho``. ``q``:
+    the posterior's :func:`detached_gaussian` where the caller keeps it (its Woodbury pieces are
+    computed once per Gaussian)."""
     if metric is Metric.EUCLIDEAN:
-        direction = dict(grads)
+        direction, q = dict(grads), None
     else:
-        q = posterior.gaussian()
-        q = LowRankGaussian(q.mean.detach(), q.var.detach(), q.factor.detach())
+        q = detached_gaussian(posterior) if q is None else q
         try:
             direction = natural_direction(q, grads, damping)
         except LinAlgError as err:  # Σ's capacitance is not definite
@@ -61,7 +63,7 @@ def ball_perturbation(
     if not sq_norm > 0 or rho == 0:
         return {}
     t = rho / math.sqrt(sq_norm)
-    if metric is Metric.FISHER and (
+    if q is not None and (
         "factor" in direction
         or (
             q.rank
@@ -71,3 +73,11 @@ def ball_perturbation(
     ):
         t = exact_kl_step(q, posterior.log_std.detach(), direction, rho**2 / 2, t)
     return {b: t * v for b, v in direction.items()}
+
+
+def detached_gaussian(posterior: GaussianPosterior) -> LowRankGaussian:
+    """q_θ without autograd history (its mean and factor are views of θ)."""
+    with torch.no_grad():
+        return LowRankGaussian(
+            posterior.mean.detach(), torch.exp(2.0 * posterior.log_std), posterior.factor.detach()
+        )

@@ -48,17 +48,23 @@ class NaturalVarianceSteps:
         """h, the curvature state (None before the first estimate)."""
         return self._variance_state().get("curvature")
 
-    def _update_variance(self) -> None:
+    def _update_variance(self) -> bool:
+        """Apply this step's curvature estimate, or refresh the Fisher when due; returns
+        whether σ (or D) was set."""
         assert self.natural is not None
         state = self._variance_state()
         state["updates"] = updates = int(state.get("updates", 0)) + 1
+        moved = False
         if self._curvature_estimate is not None:
             state["curvature"] = self._curvature_estimate
             self._curvature_estimate = None
             self.natural.apply(state["curvature"])
+            moved = True
         options = self.natural.options
         if options.curvature is Curvature.FISHER and (updates - 1) % options.refresh_every == 0:
             state["curvature"] = self.natural.refresh(state.get("curvature"))
+            moved = True
+        return moved
 
     def refresh_curvature(self) -> None:
         """Recompute the ``fisher`` curvature (and the factor) now, outside the schedule."""

@@ -35,7 +35,7 @@ from sabma.posterior.lowrank import LowRankGaussian
 from sabma.posterior.subset import Subset
 from sabma.step.dropin import base_defaults, check_runs_on, default_prior, posterior_of
 from sabma.step.fisher import BLOCKS
-from sabma.step.kl_ball import Metric, ball_perturbation
+from sabma.step.kl_ball import Metric, ball_perturbation, detached_gaussian
 from sabma.step.natural_steps import NaturalVarianceSteps
 from sabma.step.two_step import TwoStepOptimizer
 from sabma.variance.natural import (
@@ -201,6 +201,11 @@ class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
             self.natural = VarianceState(natural, posterior, target)
         self._curvature_estimate: Tensor | None = None
         self._natural_state: dict[str, Any] = {}
+        # q_θ and its Woodbury pieces (capacitance, diag Σ⁻¹: O(dK²)) for the Fisher ball, kept
+        # while σ and D keep their values (between refreshes of the natural variance); keyed by
+        # the tensors' version counters, so any in-place change outside a step drops it
+        self._kept_geometry: tuple[tuple[int, ...], LowRankGaussian] | None = None
+        self._variance_moved = False
         # The first pass of a two-pass step only forms ε: when D is not perturbed, that pass
         # skips D's gradient (a (d, K) outer product); the posterior is told so between steps.
         self._skip_factor_in_first_pass = bool(posterior.rank) and "factor" not in self.perturb
@@ -219,6 +224,24 @@ class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
     def _after_step(self) -> None:
         if self.in_place:  # between steps the model is the posterior mean
             self.posterior.load_into_model()
+        # the step moved σ and D to θ + ε and back (same values, new versions): keep q_θ unless
+        # the update changed them
+        if self._kept_geometry is not None and not self._variance_moved:
+            self._kept_geometry = (self._variance_key(), self._kept_geometry[1])
+        else:
+            self._kept_geometry = None
+        self._variance_moved = False
+
+    def _variance_key(self) -> tuple[int, ...]:
+        log_std, factor = self.posterior.log_std, self.posterior.factor
+        return (log_std._version, factor._version, log_std.data_ptr(), factor.data_ptr())
+
+    def _geometry(self) -> LowRankGaussian:
+        """q_θ for the Fisher ball, computed again only when σ or D changed."""
+        key = self._variance_key()
+        if self._kept_geometry is None or self._kept_geometry[0] != key:
+            self._kept_geometry = (key, detached_gaussian(self.posterior))
+        return self._kept_geometry[1]
 
     def _block_params(self) -> dict[str, nn.Parameter]:
         return {g["block"]: g["params"][0] for g in self.param_groups}
@@ -233,20 +256,28 @@ class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
 
     def block_perturbation(self, grads: dict[str, Tensor]) -> dict[str, Tensor]:
         """ε* for the given block gradients (empty when the gradient is zero or ρ = 0)."""
-        return ball_perturbation(self.posterior, grads, self.rho, self.metric, self.damping)
+        q = self._geometry() if self.metric is Metric.FISHER else None
+        return ball_perturbation(self.posterior, grads, self.rho, self.metric, self.damping, q)
 
     def _first_pass_mode(self) -> None:
         self.posterior.factor_grad = not self._skip_factor_in_first_pass
+        self.posterior.log_std_grad = self.natural is None or "log_std" in self.perturb
+
+    def _later_pass_mode(self) -> None:
+        """The pass whose gradient updates θ: D's and log σ's gradients are read only by the
+        gradient variance (the natural variance sets σ and D by its rule)."""
+        self.posterior.factor_grad = self.natural is None or "factor" in self.perturb
+        self.posterior.log_std_grad = self.natural is None
 
     def _on_perturb(self) -> None:
         self.posterior.update_running_stats = False
-        self.posterior.factor_grad = self.natural is None or "factor" in self.perturb
+        self._later_pass_mode()
 
     def _on_restore(self) -> None:
         self.posterior.update_running_stats = True
 
     def _before_reused_pass(self) -> None:
-        self.posterior.factor_grad = self.natural is None or "factor" in self.perturb
+        self._later_pass_mode()
 
     def _before_restore(self, update: bool) -> None:
         if not update:  # a skipped step observes nothing
@@ -268,7 +299,9 @@ class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
 
     def _after_update(self) -> None:
         if self.natural is not None:
-            self._update_variance()
+            self._variance_moved = self._update_variance()
+        else:  # the base optimiser stepped log σ and D
+            self._variance_moved = True
         if self.resample:
             self.posterior.resample()
         self._first_pass_mode()
@@ -283,6 +316,7 @@ class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
         state_dict = dict(state_dict)
         natural = state_dict.pop("natural_variance", {})
         super().load_state_dict(state_dict)
+        self._kept_geometry = None
         like = self.posterior.log_std
         self._natural_state = {
             k: v.to(like) if isinstance(v, Tensor) else v for k, v in natural.items()

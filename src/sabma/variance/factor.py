@@ -43,7 +43,7 @@ def apply_whitened_inverse(pieces: tuple[Tensor, Tensor, Tensor], v: Tensor) -> 
     inv_a, u, chol = pieces
     av = inv_a.unsqueeze(1) * v
     inner = torch.cholesky_solve(u.T @ av, chol)
-    return av - inv_a.unsqueeze(1) * (u @ inner)
+    return av.sub_((u @ inner).mul_(inv_a.unsqueeze(1)))  # in place: (d, k) floats once
 
 
 def residual_factor(

@@ -20,7 +20,8 @@ pass has no batch statistics.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -98,6 +99,106 @@ def sampled_fisher_gradients(
     its previous mode. Inputs whose outputs are not finite are left out (with a warning); if none
     is left (a diverged network), ``FloatingPointError``.
     """
+    blocks = fisher_gradient_blocks(
+        posterior,
+        x,
+        weights,
+        label_samples=label_samples,
+        max_examples=max_examples,
+        batch_size=batch_size,
+        generator=generator,
+    )
+    return torch.cat(list(blocks))
+
+
+@dataclass
+class FisherSketch:
+    """What a refresh keeps of G (M, d) when M·d floats do not fit: the diagonal of the sampled
+    Fisher, diag GᵀG / M, from every row, and a seeded random subset of the rows (at most a
+    budget; all of them, in order, where they fit)."""
+
+    diagonal: Tensor
+    rows: Tensor
+    count: int
+
+
+def fisher_sketch(
+    posterior: GaussianPosterior,
+    x: Inputs | Iterable[Any],
+    *,
+    max_rows: int,
+    label_samples: int = 1,
+    max_examples: int | None = None,
+    batch_size: int = 32,
+    generator: torch.Generator | None = None,
+) -> FisherSketch:
+    """The diagonal of the sampled Fisher over all of :func:`sampled_fisher_gradients`' rows,
+    streamed one batch at a time, and at most ``max_rows`` of the rows themselves (a uniform
+    random subset, by reservoir sampling with ``generator``). Where all rows fit, the result is
+    exactly that of ``G = sampled_fisher_gradients(…)``: (diag GᵀG/M, G, M); otherwise memory
+    is O((max_rows + batch_size·label_samples)·d) instead of O(M·d)."""
+    if max_rows < 0:
+        raise ValueError(f"max_rows must be >= 0, got {max_rows}")
+    blocks = fisher_gradient_blocks(
+        posterior,
+        x,
+        label_samples=label_samples,
+        max_examples=max_examples,
+        batch_size=batch_size,
+        generator=generator,
+    )
+    kept: list[Tensor] = []  # while every row fits: the blocks themselves
+    reservoir: Tensor | None = None
+    square_sum: Tensor | None = None
+    count = 0
+    for block in blocks:
+        if reservoir is None and count + len(block) <= max_rows:
+            kept.append(block)
+            count += len(block)
+            continue
+        if reservoir is None:  # the budget is exceeded: from here on, stream
+            so_far = torch.cat([*kept, block]) if kept else block
+            square_sum = so_far.square().sum(0)
+            reservoir = so_far[:max_rows].clone()
+            _replace(reservoir, so_far[max_rows:], max_rows, generator)
+            count, kept = len(so_far), []
+            continue
+        assert square_sum is not None
+        square_sum += block.square().sum(0)
+        _replace(reservoir, block, count, generator)
+        count += len(block)
+    if reservoir is None:
+        grads = torch.cat(kept)
+        return FisherSketch(grads.square().mean(0), grads, count)
+    assert square_sum is not None
+    return FisherSketch(square_sum / count, reservoir, count)
+
+
+def _replace(
+    reservoir: Tensor, block: Tensor, seen: int, generator: torch.Generator | None
+) -> None:
+    """Reservoir sampling (Algorithm R): row t of the stream (t = seen, seen + 1, …) replaces a
+    uniformly chosen kept row with probability max_rows / (t + 1)."""
+    size = len(reservoir)
+    if not size:
+        return
+    for i in range(len(block)):
+        j = int(torch.randint(seen + i + 1, (1,), generator=generator))
+        if j < size:
+            reservoir[j] = block[i]
+
+
+def fisher_gradient_blocks(
+    posterior: GaussianPosterior,
+    x: Inputs | Iterable[Any],
+    weights: Tensor | None = None,
+    *,
+    label_samples: int = 1,
+    max_examples: int | None = None,
+    batch_size: int = 32,
+    generator: torch.Generator | None = None,
+) -> Iterator[Tensor]:
+    """:func:`sampled_fisher_gradients` one batch at a time: blocks of rows of G, in order."""
     if label_samples < 1:
         raise ValueError(f"label_samples must be at least 1, got {label_samples}")
     w = (posterior.mean if weights is None else weights).detach()
@@ -112,8 +213,7 @@ def sampled_fisher_gradients(
     was_training, autocast = posterior.model.training, posterior.autocast_dtype
     posterior.eval()
     posterior.autocast_dtype = None
-    rows: list[Tensor] = []
-    vectorised, skipped = type(posterior.model) not in _LOOPED, 0
+    vectorised, skipped, produced = type(posterior.model) not in _LOOPED, 0, 0
     by_layers = True
 
     def draw(probs: Tensor, keep: Tensor) -> Tensor:
@@ -129,7 +229,8 @@ def sampled_fisher_gradients(
                     grads, kept = hooked
                     skipped += inputs.count(xb) - len(kept)
                     if len(kept):
-                        rows.append(grads)
+                        produced += 1
+                        yield grads
                     continue
                 by_layers = False
             with torch.no_grad():
@@ -146,8 +247,7 @@ def sampled_fisher_gradients(
                 yb = draws[:, s]
                 if vectorised:
                     try:
-                        rows.append(_per_example_vmap(posterior, w, xb, yb).detach())
-                        continue
+                        block = _per_example_vmap(posterior, w, xb, yb).detach()
                     except (RuntimeError, NotImplementedError) as err:
                         vectorised = False
                         _LOOPED.add(type(posterior.model))
@@ -155,15 +255,19 @@ def sampled_fisher_gradients(
                             "per-example gradients: vmap failed (%s); one pass per example",
                             str(err).splitlines()[0],
                         )
-                rows.append(_per_example_loop(posterior, w, xb, yb))
+                    else:
+                        produced += 1
+                        yield block
+                        continue
+                produced += 1
+                yield _per_example_loop(posterior, w, xb, yb)
     finally:
         posterior.train(was_training)
         posterior.autocast_dtype = autocast
-    if not rows:
+    if not produced:
         raise FloatingPointError(
             "the network's outputs at the posterior mean are not finite on any training input: "
             "training has diverged (lower optim.lr)"
         )
     if skipped:
         log.warning("per-example gradients: %d inputs with non-finite outputs left out", skipped)
-    return torch.cat(rows)

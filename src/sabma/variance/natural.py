@@ -36,7 +36,7 @@ from sabma.models.inputs import count as inputs_count
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.variance.factor import residual_factor
-from sabma.variance.fisher_gradients import sampled_fisher_gradients
+from sabma.variance.fisher_gradients import fisher_sketch
 from sabma.variance.rules import (
     check_rule,
     curvature_from_variance,
@@ -69,6 +69,9 @@ class Source(StrEnum):
 
 _VARIANCE = VarianceOptions()
 
+#: Per-example gradients kept for the factor at a refresh, in floats (see ``factor_floats``).
+FACTOR_FLOATS = 1 << 26
+
 
 @dataclass
 class NaturalVariance:
@@ -97,6 +100,11 @@ class NaturalVariance:
             subset of in-memory inputs; a loader's first ones); the low-rank step costs
             O(d·M²) in M = examples × draws.
         batch_size: for ``"fisher"``: examples per vectorised per-example pass.
+        factor_floats: for ``"fisher"``: at most this many floats of per-example gradients
+            are kept for the factor (max(this // d, 2K) rows, a random subset); the diagonal
+            still uses every row, streamed. The default (2²⁶, 256 MB) keeps all 256 rows up to
+            d ≈ 260,000; at d = 1.9·10⁶ it keeps 36, and the refresh's time and memory stop
+            growing with M·d.
         inputs: the former name of ``data`` (in-memory inputs).
     """
 
@@ -112,6 +120,7 @@ class NaturalVariance:
     label_samples: int = _VARIANCE.fisher_samples
     max_examples: int = _VARIANCE.fisher_examples
     batch_size: int = OptimConfig.batch_size
+    factor_floats: int = FACTOR_FLOATS
     inputs: InitVar[Inputs | None] = None
 
     def __post_init__(self, inputs: Inputs | None) -> None:
@@ -138,7 +147,13 @@ class NaturalVariance:
             raise ValueError(f"refresh_epochs must be an integer >= 1, got {self.refresh_epochs!r}")
         if self.refresh_every == 0:
             self.refresh_every = self.refresh_epochs * _batches_per_pass(self.data)
-        for name in ("refresh_every", "label_samples", "max_examples", "batch_size"):
+        for name in (
+            "refresh_every",
+            "label_samples",
+            "max_examples",
+            "batch_size",
+            "factor_floats",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -217,8 +232,10 @@ class VarianceState:
 
     def prior_pull(self) -> Tensor:
         """(1/λ)·Σ_p⁻¹(μ − μ_p): the gradient of (1/λ)·E_q[−log p(w)] with respect to μ."""
-        mean = self.posterior.mean.detach()
-        return self.prior.precision_matvec(mean - self.prior_mean) / self.options.ess
+        diff = self.posterior.mean.detach() - self.prior_mean
+        if not self.prior.rank:  # in place: one d-vector instead of three
+            return diff.div_(self.prior.var).div_(self.options.ess)
+        return self.prior.precision_matvec(diff) / self.options.ess
 
     @torch.no_grad()
     def apply(self, h: Tensor) -> None:
@@ -232,18 +249,20 @@ class VarianceState:
         Returns the new h."""
         o = self.options
         assert o.data is not None
-        grads = sampled_fisher_gradients(
+        rank = self.posterior.rank
+        sketch = fisher_sketch(
             self.posterior,
             o.data,
+            max_rows=max(o.factor_floats // self.posterior.dim, 2 * rank),
             label_samples=o.label_samples,
             max_examples=o.max_examples,
             batch_size=o.batch_size,
-        ).to(self.delta)
-        h_data = grads.square().mean(0)
+        )
+        h_data = sketch.diagonal.to(self.delta)
         h_new = h_data if h is None else o.refresh_beta * h + (1.0 - o.refresh_beta) * h_data
         self.apply(h_new)
-        if self.posterior.rank:
-            self.posterior.factor.copy_(self.factor(grads))
+        if rank:
+            self.posterior.factor.copy_(self.factor(sketch.rows.to(self.delta)))
         return h_new
 
     def factor(self, grads: Tensor) -> Tensor:
