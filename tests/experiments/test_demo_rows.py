@@ -50,3 +50,31 @@ def test_each_demo_task_searches_the_learning_rate_of_the_methods_it_names() -> 
     assert fmnist["sabma"].lr_grid == [] and fmnist["sabma"].lr == 1e-3
     with pytest.raises(ValueError, match="unknown demo task"):
         demo_config("sgd", 0, False, [], "speech")
+
+
+def test_the_ood_demo_trains_on_five_classes_and_rows_read_the_ood_sections() -> None:
+    """``--task ood``: the embedded default on classes 0–4 (so ``near`` is the other five); a
+    row is the raw AUROC per (set, score) of its predictive — the BMA's or the posterior
+    mean's, never the other's — with mutual information only where there are draws, and the
+    AURC of max-probability confidence."""
+    from sabma.experiments.demo import OOD_COLUMNS, ood_row
+
+    cfg = demo_config("sabma", 0, False, [], "ood")
+    assert cfg.data.classes == [0, 1, 2, 3, 4] and cfg.data.dataset == "fashion_mnist"
+
+    def section(base: float, mi: bool) -> dict:
+        scores = {"msp": base, "entropy": base + 0.01, "energy": base + 0.02}
+        if mi:
+            scores["mi"] = base - 0.2
+        return {"raw": {s: {k: {"auroc": v} for k, v in scores.items()} for s in ("near", "far")}}
+
+    selective = {p: {"raw": {"msp": {"aurc": a}}} for p, a in (("bma", 0.11), ("mean", 0.12))}
+    metrics = {
+        "ood": {"bma": section(0.8, mi=True), "at_mean": section(0.7, mi=False)},
+        "selective": selective,
+    }
+    bma, mean = ood_row(metrics, "bma"), ood_row(metrics, "mean")
+    assert bma["near_msp"] == 0.8 and bma["far_energy"] == pytest.approx(0.82)
+    assert bma["near_mi"] == pytest.approx(0.6) and bma["aurc"] == 0.11
+    assert mean["near_msp"] == 0.7 and "near_mi" not in mean and mean["aurc"] == 0.12
+    assert set(bma) == set(OOD_COLUMNS)

@@ -1,5 +1,6 @@
 """``sabma demo``: the embedded default end to end; ``--task text`` the Rotten Tomatoes text
-task from all-MiniLM-L6-v2; ``--task moons`` the two-moons toy."""
+task from all-MiniLM-L6-v2; ``--task ood`` OOD detection and selective prediction on the
+embedded default's 5-class split; ``--task moons`` the two-moons toy."""
 
 from __future__ import annotations
 
@@ -24,17 +25,19 @@ def add_parser(sub: Any) -> None:
         "--task text runs 32-shot fresh-vs-rotten sentiment (Rotten Tomatoes snippets) "
         "from all-MiniLM-L6-v2 with every LayerNorm + the head Bayesian (there SA-BMA's "
         "learning rate is searched on validation too); "
+        "--task ood trains on 5 of the 10 classes and scores each run's OOD detection on "
+        "the other 5 (near) and on handwritten digits (far), with selective prediction (AURC); "
         "--task moons the two-moons toy.",
     )
     parser.add_argument(
-        "--task", choices=("fashion_mnist", "text", "moons"), default="fashion_mnist"
+        "--task", choices=("fashion_mnist", "text", "ood", "moons"), default="fashion_mnist"
     )
     parser.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="folder for the run directories (default runs/demo, runs/demo-text for "
-        "--task text); finished runs with the same configuration are reused",
+        help="folder for the run directories (default runs/demo, runs/demo-<task> for "
+        "another task); finished runs with the same configuration are reused",
     )
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     parser.add_argument("--quick", action="store_true", help="one seed, 10 epochs, 500 test images")
@@ -85,28 +88,50 @@ def run(args: argparse.Namespace) -> int:
     else:
         from sabma.experiments.demo import demo_config, run_demo
 
-        out = args.out or Path("runs/demo" if args.task == "fashion_mnist" else "runs/demo-text")
+        out = args.out or Path(
+            "runs/demo" if args.task == "fashion_mnist" else f"runs/demo-{args.task}"
+        )
         rows = run_demo(
             out, seeds, args.quick, args.overrides, not args.no_progress, task=args.task
         )
         cfg0 = demo_config("sabma", 0, args.quick, args.overrides, args.task)
         data = (
-            f"Fashion-MNIST at {cfg0.data.resolution} px"
-            if args.task == "fashion_mnist"
-            else f"{cfg0.data.dataset} (≤ {cfg0.data.max_tokens} tokens)"
+            f"{cfg0.data.dataset} (≤ {cfg0.data.max_tokens} tokens)"
+            if args.task == "text"
+            else f"Fashion-MNIST at {cfg0.data.resolution} px"
         )
+        if cfg0.data.classes:
+            data += f", classes {cfg0.data.classes}"
         title = (
             f"{cfg0.data.shots}-shot {data} from {cfg0.model.backbone}, subset "
             f"{cfg0.model.subset}, {cfg0.data.test_size or 'all'} test examples, BMA S = "
             f"{cfg0.eval.samples}; runs in {out}"
         )
-    print(f"{title}; {seeds} seed(s), test metrics, mean ± std over seeds:\n")
+    ood = args.task == "ood"
+    measured = (
+        "OOD detection (AUROC: near = the other 5 classes, far = handwritten digits; raw) and "
+        "selective prediction (AURC of max-probability)"
+        if ood
+        else "test metrics"
+    )
+    print(f"{title}; {seeds} seed(s), {measured}, mean ± std over seeds:\n")
     scaled = all("ts_nll" in r for runs in rows.values() for r in runs)
-    metrics = ("acc", "nll", "ece", "brier", *(("ts_nll", "ts_ece") if scaled else ()))
+    metrics: tuple[str, ...] = (
+        "acc",
+        "nll",
+        "ece",
+        "brier",
+        *(("ts_nll", "ts_ece") if scaled else ()),
+    )
+    if ood:
+        from sabma.experiments.demo import OOD_COLUMNS
+
+        metrics = OOD_COLUMNS
     print(mean_std_table(rows, metrics))
     paired = paired_differences(rows)
     if paired:
-        print("\nPaired differences over seeds (negative: SA-BMA's BMA is better):\n")
+        better = "positive AUROC, negative AURC" if ood else "negative"
+        print(f"\nPaired differences over seeds ({better}: SA-BMA's BMA is better):\n")
         print(mean_std_table(paired, metrics, signed=True))
     print(f"\nwall time {time.perf_counter() - start:.0f} s")
     return 0

@@ -3,18 +3,22 @@ probe for reference, on the embedded default (10-shot Fashion-MNIST at 64 px fro
 EfficientNet-Lite0) or
 the text task (32-shot fresh-vs-rotten Rotten Tomatoes snippets from all-MiniLM-L6-v2, subset
 every LayerNorm + the head: at 10 shots a frozen-feature probe is at 0.60 accuracy and fine-tuning
-overfits 20 texts within a few epochs, see docs/results.md)."""
+overfits 20 texts within a few epochs, see docs/results.md); and the OOD demo: the embedded
+default on 5 of the 10 classes, each run scored on the other 5 (``near``) and on handwritten
+digits (``far``), with selective prediction on its test set."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from sabma.config import Config, config_from_dict
 from sabma.data.tasks import load_task
 from sabma.experiments.benchmark import LR_GRID as BENCHMARK_LR_GRID
 from sabma.experiments.probe import linear_probe
 from sabma.models import build_backbone
+from sabma.ood.evaluate import OODOptions
 from sabma.pipeline.train import run_or_reuse
 from sabma.runs.files import atomic_write_json
 from sabma.runs.tables import with_scaled
@@ -31,6 +35,7 @@ ROWS = (
 #: per demo task: the settings that differ from the defaults, and what --quick adds
 TASKS: dict[str, list[str]] = {
     "fashion_mnist": ["eval.samples=10"],
+    "ood": ["eval.samples=10", "data.classes=[0,1,2,3,4]"],
     "text": [
         "data.dataset=rotten_tomatoes",
         "model.backbone=minilm",
@@ -45,6 +50,7 @@ TASKS: dict[str, list[str]] = {
 }
 QUICK: dict[str, list[str]] = {
     "fashion_mnist": ["optim.epochs=10", "data.test_size=500"],
+    "ood": ["optim.epochs=10", "data.test_size=500"],
     "text": ["optim.epochs=8", "data.test_size=200"],
 }
 #: per demo task, the methods whose learning rate is chosen on each seed's validation split, and
@@ -53,6 +59,7 @@ QUICK: dict[str, list[str]] = {
 #: methods search, because SA-BMA at a fixed lr under-fits there on some seeds.
 LR_GRIDS: dict[str, dict[str, str]] = {
     "fashion_mnist": {"sgd": BENCHMARK_LR_GRID},
+    "ood": {"sgd": BENCHMARK_LR_GRID},
     "text": {"sgd": "[0.003,0.01,0.03]", "sabma": "[0.003,0.01,0.03]"},
 }
 
@@ -68,6 +75,27 @@ def demo_config(
     return config_from_dict({}, [f"method.name={method}", f"seed={seed}", *settings, *overrides])
 
 
+#: the OOD demo's sets, and its table's columns: AUROC per (set, score), then AURC
+OOD_SETS = ("near", "far")
+OOD_SCORES = ("msp", "energy", "mi")
+OOD_COLUMNS = (*(f"{s}_{score}" for s in OOD_SETS for score in OOD_SCORES), "aurc")
+
+
+def ood_row(metrics: dict[str, Any], predictive: str) -> dict[str, float]:
+    """One demo row of a run's OOD and selective sections: raw AUROC per set and score
+    (``near_msp``, …; mutual information only where the predictive has draws) and the AURC of
+    max-probability confidence. ``predictive``: ``bma`` or ``mean`` (the posterior mean)."""
+    section = metrics["ood"]["bma" if predictive == "bma" else "at_mean"]["raw"]
+    row = {
+        f"{name}_{score}": section[name][score]["auroc"]
+        for name in OOD_SETS
+        for score in OOD_SCORES
+        if score in section.get(name, {})
+    }
+    row["aurc"] = metrics["selective"][predictive]["raw"]["msp"]["aurc"]
+    return row
+
+
 def run_demo(
     out: Path,
     seeds: int,
@@ -78,14 +106,23 @@ def run_demo(
 ) -> dict[str, list[dict[str, float]]]:
     """Run every (method, seed) of demo ``task`` into ``out/<method>-seed<k>`` and the probe;
     returns, per table row, the test metrics of each seed. Also writes ``out/demo.json``."""
-    rows: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in ROWS}
+    ood = OODOptions(OOD_SETS) if task == "ood" else None
+    rows: dict[str, list[dict[str, float]]] = {
+        label: [] for label, method, _ in ROWS if ood is None or method != "probe"
+    }
     for seed in range(seeds):
         for method in ("sabma", "sgd"):
             cfg = demo_config(method, seed, quick, overrides, task)
-            metrics = run_or_reuse(cfg, out / f"{method}-seed{seed}", progress)
+            metrics = run_or_reuse(cfg, out / f"{method}-seed{seed}", progress, ood=ood)
             for label, row_method, predictive in ROWS:
                 if row_method == method:
-                    rows[label].append(with_scaled(metrics["test"], predictive))
+                    rows[label].append(
+                        with_scaled(metrics["test"], predictive)
+                        if ood is None
+                        else ood_row(metrics, predictive)
+                    )
+        if ood is not None:  # the probe has no OOD scores
+            continue
         cfg = demo_config("sgd", seed, quick, overrides, task)
         data = load_task(cfg, seed)
         backbone = build_backbone(

@@ -11,6 +11,16 @@ HEADINGS = {
     "ts_ece": "ECE (TS)",
     "train_s": "TRAIN S",
     "mean_lambda_max": "LAMBDA_MAX AT MEAN",
+    **{
+        f"{name}_{score}": f"{name.upper()} AUROC ({label})"
+        for name in ("near", "far")
+        for score, label in (
+            ("msp", "MSP"),
+            ("entropy", "ENTROPY"),
+            ("energy", "ENERGY"),
+            ("mi", "MI"),
+        )
+    },
 }
 
 

@@ -101,9 +101,11 @@ class NaturalVariance:
             O(d·M²) in M = examples × draws.
         batch_size: for ``"fisher"``: examples per vectorised per-example pass.
         factor_floats: for ``"fisher"``: at most this many floats of per-example gradients
-            are kept for the factor (max(this // d, 2K) rows, a random subset); the diagonal
-            still uses every row, streamed. The default (2²⁶, 256 MB) keeps all 256 rows up to
-            d ≈ 260,000; at d = 1.9·10⁶ it keeps 36, and the refresh's time and memory stop
+            are kept for the factor (max(this // d, 2K) rows, a random subset), and a block of
+            per-example gradients holds at most a quarter of it (fewer examples per pass); the
+            diagonal still uses every row, streamed. The default (2²⁶, 256 MB) keeps all 256
+            rows up to d ≈ 260,000 and changes nothing at the default subset; at d = 1.9·10⁶ it
+            keeps 36 rows and passes 9 examples at a time, so the refresh's time and memory stop
             growing with M·d.
         inputs: the former name of ``data`` (in-memory inputs).
     """
@@ -249,14 +251,15 @@ class VarianceState:
         Returns the new h."""
         o = self.options
         assert o.data is not None
-        rank = self.posterior.rank
+        rank, d = self.posterior.rank, self.posterior.dim
         sketch = fisher_sketch(
             self.posterior,
             o.data,
-            max_rows=max(o.factor_floats // self.posterior.dim, 2 * rank),
+            max_rows=max(o.factor_floats // d, 2 * rank),
             label_samples=o.label_samples,
             max_examples=o.max_examples,
-            batch_size=o.batch_size,
+            # a block of per-example gradients holds at most a quarter of the budget
+            batch_size=max(1, min(o.batch_size, o.factor_floats // (4 * d * o.label_samples))),
         )
         h_data = sketch.diagonal.to(self.delta)
         h_new = h_data if h is None else o.refresh_beta * h + (1.0 - o.refresh_beta) * h_data
