@@ -227,7 +227,7 @@ def report(cells: dict[str, dict[str, Any]], every: int) -> None:
         "| cell | n | d | SGD s/epoch | SAM | SA-BMA (× SAM) | IVON (× SAM) | one refresh | "
         f"SA-BMA, refresh every {every} epochs (× SAM) | state MB SAM / SA-BMA / IVON |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for key, c in cells.items():
         sam = c["SAM"]
         amortised = c["SA-BMA"] + c["refresh"] / every

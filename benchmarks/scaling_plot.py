@@ -13,6 +13,7 @@ _KEY = re.compile(r"(\d+) shots, (.+), (\d+)px")
 
 def plot(stored: dict[str, Any], path: str) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -56,6 +57,10 @@ def plot(stored: dict[str, Any], path: str) -> None:
             ax.plot(xs, [r[name] for r in rows], style, marker="o", label=name)
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_yticks([0.5, 1, 1.5, 2, 3, 5, 10, 15])
         ax.set_xlabel(label)
         ax.set_ylabel("time per epoch / SAM's")
     axes[0].legend(fontsize=7)
@@ -71,6 +76,7 @@ def plot(stored: dict[str, Any], path: str) -> None:
         axes[2].set_xlabel("BMA draws S (norm+head, batch 25)")
         axes[2].set_ylabel("time / one forward pass")
         axes[2].legend(fontsize=7)
-    fig.suptitle(f"cost against SAM ({stored.get('machine', {}).get('processor', '')})", fontsize=9)
+    cores = stored.get("machine", {}).get("cpu_count", "?")
+    fig.suptitle(f"cost against SAM's: EfficientNet-Lite0 at 32 px, {cores}-core CPU", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

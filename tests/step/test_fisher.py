@@ -6,11 +6,13 @@ autograd on the closed-form KL in float64: an independent route to every block.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from sabma.posterior.lowrank import LowRankGaussian, kl_divergence
-from sabma.step.fisher import exact_kl_step, natural_direction, shifted
+from sabma.step.fisher import exact_kl_step, kl_root, natural_direction, shift_kl, shifted
 
 D, K = 4, 2
 
@@ -84,3 +86,39 @@ def test_exact_kl_step_hits_the_target(factor_scale: float) -> None:
             t = exact_kl_step(q, log_std, v, target, guess)
             kl = float(kl_divergence(shifted(q, log_std, v, t), q))
             assert kl == pytest.approx(target, rel=1e-3)
+
+
+@pytest.mark.parametrize("factor_scale", [0.0, 0.5])
+@pytest.mark.parametrize("blocks", [("mean", "log_std"), ("log_std",), ("mean",)])
+def test_shift_kl_is_the_closed_form_kl_along_mean_and_log_std(factor_scale, blocks) -> None:
+    """The one-pass KL along a direction of μ and log σ (D fixed) equals the general closed form
+    at every step length, and the step found from it hits the target like the general one."""
+    mean, log_std, factor = theta(3, factor_scale)
+    q = gaussian(mean, log_std, factor)
+    v = {b: torch.randn(D, dtype=torch.float64) for b in blocks}
+    kl_at = shift_kl(q, log_std, v)
+    for t in (1e-6, 1e-3, 0.1, 1.0, 3.0):
+        expected = float(kl_divergence(shifted(q, log_std, v, t), q))
+        assert kl_at(t) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    for target in (1e-6, 1e-3, 0.5):
+        for guess in (1e-8, 1.0, 1e3):
+            t = exact_kl_step(q, log_std, v, target, guess)
+            kl = float(kl_divergence(shifted(q, log_std, v, t), q))
+            assert kl == pytest.approx(target, rel=1e-3)
+
+
+@pytest.mark.parametrize("guess", [1e-8, 1e-3, 1.0, 30.0])
+def test_kl_root_needs_few_evaluations_of_the_kl(guess: float) -> None:
+    """Each evaluation of the exact KL is a pass over D: the root is found in a few of them
+    (secant steps in log–log, where a KL growing like t² or like e^{t} is nearly straight), not
+    in the ~20 a bisection to 10⁻⁴ would take."""
+    for kl in (lambda t: t * t, lambda t: math.expm1(min(t, 700.0)) - t + 0.1 * t * t):
+        calls: list[float] = []
+
+        def counted(t: float, kl=kl, calls=calls) -> float:
+            calls.append(t)
+            return kl(t)
+
+        t = kl_root(counted, 0.5, guess, 1e-4, 200)
+        assert kl(t) == pytest.approx(0.5, rel=1e-4)
+        assert len(calls) <= 8, len(calls)

@@ -59,6 +59,15 @@ class LowRankGaussian:
     def rank(self) -> int:
         return int(self.factor.shape[1])
 
+    @cached_property
+    def double(self) -> LowRankGaussian:
+        """This Gaussian in float64, made once (and its Woodbury pieces with it)."""
+        return self if self.mean.dtype == torch.float64 else self.to(torch.float64)
+
+    def capacitance_cholesky(self) -> Tensor:
+        """The lower Cholesky factor of C = I_K + Dᵀ Λ⁻¹ D (computed once per Gaussian)."""
+        return self._capacitance_cholesky
+
     def to(self, dtype: torch.dtype) -> LowRankGaussian:
         """The same Gaussian with its tensors cast to `dtype` (e.g. float64 for exact KLs)."""
         return LowRankGaussian(self.mean.to(dtype), self.var.to(dtype), self.factor.to(dtype))

@@ -17,7 +17,7 @@ perturbation that includes the factor takes its length from the exact KL (:func:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -64,6 +64,56 @@ def shifted(
     return LowRankGaussian(mean, torch.exp(2.0 * new_log_std), factor)
 
 
+def shift_kl(
+    q: LowRankGaussian, log_std: Tensor, direction: Mapping[str, Tensor]
+) -> Callable[[float], float]:
+    """t ↦ KL(q_{θ+t·v} ‖ q_θ) for a direction v of μ and log σ (D fixed), in float64.
+
+    With Λ' = Λ·e^{2t v_s}, C = I + DᵀΛ⁻¹D and m = v_μᵀ Σ⁻¹ v_μ (Σ = Λ + DDᵀ):
+
+        2·KL = Σᵢ Pᵢᵢλᵢ·expm1(2t v_sᵢ) − 2t Σᵢ v_sᵢ + t²·m + log|C| − log|C'|,
+
+    since tr(Σ⁻¹Σ') = d + Σᵢ Pᵢᵢ(λ'ᵢ − λᵢ) and log|Σ| − log|Σ'| = −2t Σᵢ v_sᵢ + log|C| − log|C'|.
+    One evaluation is two passes over d and one over D (C' only), against the general closed
+    form's Woodbury solves with D (:func:`~sabma.posterior.lowrank.kl_divergence`); the two agree
+    to rounding (tested). q's float64 copy and its pieces are kept on q (``q.double``), so a
+    kept q_θ pays for them once."""
+    q64 = q.double
+    var = q64.var
+    v_s = direction["log_std"].double() if "log_std" in direction else torch.zeros_like(var)
+    scaled = q64.precision_diag() * var
+    m = 0.0
+    if "mean" in direction:
+        v_m = direction["mean"].double()
+        m = float(torch.dot(v_m, q64.precision_matvec(v_m)))
+    sum_v = float(v_s.sum())
+    logdet_c = (
+        2.0 * float(torch.log(q64.capacitance_cholesky().diagonal()).sum()) if q64.rank else 0.0
+    )
+    factor_t = q64.factor.T
+
+    def kl(t: float) -> float:
+        trace = float((scaled * torch.expm1(2.0 * t * v_s)).sum()) - 2.0 * t * sum_v
+        if q64.rank:
+            inv_var = torch.exp(-2.0 * t * v_s) / var
+            cap = sum(
+                (f * w) @ f.T for f, w in zip(factor_t.split(1 << 15, dim=1),
+                                              inv_var.split(1 << 15), strict=True)
+            )  # fmt: skip
+            assert isinstance(cap, Tensor)
+            cap.diagonal().add_(1.0)
+            chol, info = torch.linalg.cholesky_ex(cap)
+            if int(info) != 0:
+                return math.inf
+            logdet_shifted = 2.0 * float(torch.log(chol.diagonal()).sum())
+        else:
+            logdet_shifted = 0.0
+        value = 0.5 * (trace + t * t * m + logdet_c - logdet_shifted)
+        return value if math.isfinite(value) else math.inf
+
+    return kl
+
+
 def exact_kl_step(
     q: LowRankGaussian,
     log_std: Tensor,
@@ -73,12 +123,15 @@ def exact_kl_step(
     rtol: float = 1e-4,
     max_iter: int = 200,
 ) -> float:
-    """The step length t > 0 with KL(q_{θ+t·v} ‖ q_θ) = target, by bracketing and bisection.
+    """The step length t > 0 with KL(q_{θ+t·v} ‖ q_θ) = target (:func:`kl_root`).
 
-    Computed in float64 (in float32 a KL of 1e-5 is lost to cancellation). Each evaluation costs
-    O(d K²); the Cholesky factor of q_θ's capacitance is computed once.
+    Computed in float64 (in float32 a KL of 1e-5 is lost to cancellation). A direction of μ and
+    log σ alone uses :func:`shift_kl` (one pass over D per evaluation); one that moves D the
+    general closed form (O(d K²), the Cholesky factor of q_θ's capacitance computed once).
     """
-    q64 = q.to(torch.float64)
+    if "factor" not in direction:
+        return kl_root(shift_kl(q, log_std, direction), target, t_guess, rtol, max_iter)
+    q64 = q.double
     s64 = log_std.double()
     v64 = {k: v.double() for k, v in direction.items()}
 
@@ -89,17 +142,51 @@ def exact_kl_step(
             return math.inf
         return kl if math.isfinite(kl) else math.inf
 
+    return kl_root(kl_at, target, t_guess, rtol, max_iter)
+
+
+def kl_root(
+    kl_at: Callable[[float], float], target: float, t_guess: float, rtol: float, max_iter: int
+) -> float:
+    """The t > 0 with kl_at(t) = target (kl_at increasing from kl_at(0) = 0): a bracket grown
+    from ``t_guess``, then secant steps in (log t, log KL) — where a KL that grows like t² is a
+    straight line — kept inside the bracket (a bisection of log t where the secant leaves it,
+    and every third step), until |KL/target − 1| < ``rtol``."""
     lo, hi = 0.0, t_guess
+    kl_lo, kl_hi = 0.0, kl_at(hi)
     for _ in range(max_iter):  # grow the bracket until it holds the root
-        if kl_at(hi) >= target:
+        if kl_hi >= target:
             break
-        lo, hi = hi, 2.0 * hi
+        lo, kl_lo = hi, kl_hi
+        # KL ∝ t² near 0: jump most of the way at once (at least doubling)
+        hi *= max(2.0, 1.5 * math.sqrt(target / kl_hi)) if kl_hi > 0 else 2.0
+        kl_hi = kl_at(hi)
     else:
         return hi
-    for _ in range(max_iter):
-        mid = 0.5 * (lo + hi)
+    if abs(kl_hi / target - 1.0) < rtol:
+        return hi
+    log_target = math.log(target)
+    # the last two finite, positive evaluations: the secant runs through them
+    points = [(t, k) for t, k in ((lo, kl_lo), (hi, kl_hi)) if t > 0 and 0 < k < math.inf]
+    for i in range(max_iter):
+        mid = math.sqrt(lo * hi) if lo > 0 else 0.5 * hi  # bisection of log t
+        if i % 3 != 2 and points:  # every third step bisects
+            t1, k1 = points[-1]
+            slope = 2.0  # one point: KL ∝ t² near 0
+            if len(points) > 1:
+                t0, k0 = points[-2]
+                slope = (math.log(k1) - math.log(k0)) / (math.log(t1) - math.log(t0))
+            if slope > 0:
+                guess = math.exp(math.log(t1) + (log_target - math.log(k1)) / slope)
+                if lo < guess < hi:
+                    mid = guess
         kl = kl_at(mid)
         if abs(kl / target - 1.0) < rtol:
             return mid
-        lo, hi = (mid, hi) if kl < target else (lo, mid)
+        if 0 < kl < math.inf:
+            points = [*points[-1:], (mid, kl)]
+        if kl < target:
+            lo, kl_lo = mid, kl
+        else:
+            hi, kl_hi = mid, kl
     return 0.5 * (lo + hi)
