@@ -138,3 +138,26 @@ def test_bad_arguments_are_clear_errors() -> None:
         posterior.unflatten(torch.zeros(3))
     with pytest.raises(ValueError, match="at least 1"):
         posterior.sample_weights(0)
+
+
+def test_channels_last_convolutions_get_channels_last_weights() -> None:
+    """A channels-last network receives its sampled convolution weights channels-last (no
+    per-call layout conversion inside the convolutions), with the same outputs and gradients."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.Flatten())
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+    posterior = GaussianPosterior(model, "all", rank=2, init_std=0.1)
+    seen: list[bool] = []
+    for conv in (model[0], model[2]):
+        conv.register_forward_pre_hook(
+            lambda m, _: seen.append(m.weight.is_contiguous(memory_format=torch.channels_last))
+        )
+    w = posterior.weights()
+    out = posterior.forward_with(w, x)
+    assert seen == [True, True]
+    reference = torch.func.functional_call(model, posterior.unflatten(w), (x,))
+    torch.testing.assert_close(out, reference)
+    (grad,) = torch.autograd.grad(out.square().sum(), [posterior.mean], retain_graph=True)
+    (expected,) = torch.autograd.grad(reference.square().sum(), [posterior.mean])
+    torch.testing.assert_close(grad, expected)

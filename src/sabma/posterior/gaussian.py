@@ -225,6 +225,8 @@ class GaussianPosterior(nn.Module):
         """Run the model with the Bayesian subset set to the flat weights ``w``; its logits
         (:func:`logits_of`: a Hugging Face model's output object gives its ``logits``)."""
         tensors = self.unflatten(w)
+        for name in self._channels_last_weights():  # as the network keeps them: the fast kernels
+            tensors[name] = tensors[name].contiguous(memory_format=torch.channels_last)
         if not self.update_running_stats and updates_running_stats(self.model):
             # let the pass update throw-away copies of the running statistics
             tensors |= {n: b.clone() for n, b in running_stat_buffers(self.model).items()}
@@ -235,6 +237,23 @@ class GaussianPosterior(nn.Module):
         return (
             out.to(self.mean.dtype) if isinstance(out, Tensor) and out.is_floating_point() else out
         )
+
+    def _channels_last_weights(self) -> list[str]:
+        """The subset's 4-d tensors that the network keeps channels-last (convolution weights
+        after ``model.to(memory_format=torch.channels_last)``). w is one flat vector, so their
+        views are NCHW; handed to a channels-last network as such, every convolution converts
+        (EfficientNet-Lite0, subset ``all``, 32 px: forward + backward 0.76 s against 0.57 s
+        with the weights channels-last, one thread)."""
+        convs = [n for n, shape in zip(self.names, self.shapes, strict=True) if len(shape) == 4]
+        if not convs:
+            return []
+        params = dict(self.model.named_parameters())
+        return [
+            n
+            for n in convs
+            if params[n].is_contiguous(memory_format=torch.channels_last)
+            and not params[n].is_contiguous()
+        ]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the model at the sample w(θ, z) with the kept noise z."""
