@@ -122,3 +122,19 @@ def test_kl_root_needs_few_evaluations_of_the_kl(guess: float) -> None:
         t = kl_root(counted, 0.5, guess, 1e-4, 200)
         assert kl(t) == pytest.approx(0.5, rel=1e-4)
         assert len(calls) <= 8, len(calls)
+
+
+def test_kl_root_survives_a_kl_that_jumps_across_the_target() -> None:
+    """A KL so steep that no t hits the target within the tolerance (seen on LoRA adapters:
+    two evaluations at one t): the root search stops at the jump, without dividing by zero."""
+    calls: list[float] = []
+
+    def steep(t: float) -> float:
+        calls.append(t)
+        return 1e-30 * t * t if t < 1.0 else 1e30 * t * t
+
+    for guess in (1e-3, 0.7, 1.0, 5.0):
+        calls.clear()
+        t = kl_root(steep, 0.5, guess, 1e-4, 200)
+        assert t == pytest.approx(1.0, rel=1e-9)
+        assert len(calls) < 200

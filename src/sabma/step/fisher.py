@@ -175,7 +175,9 @@ def kl_root(
             slope = 2.0  # one point: KL ∝ t² near 0
             if len(points) > 1:
                 t0, k0 = points[-2]
-                slope = (math.log(k1) - math.log(k0)) / (math.log(t1) - math.log(t0))
+                slope = 0.0  # two evaluations at one t, or one KL at two: bisect
+                if t0 != t1 and k0 != k1:
+                    slope = (math.log(k1) - math.log(k0)) / (math.log(t1) - math.log(t0))
             if slope > 0:
                 guess = math.exp(math.log(t1) + (log_target - math.log(k1)) / slope)
                 if lo < guess < hi:
@@ -189,4 +191,6 @@ def kl_root(
             lo, kl_lo = mid, kl
         else:
             hi, kl_hi = mid, kl
+        if hi - lo <= 1e-12 * hi:  # the KL jumps across the target between adjacent t
+            return 0.5 * (lo + hi)
     return 0.5 * (lo + hi)
