@@ -190,11 +190,10 @@ class GaussianPosterior(nn.Module):
     def _kept_factor_noise(self) -> Tensor:
         """D z₂ (no gradient) for the kept z₂, computed once per (D, z₂): the two passes of a
         step share it (at d = 2·10⁶, K = 5 a product with D reads 40 MB)."""
-        factor, noise = self.factor, self.noise_factor
-        key = (factor._version, noise._version, factor.data_ptr(), noise.data_ptr())
+        key = content_key(self.factor, self.noise_factor)
         if self._factor_noise is None or self._factor_noise[0] != key:
             with torch.no_grad():
-                self._factor_noise = (key, noise @ factor.T)
+                self._factor_noise = (key, self.noise_factor @ self.factor.T)
         return self._factor_noise[1]
 
     def sample_weights(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -308,6 +307,12 @@ class GaussianPosterior(nn.Module):
                 theta.grad = grad.clone() if grad is g else grad
             else:
                 theta.grad.add_(grad)
+
+
+def content_key(*tensors: Tensor) -> tuple[int, ...]:
+    """A key that changes whenever one of ``tensors`` is written in place or replaced (their
+    version counters and storages): for values derived from them and kept between calls."""
+    return (*(t._version for t in tensors), *(t.data_ptr() for t in tensors))
 
 
 def logits_of(out: Any) -> Any:

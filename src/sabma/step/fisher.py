@@ -87,31 +87,26 @@ def shift_kl(
         v_m = direction["mean"].double()
         m = float(torch.dot(v_m, q64.precision_matvec(v_m)))
     sum_v = float(v_s.sum())
-    logdet_c = (
-        2.0 * float(torch.log(q64.capacitance_cholesky().diagonal()).sum()) if q64.rank else 0.0
-    )
-    factor_t = q64.factor.T
+    logdet_c = _capacitance_logdet(q64)
 
     def kl(t: float) -> float:
         trace = float((scaled * torch.expm1(2.0 * t * v_s)).sum()) - 2.0 * t * sum_v
-        if q64.rank:
-            inv_var = torch.exp(-2.0 * t * v_s) / var
-            cap = sum(
-                (f * w) @ f.T for f, w in zip(factor_t.split(1 << 15, dim=1),
-                                              inv_var.split(1 << 15), strict=True)
-            )  # fmt: skip
-            assert isinstance(cap, Tensor)
-            cap.diagonal().add_(1.0)
-            chol, info = torch.linalg.cholesky_ex(cap)
-            if int(info) != 0:
-                return math.inf
-            logdet_shifted = 2.0 * float(torch.log(chol.diagonal()).sum())
-        else:
-            logdet_shifted = 0.0
+        moved = LowRankGaussian(q64.mean, var * torch.exp(2.0 * t * v_s), q64.factor)
+        try:
+            logdet_shifted = _capacitance_logdet(moved)
+        except RuntimeError:  # torch.linalg.LinAlgError: C' lost definiteness
+            return math.inf
         value = 0.5 * (trace + t * t * m + logdet_c - logdet_shifted)
         return value if math.isfinite(value) else math.inf
 
     return kl
+
+
+def _capacitance_logdet(q: LowRankGaussian) -> float:
+    """log |C|, C = I + Dᵀ Λ⁻¹ D (0 for K = 0)."""
+    if not q.rank:
+        return 0.0
+    return 2.0 * float(torch.log(q.capacitance_cholesky().diagonal()).sum())
 
 
 def exact_kl_step(

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from sabma.config.method import SABMAOptions
 from sabma.models.inputs import Inputs
-from sabma.posterior.gaussian import GaussianPosterior
+from sabma.posterior.gaussian import GaussianPosterior, content_key
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.posterior.subset import Subset
 from sabma.step.dropin import base_defaults, check_runs_on, default_prior, posterior_of
@@ -233,8 +233,7 @@ class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
         self._variance_moved = False
 
     def _variance_key(self) -> tuple[int, ...]:
-        log_std, factor = self.posterior.log_std, self.posterior.factor
-        return (log_std._version, factor._version, log_std.data_ptr(), factor.data_ptr())
+        return content_key(self.posterior.log_std, self.posterior.factor)
 
     def _geometry(self) -> LowRankGaussian:
         """q_θ for the Fisher ball, computed again only when σ or D changed."""
