@@ -45,6 +45,9 @@ def _worker(rank: int, world: int, init: str, out: Path) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         train(rank, world, out)
+        # both ranks done before either tears the group down (one rank's gloo threads were seen
+        # aborting, "terminate called without an active exception", when the other left first)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
