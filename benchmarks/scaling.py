@@ -47,12 +47,12 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from benchmarks.common import machine, train_only_subset, write_json
 from benchmarks.memory_probe import state_bytes
 from sabma import SABMA, SAM, NaturalVariance
-from sabma.config.method import VarianceOptions
 from sabma.models import build_backbone, inputs
 from sabma.models.inputs import Inputs
 from sabma.models.lora import add_lora
 from sabma.posterior.gaussian import logits_of
 from sabma.predict.bma import bma_log_probs
+from sabma.variance.options import VarianceOptions
 
 BATCH, CLASSES = 25, 10
 VARIANTS = ("SGD", "SAM", "SA-BMA", "IVON")

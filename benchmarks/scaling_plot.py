@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sabma.config.method import VarianceOptions
+from sabma.variance.options import VarianceOptions
 
 _KEY = re.compile(r"(\d+) shots, (.+), (\d+)px")
 

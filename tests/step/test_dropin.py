@@ -12,11 +12,12 @@ from torch.nn.functional import cross_entropy
 from torch.utils.data import DataLoader, TensorDataset
 
 from sabma import SABMA, GaussianPosterior, NaturalVariance
-from sabma.config.method import SABMAOptions, VarianceOptions
 from sabma.config.sections import InitConfig, OptimConfig, PriorConfig
 from sabma.models.head_scale import HEAD_LOGIT_VAR, head_feature_scale
 from sabma.posterior.prior import head_mask
+from sabma.step.options import SABMAOptions
 from sabma.variance.natural import Curvature
+from sabma.variance.options import VarianceOptions
 
 N, BATCH = 24, 8
 

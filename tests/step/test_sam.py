@@ -76,7 +76,7 @@ def test_fisher_sam_at_its_default_is_not_sam_on_a_real_network() -> None:
     """EfficientNet-Lite0 norm+head, 25 inputs at 32 px: the case where the paper's absolute η
     gave cos = 0.99997 (SAM); the scale-free default must move the ascent measurably."""
     from sabma import select_parameters
-    from sabma.config.method import FSAMOptions
+    from sabma.methods.fsam_method import FSAMOptions
     from sabma.models import build_backbone
     from sabma.step.fsam import FSAM
 

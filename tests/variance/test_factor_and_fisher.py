@@ -11,6 +11,7 @@ from sabma.variance import residual_factor, sampled_fisher_gradients
 from sabma.variance.factor import canonical_signs
 from sabma.variance.fisher_gradients import _per_example_loop, _per_example_vmap, fisher_sketch
 from sabma.variance.layer_gradients import layer_gradients
+from sabma.variance.state import VarianceState
 from tests.conftest import mlp
 
 F64 = torch.float64
@@ -266,15 +267,16 @@ def test_refresh_keeps_the_rows_the_budget_allows(monkeypatch) -> None:
     """The refresh hands the factor max(factor_floats // d, 2K) rows and the diagonal all of
     them; the budget leaves the default (norm+head, 256 rows) untouched."""
     import sabma.variance.natural as natural
+    import sabma.variance.state as state
 
     seen: list[int] = []
-    original = natural.residual_factor
+    original = state.residual_factor
 
     def spy(var, prior_share, data_sqrt, rank, **kwargs):
         seen.append(data_sqrt.shape[1])
         return original(var, prior_share, data_sqrt, rank, **kwargs)
 
-    monkeypatch.setattr(natural, "residual_factor", spy)
+    monkeypatch.setattr(state, "residual_factor", spy)
     torch.manual_seed(0)
     posterior = GaussianPosterior(mlp(), "all", rank=2)
     x = torch.randn(50, 2)
@@ -282,7 +284,7 @@ def test_refresh_keeps_the_rows_the_budget_allows(monkeypatch) -> None:
     prior = type(prior)(prior.mean.detach(), torch.ones(posterior.dim), prior.factor[:, :0])
     for floats, rows in ((10**9, 50), (posterior.dim * 9, 9), (1, 4)):
         options = natural.NaturalVariance(ess=50, data=x, factor_floats=floats)
-        natural.VarianceState(options, posterior, prior).refresh(None)
+        VarianceState(options, posterior, prior).refresh(None)
         assert seen[-1] == rows
         assert bool(torch.isfinite(posterior.factor).all())
         assert float(posterior.factor.detach().abs().max()) > 0

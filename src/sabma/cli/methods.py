@@ -22,10 +22,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sabma.config import MethodConfig
     from sabma.methods import METHODS
 
-    defaults = MethodConfig()
     width = max(len(name) for name in METHODS)
     for name, cls in sorted(METHODS.items()):
         kind = "point" if cls.point else "Bayesian"
@@ -34,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
             grid = ", ".join(f"{v:g}" for v in cls.knob_grid)
             print(f"{'':<{width}}    knob: {cls.knob}, benchmark grid [{grid}]")
         if args.options:
-            for section in cls.sections:
-                for key, value in asdict(getattr(defaults, section)).items():
+            for section, options in cls.sections.items():
+                for key, value in asdict(options()).items():
                     print(f"{'':<{width}}    method.{section}.{key} = {value}")
     return 0

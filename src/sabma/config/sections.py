@@ -4,13 +4,23 @@ EfficientNet-Lite0 with SA-BMA."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from sabma.config.method import MethodConfig, SWAGSnapshots
+from sabma.config.method import MethodConfig
 
 #: S, the number of posterior draws of a BMA predictive, wherever none is given
 DEFAULT_BMA_SAMPLES = 30
+
+
+@dataclass
+class SWAGSnapshots:
+    """When a SWAG run snapshots the subset, and how many deviations its factor keeps (SWAG's
+    and F-SWAG's sections, and the SWAG prior's run)."""
+
+    rank: int = 5  # K, the deviations kept for the low-rank factor
+    start: int = 0  # first epoch whose end is snapshotted (0: half the run's epochs)
+    every: int = 1  # snapshot every c epochs
 
 
 @dataclass
@@ -133,4 +143,12 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {
+            key: value.to_dict()
+            if isinstance(value, MethodConfig)
+            else asdict(value)
+            if hasattr(value, "__dataclass_fields__")
+            else value
+            for key, value in values.items()
+        }

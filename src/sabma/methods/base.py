@@ -10,8 +10,9 @@ schedule, budget and model-selection rule.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
+from types import MappingProxyType
 from typing import Any, ClassVar, cast
 
 import torch
@@ -20,6 +21,8 @@ from torch.nn.functional import cross_entropy
 
 from sabma import distributed
 from sabma.config import Config
+from sabma.config.method import register_sections
+from sabma.methods.failures import finite
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
@@ -29,30 +32,6 @@ from sabma.step.schedule import warmup_cosine
 from sabma.step.two_step import TwoStepOptimizer
 
 
-class UnstableSetting(ValueError):
-    """The settings cannot train at this learning rate (the prior term or a coupling would
-    diverge): an error for a single run, a candidate that failed for a search."""
-
-
-class NonFiniteLoss(FloatingPointError):
-    """A training loss was NaN or infinite; raised before any update (θ unchanged)."""
-
-
-def finite(loss: Tensor) -> Tensor:
-    """``loss``, or :class:`NonFiniteLoss` when it is NaN or infinite (before ``backward``)."""
-    if not bool(torch.isfinite(loss).all()):
-        raise NonFiniteLoss(f"non-finite training loss ({float(loss.detach().sum())})")
-    return loss
-
-
-def abandon_step(optimizer: torch.optim.Optimizer) -> None:
-    """Undo a step interrupted by :class:`NonFiniteLoss`: θ back where the step began."""
-    abandon = getattr(optimizer, "abandon_step", None)
-    if callable(abandon):
-        abandon()
-    optimizer.zero_grad()
-
-
 def set_network_mode(posterior: GaussianPosterior, bn_mode: str) -> None:
     """Training mode of the network: ``"train"`` (batch statistics, dropout) or ``"eval"``."""
     if bn_mode not in ("train", "eval"):
@@ -60,8 +39,18 @@ def set_network_mode(posterior: GaussianPosterior, bn_mode: str) -> None:
     posterior.train(bn_mode == "train")
 
 
+def section_types(**sections: type) -> Mapping[str, type]:
+    """A method's ``sections``: ``section_types(sabma=SABMAOptions, variance=VarianceOptions)``
+    makes ``method.sabma`` and ``method.variance`` sections of the configuration."""
+    return MappingProxyType(sections)
+
+
 class Method:
     """Base class: subclasses set the class attributes and override what differs."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register_sections(cls.sections)
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -75,8 +64,9 @@ class Method:
     passes_at_mean: ClassVar[bool] = False
     #: keep the state with the best validation NLL (False: the method's own final state)
     select_best: ClassVar[bool] = True
-    #: the sections of ``cfg.method`` this method reads (``sabma methods --options`` lists them)
-    sections: ClassVar[tuple[str, ...]] = ()
+    #: the sections of ``cfg.method`` this method reads, name → options dataclass (declared in
+    #: the method's module; defining the class registers them, :func:`section_types`)
+    sections: ClassVar[Mapping[str, type]] = MappingProxyType({})
     #: the method's main setting besides the learning rate (a configuration key), which
     #: ``optim.knob_grid`` searches on validation ("": none); ``knob_grid`` is the grid
     #: ``sabma benchmark`` gives it (:mod:`sabma.pipeline.search`)

@@ -14,13 +14,23 @@ model selection sees it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from sabma.config import Config
-from sabma.methods.base import Method
+from sabma.methods.base import Method, section_types
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.bsam import BSAM
+
+
+@dataclass
+class BSAMOptions:
+    rho: float = 0.05  # ρ of the adversarial step ρ·g/s
+    beta2: float = 0.999  # β₂ of the precision s
+    gamma: float = 100.0  # damping γ (variance floor 1/(N·γ)); chosen on validation
+    beta: float = 0.0  # weight of the prior's precision added to s (0: no prior term)
 
 
 class BSAMMethod(Method):
@@ -40,7 +50,7 @@ class BSAMMethod(Method):
     knob = "method.bsam.rho"
     knob_grid = (0.01, 0.05, 0.2)
     point = False
-    sections = ("bsam",)
+    sections = section_types(bsam=BSAMOptions)
 
     def supports_loss_scaling(self, cfg: Config) -> bool:
         return False  # the scaled step (sabma.step.amp) does not draw bSAM's noisy first pass

@@ -18,6 +18,7 @@ step leaves the new head untrained (seed 0: test NLL 1.93).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,13 +26,19 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
-from sabma.config.method import CSGLDOptions
-from sabma.methods.base import Method
+from sabma.methods.base import Method, section_types
 from sabma.methods.sabma_method import check_kl_stability
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
+
+
+@dataclass
+class CSGLDOptions:
+    cycles: int = 1  # number of cosine cycles; chosen on validation
+    sample_fraction: float = 0.3  # the noisy, sampling end of each cycle
+    temperature: float = 1.0  # T of the Langevin noise √(2·lr·T/N)
 
 
 class CSGLDMethod(Method):
@@ -51,7 +58,7 @@ class CSGLDMethod(Method):
     knob_grid = (0.01, 0.1, 1.0)
     point = False
     select_best = False
-    sections = ("csgld",)
+    sections = section_types(csgld=CSGLDOptions)
 
     def __init__(self) -> None:
         self._samples: list[Tensor] = []

@@ -14,20 +14,29 @@ the flat-basin samples) or w (``"model"``). The coupling is stable only for lr <
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from sabma.config import Config
-from sabma.config.method import EMCMCOptions
-from sabma.methods.base import UnstableSetting
-from sabma.methods.csgld import CSGLDMethod
+from sabma.methods.base import section_types
+from sabma.methods.csgld import CSGLDMethod, CSGLDOptions
+from sabma.methods.failures import UnstableSetting
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 
 KEEP = ("guide", "model")
+
+
+@dataclass
+class EMCMCOptions(CSGLDOptions):
+    """cSGLD's cycles, sampling end and noise, with the guide's coupling."""
+
+    eta: float = 0.03  # coupling scale η of ‖w − w_a‖²/(2η)
+    keep: str = "guide"  # keep the guide w_a (flat basins) or the model w
 
 
 class EMCMCMethod(CSGLDMethod):
@@ -46,7 +55,7 @@ class EMCMCMethod(CSGLDMethod):
     summary = "Entropy-MCMC: cyclical SGLD coupled to a flat-basin guide (method.emcmc)"
     knob = "method.emcmc.eta"
     knob_grid = (0.01, 0.03, 0.1)
-    sections = ("emcmc",)
+    sections = section_types(emcmc=EMCMCOptions)
 
     def __init__(self) -> None:
         super().__init__()

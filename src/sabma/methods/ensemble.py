@@ -9,15 +9,22 @@ reported beside it is member 0 alone.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from sabma.config import Config
+from sabma.methods.base import section_types
 from sabma.methods.point import SGDMethod
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
+
+
+@dataclass
+class EnsembleOptions:
+    size: int = 5  # number of members M
 
 
 class EnsembleMethod(SGDMethod):
@@ -32,7 +39,7 @@ class EnsembleMethod(SGDMethod):
         ]
 
     summary = "deep ensemble: method.ensemble.size independent SGD runs, random heads"
-    sections = ("ensemble",)
+    sections = section_types(ensemble=EnsembleOptions)
     point = False
 
     def __init__(self) -> None:

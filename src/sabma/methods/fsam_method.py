@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sabma.config import Config
-from sabma.config.method import FSAMOptions
-from sabma.methods.point import SAMMethod
+from sabma.methods.base import section_types
+from sabma.methods.point import SAMMethod, SAMOptions
 from sabma.step.fsam import FSAM
+
+
+@dataclass
+class FSAMOptions(SAMOptions):
+    eta: float = 1.0  # the Fisher preconditioner's range: f = 1 + η·g²/max g² ∈ [1, 1 + η]
 
 
 class FSAMMethod(SAMMethod):
@@ -19,7 +25,7 @@ class FSAMMethod(SAMMethod):
     knob_grid = (1.0, 10.0, 100.0)
     optimizer_class = FSAM
 
-    sections = ("fsam",)
+    sections = section_types(fsam=FSAMOptions)
 
     def sam_options(self, cfg: Config) -> FSAMOptions:
         return cfg.method.fsam

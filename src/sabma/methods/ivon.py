@@ -22,12 +22,13 @@ The predictive is BMA over N(μ, diag(1/(λ(h + δ)))): ``log_std`` follows h af
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from sabma.config import Config
-from sabma.methods.base import Method
+from sabma.methods.base import Method, section_types
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 
@@ -40,6 +41,15 @@ def _ivon() -> Any:
             "method 'ivon' needs the package ivon-opt (pip install 'sabma[baselines]')"
         ) from None
     return ivon
+
+
+@dataclass
+class IVONOptions:
+    ess: float = 0.0  # λ (0: N/temperature, the tempered posterior SA-BMA targets)
+    temperature: float = 0.001  # T of λ = N/T when ess is 0
+    hess_init: float = 1.0  # h₀, the initial curvature (σ₀ = 1/√(λ(h₀ + δ)))
+    beta2: float = 0.99999  # the curvature average's memory (the package's default)
+    weight_decay: float = 1e-4  # δ, the package's prior precision per example
 
 
 class IVONMethod(Method):
@@ -57,7 +67,7 @@ class IVONMethod(Method):
     summary = "IVON: the ivon-opt package as published (natural-gradient VI, Adam-like mean step)"
     knob = "method.ivon.temperature"
     knob_grid = (1e-4, 1e-3, 1e-2)
-    sections = ("ivon",)
+    sections = section_types(ivon=IVONOptions)
     point = False
 
     @staticmethod

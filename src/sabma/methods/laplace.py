@@ -20,12 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from sabma.config import Config
+from sabma.methods.base import section_types
 from sabma.methods.point import SGDMethod
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
@@ -60,6 +62,14 @@ def _only_subset_trainable(posterior: GaussianPosterior) -> Iterator[None]:
             p.requires_grad_(before[name])
 
 
+@dataclass
+class LaplaceOptions:
+    subset: str = "last_layer"  # last_layer | subset
+    hessian: str = "kron"  # kron | diag | full (subset: diag | full)
+    # last_layer: the prior precision (0: fitted by marginal likelihood, laplace-torch's way)
+    prior_precision: float = 0.0
+
+
 class _LabelledDataset(torch.utils.data.Dataset[Any]):
     """(x, y) pairs for image tensors; for keyword inputs (texts) one mapping per example with
     the label under ``labels``, as laplace-torch reads Hugging Face style batches."""
@@ -90,7 +100,7 @@ class LaplaceMethod(SGDMethod):
     summary = "Laplace (laplace-torch) at the SGD MAP: last-layer KFAC or subset, GLM probit"
     knob = "method.laplace.prior_precision"
     knob_grid = (0.0, 1e3, 1e4)
-    sections = ("laplace",)
+    sections = section_types(laplace=LaplaceOptions)
     point = False
 
     def optimizer(

@@ -10,9 +10,12 @@ set, which the flatness measures read as samples.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
 from sabma.config import Config
+from sabma.methods.base import section_types
 from sabma.methods.point import SGDMethod
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
@@ -29,15 +32,26 @@ def enable_dropout(model: nn.Module, p: float | None) -> None:
             layer.p = p
 
 
+@dataclass
+class MCDropoutOptions:
+    p: float | None = None  # rate of every dropout layer (None: the model's)
+
+
 class MCDropoutMethod(SGDMethod):
     name = "mcdropout"
     less_noise = "a lower method.mcdropout.p"
     summary = "MC dropout: SGD with dropout, BMA over S stochastic passes (method.mcdropout)"
     knob = "method.mcdropout.p"
     knob_grid = (0.1, 0.4)
-    sections = ("mcdropout",)
+    sections = section_types(mcdropout=MCDropoutOptions)
     point = False
     passes_at_mean = True
+
+    @staticmethod
+    def check(cfg: Config) -> None:
+        p = cfg.method.mcdropout.p
+        if p is not None and not 0 <= p < 1:
+            raise ValueError(f"method.mcdropout.p must lie in [0, 1), got {p}")
 
     def __init__(self) -> None:
         self._posterior: GaussianPosterior | None = None

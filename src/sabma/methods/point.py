@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from sabma.config import Config
-from sabma.config.method import SAMOptions
-from sabma.methods.base import Method
+from sabma.methods.base import Method, section_types
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.sam import SAM
+
+
+@dataclass
+class SAMOptions:
+    rho: float = 0.05  # the Euclidean radius of the ascent
+    perturb_every: int = 1  # ε formed every k steps, reused in between
 
 
 class SGDMethod(Method):
@@ -43,7 +49,7 @@ class SAMMethod(Method):
     knob = "method.sam.rho"
     knob_grid = (0.01, 0.05, 0.2)
     optimizer_class: ClassVar[type[SAM]] = SAM
-    sections: ClassVar[tuple[str, ...]] = ("sam",)
+    sections = section_types(sam=SAMOptions)
 
     def sam_options(self, cfg: Config) -> SAMOptions:
         """The ascent's radius and period: ``cfg.method.sam``."""

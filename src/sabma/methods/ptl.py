@@ -6,16 +6,24 @@ A point estimate trained on NLL − (λ/N)·log p(w), λ = ``method.ptl.weight``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
+from sabma.methods.base import section_types
 from sabma.methods.point import SGDMethod
 from sabma.methods.sabma_method import check_kl_stability
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
+
+
+@dataclass
+class PTLOptions:
+    weight: float = 0.01  # λ of −(λ/N)·log p(w); chosen on validation
 
 
 class PTLMethod(SGDMethod):
@@ -32,7 +40,7 @@ class PTLMethod(SGDMethod):
     summary = "PTL: SGD on NLL − (λ/N)·log p(w) with the (SWAG / file) prior"
     knob = "method.ptl.weight"
     knob_grid = (0.01, 1.0, 100.0)
-    sections = ("ptl",)
+    sections = section_types(ptl=PTLOptions)
 
     def __init__(self) -> None:
         self.prior: LowRankGaussian | None = None

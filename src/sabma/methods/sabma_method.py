@@ -9,11 +9,14 @@ from typing import Any
 import torch
 
 from sabma.config import Config
-from sabma.methods.base import Method, UnstableSetting
+from sabma.methods.base import Method, section_types
+from sabma.methods.failures import UnstableSetting
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
+from sabma.step.options import SABMAOptions, checked_perturb
 from sabma.step.sabma import SABMA
 from sabma.variance.natural import NaturalVariance
+from sabma.variance.options import VarianceOptions
 
 
 def check_kl_stability(
@@ -62,6 +65,14 @@ class SABMAMethod(Method):
     name = "sabma"
     less_noise = "a lower method.variance.temperature"
 
+    @staticmethod
+    def check(cfg: Config) -> None:
+        cfg.method.variance.check()
+        try:
+            checked_perturb(cfg.method.sabma.perturb)
+        except ValueError as err:
+            raise ValueError(f"method.sabma.{err}") from None
+
     @classmethod
     def bounds(cls, cfg: Config) -> list[tuple[str, float, float, bool]]:
         m = cfg.method
@@ -83,7 +94,7 @@ class SABMAMethod(Method):
     knob_grid = (0.3, 1.0, 3.0)
     point = False
     trains_at_mean = False
-    sections = ("sabma", "variance")
+    sections = section_types(sabma=SABMAOptions, variance=VarianceOptions)
 
     def rank(self, cfg: Config) -> int:
         return cfg.method.sabma.rank

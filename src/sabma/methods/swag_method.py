@@ -10,17 +10,28 @@ over its collection phase, so it takes no best-epoch selection.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from sabma.config import Config
-from sabma.config.method import FSWAGOptions, SWAGOptions
-from sabma.methods.base import Method
-from sabma.methods.point import SAMMethod, SGDMethod
+from sabma.config.sections import SWAGSnapshots
+from sabma.methods.base import Method, section_types
+from sabma.methods.point import SAMMethod, SAMOptions, SGDMethod
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.posterior.swag import SWAGMoments, SWAGSchedule
+
+
+@dataclass
+class SWAGOptions(SWAGSnapshots):
+    lr_ratio: float = 0.5  # the cosine schedule stops at this fraction of lr
+
+
+@dataclass
+class FSWAGOptions(SAMOptions, SWAGOptions):
+    """SWAG's snapshots along SAM's iterates (ρ: the SAM ascent's radius)."""
 
 
 class SWAGCollection(Method):
@@ -103,7 +114,7 @@ class SWAGMethod(SWAGCollection, SGDMethod):
     summary = "SWAG: Gaussian (diag + rank K) from the moments of SGD iterates"
     knob = "method.swag.lr_ratio"
     knob_grid = (0.25, 0.5, 1.0)
-    sections = ("swag",)
+    sections = section_types(swag=SWAGOptions)
 
 
 class FSWAGMethod(SWAGCollection, SAMMethod):
@@ -111,7 +122,7 @@ class FSWAGMethod(SWAGCollection, SAMMethod):
     summary = "F-SWAG: SWAG collected along SAM iterates (flat-basin SWAG)"
     knob = "method.fswag.rho"
     knob_grid = (0.01, 0.05, 0.2)
-    sections = ("fswag",)
+    sections = section_types(fswag=FSWAGOptions)
 
     def swag_options(self, cfg: Config) -> FSWAGOptions:
         return cfg.method.fswag

@@ -13,6 +13,7 @@ at ``init.head_std``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,12 +21,18 @@ from torch import Tensor
 from torch.nn.functional import cross_entropy
 
 from sabma.config import Config
-from sabma.methods.base import Method
+from sabma.methods.base import Method, section_types
 from sabma.methods.sabma_method import build_sabma, check_kl_stability
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
+from sabma.variance.options import VarianceOptions
+
+
+@dataclass
+class VIOptions:
+    moped_delta: float = 0.01  # initial σ = δ·|w_pre| (MOPED); σ and D: method.variance
 
 
 class VIMethod(Method):
@@ -34,9 +41,13 @@ class VIMethod(Method):
     summary = "mean-field Gaussian VI: natural-gradient (the SA-BMA variance, ρ = 0) or BBB"
     knob = "method.variance.temperature"
     knob_grid = (1e-4, 1e-3, 1e-2)
-    sections = ("vi", "variance")
+    sections = section_types(vi=VIOptions, variance=VarianceOptions)
     point = False
     trains_at_mean = False
+
+    @staticmethod
+    def check(cfg: Config) -> None:
+        cfg.method.variance.check()
 
     @staticmethod
     def knob_unused(cfg: Config) -> str:

@@ -13,7 +13,7 @@ the method's predictive wins. Two stages, one knob at a time:
 
 The winner of all candidates becomes the run: its posterior and training log are copied into
 ``OUT``, and only then is the test split evaluated, once. Candidates that cannot run at their
-learning rate (:class:`~sabma.methods.base.UnstableSetting`: the prior term or a coupling would
+learning rate (:class:`~sabma.methods.failures.UnstableSetting`: the prior term or a coupling would
 be unstable) or that diverged (``FloatingPointError``) are recorded as failed (None) and skipped;
 any other error stops the search.
 ``lr_search.json`` keeps every candidate's validation NLL; ``metrics.json`` gets ``"lr"``,
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from sabma.config import Config, dump_config
-from sabma.methods.base import UnstableSetting
+from sabma.methods.failures import UnstableSetting
 from sabma.ood.evaluate import OODOptions
 from sabma.pipeline.checks import check_config
 from sabma.pipeline.evaluate import evaluate_run
@@ -87,9 +87,8 @@ def train_with_search(
     current = configured_knob(cfg) if knob else None
     others = [float(v) for v in cfg.optim.knob_grid if v != current]
     # before training: a stale candidate is an error, not a failed candidate
-    for candidate in [Candidate(lr) for lr in lrs] + [
-        Candidate(lr, v) for lr in lrs for v in others
-    ]:
+    plain, knobbed = [Candidate(lr) for lr in lrs], [Candidate(lr, v) for lr in lrs for v in others]
+    for candidate in plain + knobbed:
         _check_candidate(
             candidate_config(cfg, candidate.lr, candidate.knob), candidate.folder(out, knob)
         )
@@ -135,18 +134,8 @@ def train_with_search(
         "search_s": time.perf_counter() - start,
         "edge": edges,
     }
-    knob_section = None
-    if knob:
-        grid = cfg.optim.knob_grid  # in the grid's order; the configured value first if not in it
-        order: list[Any] = grid if current in grid else [current, *grid]
-        if extra_knob is not None and Candidate(best_lr, extra_knob) in scores:
-            order = [*order, extra_knob]
-        knob_scores = {
-            label(v): scores.get(Candidate(best_lr, None if v == current else float(v)))
-            for v in order
-        }
-        won = current if best.knob is None else best.knob
-        knob_section = {"name": knob, "lr": best_lr, "grid": knob_scores, "chosen": won}
+    knob_section = _knob_section(cfg, knob, current, extra_knob, scores, best) if knob else None
+    if knob_section is not None:
         search["knob"] = knob_section
     atomic_write_json(out / SEARCH_RESULT, search)
     metrics = evaluate_run(
@@ -160,6 +149,27 @@ def train_with_search(
     metrics["timing"]["train_s"] = read_metrics(chosen)["timing"]["train_s"]
     atomic_write_json(out / METRICS, metrics)
     return metrics
+
+
+def _knob_section(
+    cfg: Config,
+    knob: str,
+    current: Any,
+    extra: float | None,
+    scores: dict[Candidate, float | None],
+    best: Candidate,
+) -> dict[str, Any]:
+    """The knob's scores at the chosen learning rate, in the grid's order (the configured value
+    first where the grid lacks it, the step beyond the edge last), and the value chosen."""
+    grid = cfg.optim.knob_grid
+    order: list[Any] = grid if current in grid else [current, *grid]
+    if extra is not None and Candidate(best.lr, extra) in scores:
+        order = [*order, extra]
+    knob_scores = {
+        label(v): scores.get(Candidate(best.lr, None if v == current else float(v))) for v in order
+    }
+    won = current if best.knob is None else best.knob
+    return {"name": knob, "lr": best.lr, "grid": knob_scores, "chosen": won}
 
 
 def _won(best: Candidate, current: Any) -> float:

@@ -18,13 +18,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sabma.posterior.in_place import InPlaceModel
 from sabma.posterior.lowrank import LowRankGaussian, kl_divergence
 from sabma.posterior.subset import Subset, select_parameters
 from sabma.posterior.substitute import ParameterSlots
 from sabma.running_stats import running_stat_buffers, updates_running_stats
 
 
-class GaussianPosterior(nn.Module):
+class GaussianPosterior(InPlaceModel, nn.Module):
     """Gaussian posterior q_θ over the flattened Bayesian subset of ``model``.
 
     Args:
@@ -261,52 +262,6 @@ class GaussianPosterior(nn.Module):
     def mean_forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the model at the posterior mean μ."""
         return self.forward_with(self.mean, *args, **kwargs)
-
-    @torch.no_grad()
-    def load_into_model(self, w: Tensor | None = None) -> None:
-        """Copy ``w`` (default: the mean μ) into the model's own parameters, in place."""
-        w = self.mean if w is None else w
-        params = dict(self.model.named_parameters())
-        for name, value in self.unflatten(w.detach()).items():
-            params[name].copy_(value)
-
-    # --- in place: the user's own model(x) runs at the sample ---------------------------------
-    def subset_parameters(self) -> list[nn.Parameter]:
-        """The model's own tensors of the Bayesian subset, in subset order."""
-        params = dict(self.model.named_parameters())
-        return [params[n] for n in self.names]
-
-    def enable_model_gradients(self) -> None:
-        """Let backward passes through the model's own forward reach the subset's tensors (the
-        rest stays as ``freeze_rest`` left it)."""
-        for p in self.subset_parameters():
-            p.requires_grad_(True)
-
-    @torch.no_grad()
-    def gradient_from_model(self) -> None:
-        """Move ∇_w L from the model's subset tensors (filled by a backward pass through the
-        model's own forward at w = μ + σ⊙z₁ + D z₂, see :meth:`load_into_model`) to θ, by the
-        chain rule of the reparameterisation: ∇_μ = g, ∇_s = g ⊙ σ ⊙ z₁, ∇_D = g z₂ᵀ (D only
-        when :attr:`factor_grad`; log σ only when :attr:`log_std_grad`). Gradients add to what
-        θ holds; the model's are cleared."""
-        params = self.subset_parameters()
-        if all(p.grad is None for p in params):
-            return
-        g = torch.cat(
-            [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-        ).to(self.mean.dtype)
-        for p in params:
-            p.grad = None
-        parts = [(self.mean, g)]
-        if self.log_std_grad:
-            parts.append((self.log_std, g * self.std * self.noise_diag))
-        if self.rank and self.factor_grad:  # stored as Dᵀ's transpose: (K, d) rows, contiguous
-            parts.append((self.factor, (self.noise_factor.unsqueeze(1) * g.unsqueeze(0)).T))
-        for theta, grad in parts:
-            if theta.grad is None:
-                theta.grad = grad.clone() if grad is g else grad
-            else:
-                theta.grad.add_(grad)
 
 
 def content_key(*tensors: Tensor) -> tuple[int, ...]:

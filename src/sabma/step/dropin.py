@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from sabma.config.method import SABMAOptions
 from sabma.config.sections import InitConfig, ModelConfig, OptimConfig, PriorConfig
 from sabma.models.head_scale import head_prior_variance
 from sabma.models.inputs import Inputs, call, input_batches, to_device
@@ -26,6 +25,7 @@ from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.posterior.prior import head_mask, isotropic_prior
 from sabma.posterior.subset import Subset, find_head
+from sabma.step.options import SABMAOptions
 
 #: inputs read from ``data`` for the automatic head prior (and to check that the model runs on
 #: the loader's batches before training starts)

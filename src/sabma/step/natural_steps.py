@@ -9,7 +9,8 @@ from typing import Any
 from torch import Tensor
 
 from sabma.posterior.gaussian import GaussianPosterior
-from sabma.variance.natural import Curvature, Source, VarianceState
+from sabma.variance.natural import Curvature, Source
+from sabma.variance.state import VarianceState
 
 
 class NaturalVarianceSteps:
@@ -20,6 +21,21 @@ class NaturalVarianceSteps:
     natural: VarianceState | None
     _natural_state: dict[str, Any]
     _curvature_estimate: Tensor | None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimiser's state, the lazy step's, and the natural variance's h."""
+        state: dict[str, Any] = super().state_dict()  # type: ignore[misc]
+        state["natural_variance"] = dict(self._natural_state)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        natural = state_dict.pop("natural_variance", {})
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+        like = self.posterior.log_std
+        self._natural_state = {
+            k: v.to(like) if isinstance(v, Tensor) else v for k, v in natural.items()
+        }
 
     def _observes(self, source: Source) -> bool:
         """Whether this step's ``source`` pass feeds the per-step curvature estimate."""

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sabma.config.method import SABMAOptions
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior, content_key
 from sabma.posterior.lowrank import LowRankGaussian
@@ -37,13 +36,19 @@ from sabma.step.dropin import base_defaults, check_runs_on, default_prior, poste
 from sabma.step.fisher import BLOCKS
 from sabma.step.kl_ball import Metric, ball_perturbation, detached_gaussian
 from sabma.step.natural_steps import NaturalVarianceSteps
+from sabma.step.options import (
+    SABMAOptions,
+    checked_metric,
+    checked_perturb,
+    parameter_groups,
+)
 from sabma.step.two_step import TwoStepOptimizer
 from sabma.variance.natural import (
     NaturalVariance,
     Source,
-    VarianceState,
     natural_options,
 )
+from sabma.variance.state import VarianceState
 
 _DEFAULTS = SABMAOptions()
 
@@ -142,38 +147,9 @@ class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
         if natural is not None and prior is None:
             prior = default_prior(posterior, data, head, prior_std, head_prior_var)
         base_kwargs = base_defaults(base_optimizer, base_kwargs)
-        try:
-            metric = Metric(metric)
-        except ValueError:
-            raise ValueError(
-                f"metric must be one of {[m.value for m in Metric]}, got {metric!r}"
-            ) from None
-        perturb = (perturb,) if isinstance(perturb, str) else tuple(perturb)
-        if not perturb or any(b not in BLOCKS for b in perturb):
-            raise ValueError(f"perturb must be a non-empty subset of {BLOCKS}, got {perturb!r}")
-
-        groups: list[dict[str, Any]] = [
-            {"params": [posterior.mean], "block": "mean"},
-            {"params": [posterior.log_std], "block": "log_std"},
-        ]
-        if posterior.rank:
-            groups.append({"params": [posterior.factor], "block": "factor"})
-        if not decay_covariance:
-            for group in groups[1:]:
-                group["weight_decay"] = 0.0
-        for block, scale in (block_lr_scale or {}).items():
-            if block not in BLOCKS or not scale >= 0:
-                raise ValueError(
-                    f"block_lr_scale takes blocks of {BLOCKS} and scales >= 0, "
-                    f"got {block!r}: {scale!r}"
-                )
-            if "lr" not in base_kwargs:
-                raise ValueError("block_lr_scale needs an explicit lr")
-            for group in groups:
-                if group["block"] == block:
-                    group["lr"] = base_kwargs["lr"] * scale
+        metric, perturb = checked_metric(metric), checked_perturb(perturb)
         super().__init__(
-            groups,
+            parameter_groups(posterior, decay_covariance, block_lr_scale, base_kwargs),
             base_optimizer,
             rho,
             base_kwargs,
@@ -305,21 +281,9 @@ class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
             self.posterior.resample()
         self._first_pass_mode()
 
-    def state_dict(self) -> dict[str, Any]:
-        """The base optimiser's state, the lazy step's, and the natural variance's h."""
-        state = super().state_dict()
-        state["natural_variance"] = dict(self._natural_state)
-        return state
-
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        natural = state_dict.pop("natural_variance", {})
         super().load_state_dict(state_dict)
         self._kept_geometry = None
-        like = self.posterior.log_std
-        self._natural_state = {
-            k: v.to(like) if isinstance(v, Tensor) else v for k, v in natural.items()
-        }
 
     def _add_kl_gradient(self) -> None:
         params = self._block_params()

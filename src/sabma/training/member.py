@@ -20,7 +20,7 @@ from sabma.data.preprocess import augment
 from sabma.data.tasks import TrainData
 from sabma.device import amp_dtype
 from sabma.methods import Method
-from sabma.methods.base import NonFiniteLoss, abandon_step
+from sabma.methods.failures import NonFiniteLoss, abandon_step
 from sabma.models import inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
