@@ -30,17 +30,17 @@ def test_a_method_defined_anywhere_adds_its_section(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(method_config, "SECTIONS", dict(method_config.SECTIONS))
 
     class Smoothed(SGDMethod):  # defining the class is the whole registration of its options
-        name = "smoothed"
-        sections = section_types(smoothed=_SmoothingOptions)
+        name = "scratch"
+        sections = section_types(scratch=_SmoothingOptions)
 
-    assert "smoothed" not in METHODS  # (the registry line is what `method.name` needs)
-    cfg = config_from_dict({"method": {"smoothed": {"smoothing": 1}}})
-    assert cfg.method.smoothed == _SmoothingOptions(smoothing=1.0)
-    assert isinstance(cfg.method.smoothed.smoothing, float)  # typed by the method's dataclass
-    assert Config().method.smoothed == _SmoothingOptions()  # and defaulted
-    with pytest.raises(ValueError, match=r"'method\.smoothed\.smoothin'; valid keys here"):
-        config_from_dict({}, ["method.smoothed.smoothin=0.2"])
-    assert Smoothed.sections["smoothed"] is _SmoothingOptions
+    assert "scratch" not in METHODS  # (the registry line is what `method.name` needs)
+    cfg = config_from_dict({"method": {"scratch": {"smoothing": 1}}})
+    assert cfg.method.scratch == _SmoothingOptions(smoothing=1.0)
+    assert isinstance(cfg.method.scratch.smoothing, float)  # typed by the method's dataclass
+    assert Config().method.scratch == _SmoothingOptions()  # and defaulted
+    with pytest.raises(ValueError, match=r"'method\.scratch\.smoothin'; valid keys here"):
+        config_from_dict({}, ["method.scratch.smoothin=0.2"])
+    assert Smoothed.sections["scratch"] is _SmoothingOptions
 
 
 def test_a_section_name_is_one_dataclass_and_no_shared_key(
