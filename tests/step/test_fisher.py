@@ -138,3 +138,40 @@ def test_kl_root_survives_a_kl_that_jumps_across_the_target() -> None:
         t = kl_root(steep, 0.5, guess, 1e-4, 200)
         assert t == pytest.approx(1.0, rel=1e-9)
         assert len(calls) < 200
+
+
+def test_shift_kl_in_float32_moves_few_coordinates_exactly_and_the_rest_by_moments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The posterior's own case: float32, d in the thousands, most log σ moving little and a
+    few (where D carries the variance) moving far. The KL along the direction matches the
+    float64 closed form, and the evaluations of one root search share one pass over D."""
+    g = torch.Generator().manual_seed(7)
+    d, k = 4000, 3
+    mean = torch.randn(d, generator=g)
+    log_std = 0.3 * torch.randn(d, generator=g) - 2.0
+    factor = 0.2 * torch.randn(d, k, generator=g)
+    factor[:5] *= 50.0  # D carries these coordinates' variance
+    v_s = 1e-3 * torch.randn(d, generator=g)
+    v_s[:5] = torch.tensor([3.0, -2.0, 1.5, -4.0, 2.5])
+    v = {"mean": 0.01 * torch.randn(d, generator=g), "log_std": v_s}
+    q = gaussian(mean, log_std, factor)
+    q64, s64 = gaussian(mean.double(), log_std.double(), factor.double()), log_std.double()
+    v64 = {b: x.double() for b, x in v.items()}
+    passes: list[int] = []
+    original = LowRankGaussian.weighted_grams
+
+    def counted(self: LowRankGaussian, weights: torch.Tensor) -> torch.Tensor:
+        passes.append(int(weights.shape[0]))
+        return original(self, weights)
+
+    monkeypatch.setattr(LowRankGaussian, "weighted_grams", counted)
+    kl_at = shift_kl(q, log_std, v)
+    for t in (0.5, 0.3, 0.1, 0.01, 0.4):  # the first t bounds the rest: one pass over D
+        expected = float(kl_divergence(shifted(q64, s64, v64, t), q64))
+        assert kl_at(t) == pytest.approx(expected, rel=1e-5)
+    assert len(passes) == 1
+    kl_at(3.0)  # beyond the bound: the moments are taken again, for the larger range
+    assert len(passes) == 2
+    expected = float(kl_divergence(shifted(q64, s64, v64, 3.0), q64))
+    assert kl_at(3.0) == pytest.approx(expected, rel=1e-5)

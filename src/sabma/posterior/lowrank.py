@@ -103,6 +103,18 @@ class LowRankGaussian:
         cholesky = torch.linalg.cholesky(cap)
         return cholesky.to(self.mean.dtype)
 
+    def weighted_grams(self, weights: Tensor) -> Tensor:
+        """Dᵀ diag(w_j) D for each row w_j of ``weights`` (m, d): shape (m, K, K), in column
+        chunks of D (one pass over D for all m)."""
+        chunk = _CPU_CHUNK if self.factor.device.type == "cpu" else max(self.dim, 1)
+        grams = weights.new_zeros(weights.shape[0], self.rank, self.rank)
+        for f, w in zip(
+            self.factor.T.split(chunk, dim=1), weights.split(chunk, dim=1), strict=True
+        ):
+            for j, row in enumerate(w):
+                grams[j] += (f * row) @ f.T
+        return grams
+
     def cov_matvec(self, x: Tensor) -> Tensor:
         """Σ x for x of shape (d,) or (d, m)."""
         if x.dim() == 1:

@@ -71,7 +71,9 @@ def ball_perturbation(
             and t * float(direction["log_std"].abs().max()) > SECOND_ORDER_LOG_STD
         )
     ):
-        t = exact_kl_step(q, posterior.log_std.detach(), direction, rho**2 / 2, t)
+        # v_μ = Σ g: its term of the KL, v_μᵀ Σ⁻¹ v_μ = gᵀ Σ g, needs no solve
+        quad = float(torch.vdot(grads["mean"], direction["mean"])) if "mean" in grads else None
+        t = exact_kl_step(q, posterior.log_std.detach(), direction, rho**2 / 2, t, mean_quad=quad)
     return {b: t * v for b, v in direction.items()}
 
 
