@@ -138,6 +138,15 @@ class LowRankGaussian:
         (computed once per Gaussian, like the capacitance)."""
         return self._precision_diagonal
 
+    def variance_share(self) -> Tensor:
+        """sᵢ = σᵢ²·(Σ⁻¹)ᵢᵢ = 1 − dᵢᵀC⁻¹dᵢ/σᵢ², the share of coordinate i's variance that is not
+        D's (1 for K = 0), shape (d,); computed once per Gaussian."""
+        return self._variance_share
+
+    @cached_property
+    def _variance_share(self) -> Tensor:
+        return self.var * self.precision_diag()
+
     @cached_property
     def _precision_diagonal(self) -> Tensor:
         if not self.rank:

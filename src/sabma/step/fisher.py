@@ -37,8 +37,7 @@ def natural_direction(
         direction["mean"] = q.cov_matvec(grads["mean"]) if q.rank else q.var * grads["mean"]
     if "log_std" in grads:
         if q.rank:  # F_ss = 2 (σ² P_ii)²
-            scaled = q.var * q.precision_diag()
-            direction["log_std"] = grads["log_std"] / (2.0 * scaled.square_())
+            direction["log_std"] = grads["log_std"] / (2.0 * q.variance_share().square())
         else:  # σ² P_ii = 1: F_ss = 2
             direction["log_std"] = 0.5 * grads["log_std"]
     if "factor" in grads and q.rank:
@@ -101,7 +100,7 @@ def shift_kl(
     if "mean" in direction and mean_quad is None:
         v_m = direction["mean"].double()
         m = float(torch.dot(v_m, q64.precision_matvec(v_m)))
-    scaled = q.precision_diag() * q.var  # sᵢ = 1 − ℓᵢ
+    scaled = q.variance_share()  # sᵢ = 1 − ℓᵢ
     cholesky = q64.capacitance_cholesky() if q.rank else None
     kept: dict[str, Any] = {}
 
@@ -111,10 +110,11 @@ def shift_kl(
         small = torch.where(large, 0.0, a)
         square = small * small
         even = 2.0 * scaled - 1.0  # 1 − 2ℓ
-        coefficients = [  # of t², t³, t⁴: the remainder is ≤ 2τ³/5!·x² (2·10⁻⁸·x² at τ = 0.01)
+        coefficients = [  # of t²…t⁵: the remainder is ≤ 2τ⁴/6!·x² (3·10⁻¹¹·x² at τ = 0.01)
             float((square * even).sum(dtype=torch.float64)) / 2.0,
             float((square * small).sum(dtype=torch.float64)) / 6.0,
             float((square * square * even).sum(dtype=torch.float64)) / 24.0,
+            float((square * square * small).sum(dtype=torch.float64)) / 120.0,
         ]
         grams = None
         if q.rank:  # Λ'⁻¹ − Λ⁻¹ = Λ⁻¹(e⁻ˣ − 1) to x³: relative remainder ≤ τ³/24 (4·10⁻⁸)
@@ -128,7 +128,7 @@ def shift_kl(
             grams=grams,
             rows=(
                 a[rows].double(),
-                q64.precision_diag()[rows] * q64.var[rows],
+                q64.variance_share()[rows],
                 q64.var[rows],
                 q64.factor[rows],
             ),
@@ -141,7 +141,7 @@ def shift_kl(
 
     def kl(t: float) -> float:
         if not kept or t > kept["t_max"]:
-            expand(4.0 * t if t > 0 else 1.0)
+            expand(2.0 * t if t > 0 else 1.0)  # the root is seldom beyond twice the first t
         series = sum(c * t**n for n, c in enumerate(kept["coefficients"], start=2))
         a_l, scaled_l, var_l, factor_l = kept["rows"]
         x = a_l * t
