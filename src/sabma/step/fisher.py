@@ -117,7 +117,9 @@ def shift_kl(
             float((square * square * small).sum(dtype=torch.float64)) / 120.0,
         ]
         grams = None
-        if q.rank:  # Λ'⁻¹ − Λ⁻¹ = Λ⁻¹(e⁻ˣ − 1) to x³: relative remainder ≤ τ³/24 (4·10⁻⁸)
+        if (
+            q.rank and "log_std" in direction
+        ):  # Λ'⁻¹ − Λ⁻¹ = Λ⁻¹(e⁻ˣ − 1) to x³: relative remainder ≤ τ³/24 (4·10⁻⁸)
             inv = 1.0 / q.var
             weights = torch.stack([-small * inv, square * inv / 2.0, -square * small * inv / 6.0])
             grams = q.weighted_grams(weights).double()
@@ -148,7 +150,10 @@ def shift_kl(
         exact = float((scaled_l * torch.expm1(x) - x).sum())
         logdet = 0.0
         if cholesky is not None:
-            x_small = whitened(sum(t**n * g for n, g in enumerate(kept["grams"], start=1)))
+            grams = kept["grams"] if kept["grams"] is not None else []
+            x_small = whitened(
+                sum((t**n * g for n, g in enumerate(grams, start=1)), x.new_zeros(q.rank, q.rank))
+            )
             x_large = whitened(factor_l.T @ (factor_l * (torch.expm1(-x) / var_l).unsqueeze(1)))
             both = x_small + x_large
             eig = torch.linalg.eigvalsh(0.5 * (both + both.T))
