@@ -128,6 +128,28 @@ def test_weights_follow_the_factor_and_the_noise() -> None:
     assert torch.allclose(grad, posterior.noise_factor.expand_as(grad))
 
 
+def test_the_kept_sigma_follows_log_sigma() -> None:
+    """Without log σ's gradient, σ = e^{log σ} is kept between passes and steps; a log σ changed
+    in place, or replaced, is seen at once."""
+    posterior, _, _ = problem()
+    posterior.log_std_grad = False
+
+    def expected() -> torch.Tensor:
+        p = posterior
+        noise = p.noise_factor @ p.factor.T if p.rank else 0.0
+        return torch.addcmul(p.mean, p.log_std.detach().exp(), p.noise_diag) + noise
+
+    assert torch.equal(posterior.weights(), expected())
+    kept = posterior.weights()
+    assert torch.equal(posterior.weights(), kept)
+    with torch.no_grad():
+        posterior.log_std.add_(0.5)
+    assert torch.equal(posterior.weights(), expected())
+    assert not torch.equal(posterior.weights(), kept)
+    posterior.log_std = nn.Parameter(posterior.log_std.detach() - 1.0)
+    assert torch.equal(posterior.weights(), expected())
+
+
 def test_log_std_gradient_is_skipped_only_where_nobody_reads_it() -> None:
     """The natural variance reads log σ's gradient in the first pass (ε moves log σ) and not in
     the second; the mean's gradient is the same either way."""

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from sabma.posterior.in_place import InPlaceModel
 from sabma.posterior.lowrank import LowRankGaussian, kl_divergence
 from sabma.posterior.subset import Subset, select_parameters
-from sabma.posterior.substitute import ParameterSlots
+from sabma.posterior.substitute import ParameterSlots, logits_of
 from sabma.running_stats import running_stat_buffers, updates_running_stats
 
 
@@ -98,6 +98,7 @@ class GaussianPosterior(InPlaceModel, nn.Module):
         # D z₂ of the kept noise, reused while neither D nor z₂ changes (a pass that does not
         # differentiate through D): (key, vector)
         self._factor_noise: tuple[tuple[int, ...], Tensor] | None = None
+        self._kept_std: tuple[tuple[int, ...], Tensor] | None = None
         #: Run the network under ``torch.autocast`` with this dtype (bf16, fp16); θ, w and the
         #: outputs stay in the parameters' dtype. None: no autocast.
         self.autocast_dtype: torch.dtype | None = None
@@ -133,6 +134,7 @@ class GaussianPosterior(InPlaceModel, nn.Module):
         super()._apply(fn, recurse)
         self.model._apply(fn, recurse)
         self._factor_noise = None
+        self._kept_std = None
         return self
 
     def train(self, mode: bool = True) -> GaussianPosterior:
@@ -179,7 +181,7 @@ class GaussianPosterior(InPlaceModel, nn.Module):
         Computed in the parameters' dtype even inside an autocast region (a bf16 D z₂ would
         round w to three significant digits)."""
         with torch.autocast(self.mean.device.type, enabled=False):
-            std = self.std if self.log_std_grad else self.log_std.detach().exp()
+            std = self.std if self.log_std_grad else self._detached_std()
             w = torch.addcmul(self.mean, std, self.noise_diag)
             if self.rank:
                 if self.factor_grad and torch.is_grad_enabled():
@@ -187,6 +189,15 @@ class GaussianPosterior(InPlaceModel, nn.Module):
                 else:
                     w = w + self._kept_factor_noise()
             return w
+
+    def _detached_std(self) -> Tensor:
+        """σ without gradient, computed once per value of log σ (the natural variance changes
+        it only at a refresh; the step's two passes and the steps between refreshes share it)."""
+        key = content_key(self.log_std)
+        if self._kept_std is None or self._kept_std[0] != key:
+            with torch.no_grad():
+                self._kept_std = (key, self.log_std.detach().exp())
+        return self._kept_std[1]
 
     def _kept_factor_noise(self) -> Tensor:
         """D z₂ (no gradient) for the kept z₂, computed once per (D, z₂): the two passes of a
@@ -268,19 +279,6 @@ def content_key(*tensors: Tensor) -> tuple[int, ...]:
     """A key that changes whenever one of ``tensors`` is written in place or replaced (their
     version counters and storages): for values derived from them and kept between calls."""
     return (*(t._version for t in tensors), *(t.data_ptr() for t in tensors))
-
-
-def logits_of(out: Any) -> Any:
-    """The logits in a model's output: the tensor itself, a Hugging Face ``ModelOutput``'s
-    ``logits``, or the first item of a tuple of tensors."""
-    if isinstance(out, Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
-        return out[0]
-    return out
 
 
 def _initial_log_std(init_std: float | Tensor, like: Tensor) -> Tensor:

@@ -147,6 +147,15 @@ class LowRankGaussian:
     def _variance_share(self) -> Tensor:
         return self.var * self.precision_diag()
 
+    def leverage(self) -> Tensor:
+        """ℓᵢ = dᵢᵀC⁻¹dᵢ/σᵢ² = 1 − sᵢ, D's share of coordinate i's variance in the Woodbury
+        sense (Σᵢ ℓᵢ ≤ K); computed once per Gaussian."""
+        return self._leverage
+
+    @cached_property
+    def _leverage(self) -> Tensor:
+        return 1.0 - self.variance_share()
+
     @cached_property
     def _precision_diagonal(self) -> Tensor:
         if not self.rank:

@@ -6,7 +6,8 @@ tensors of EfficientNet-Lite0's norm+head subset, 7 % of its forward pass on 2 C
 posterior runs two passes per step, so it uses this lean version: the module slots are resolved
 once, and a call swaps the entries of the modules' parameter/buffer dicts and swaps them back.
 Tied parameters (one tensor under several names) are replaced under every name. Networks with
-``torch.nn.utils.parametrize`` parametrizations go through ``functional_call``.
+``torch.nn.utils.parametrize`` parametrizations go through ``functional_call``. :func:`logits_of`
+reads the logits from what the network returns.
 """
 
 from __future__ import annotations
@@ -62,3 +63,16 @@ class ParameterSlots:
             return functional_call(self.model, tensors, args, kwargs or {})
         with self.substituted(tensors):
             return self.model(*args, **(kwargs or {}))
+
+
+def logits_of(out: Any) -> Any:
+    """The logits in a model's output: the tensor itself, a Hugging Face ``ModelOutput``'s
+    ``logits``, or the first item of a tuple of tensors."""
+    if isinstance(out, Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(out, tuple | list) and out and isinstance(out[0], Tensor):
+        return out[0]
+    return out

@@ -68,6 +68,10 @@ def shifted(
 #: along a direction through moments, sums over d computed once (a Taylor series in t); the
 #: others exactly at each t (:func:`shift_kl`).
 SERIES_LIMIT = 0.01
+#: The exact-KL length of a μ/log σ direction may take the KL to within this fraction of the
+#: target where that skips the pass over D (:func:`shift_kl`'s ``atol``); the root itself is
+#: found to 10⁻⁴ of it, so the step is on the ball to 6·10⁻⁴.
+SHORTCUT_RTOL = 5e-4
 
 
 def shift_kl(
@@ -75,8 +79,10 @@ def shift_kl(
     log_std: Tensor,
     direction: Mapping[str, Tensor],
     mean_quad: float | None = None,
+    atol: float = 0.0,
 ) -> Callable[[float], float]:
-    """t ↦ KL(q_{θ+t·v} ‖ q_θ) for a direction v of μ and log σ (D fixed), in float64.
+    """t ↦ KL(q_{θ+t·v} ‖ q_θ) for a direction v of μ and log σ (D fixed), in float64, to within
+    ``atol`` (0: to rounding and the series' remainder, ~10⁻⁹ of the KL).
 
     With xᵢ = 2t·v_sᵢ (Λ' = Λ·eˣ), sᵢ = Pᵢᵢλᵢ, C = I + DᵀΛ⁻¹D = LLᵀ, Δ = Dᵀ(Λ'⁻¹ − Λ⁻¹)D,
     X = L⁻¹ΔL⁻ᵀ (so |C'|/|C| = |I + X|) and m = v_μᵀΣ⁻¹v_μ:
@@ -84,15 +90,18 @@ def shift_kl(
         2·KL = Σᵢ [sᵢ(eˣⁱ − 1) − xᵢ] + t²·m − log|I + X|.
 
     Most coordinates move little (|xᵢ| ≤ :data:`SERIES_LIMIT` at every t tried; on the MLP all
-    but 3–9 of 1.9 M): their terms are power series in t whose coefficients, and their share
-    X_S of X, are computed once, in one pass over D. Their first-order terms cancel coordinate
-    by coordinate (sᵢ = 1 − ℓᵢ, ℓᵢ = dᵢᵀC⁻¹dᵢ/λᵢ, and tr X_S = Σ ℓᵢ(e⁻ˣⁱ − 1)), so they enter as
+    but 1–2 thousand of 1.9 M): their terms are power series in t whose coefficients are sums
+    over d, computed once. Their first-order terms cancel coordinate by coordinate (sᵢ = 1 − ℓᵢ,
+    ℓᵢ = dᵢᵀC⁻¹dᵢ/λᵢ, and tr X_S = Σ ℓᵢ(e⁻ˣⁱ − 1)), so they enter as
 
         Σ_S [eˣ − 1 − x − 2ℓ(cosh x − 1)] + (tr X_S − log|I + X|),
 
-    second order, with nothing large cancelling. The other coordinates enter exactly at each t.
-    An evaluation costs O(K³) plus those few, where the closed form costs a pass over D. ``m``:
-    ``mean_quad`` where the caller has it (v_μ = Σ g gives m = gᵀΣg), else a solve."""
+    second order, with nothing large cancelling. The other coordinates enter exactly at each t
+    (X_L). The small coordinates' share X_S of X is small: ‖X_S‖_* ≤ β = Σ_S |e⁻ˣ − 1|·ℓ
+    (3·10⁻⁵ on the MLP). Where dropping it from log|I + X| − tr X_S moves the KL by at most
+    ``atol`` (the bound c·β + β'²/(2(1 − β')), c = ‖(I + X_L)⁻¹X_L‖, β' = ‖(I + X_L)⁻¹‖·β), it is
+    dropped and no evaluation reads D; otherwise X_S comes from Dᵀ diag(vⁿ/λ) D, n ≤ 3, in one
+    pass over D. ``m``: ``mean_quad`` where the caller has it (v_μ = Σ g gives m = gᵀΣg)."""
     q64 = q.double
     # the moments in q's own dtype, summed in float64; the few exact rows in float64
     a = 2.0 * direction["log_std"] if "log_std" in direction else torch.zeros_like(q.var)
@@ -100,7 +109,6 @@ def shift_kl(
     if "mean" in direction and mean_quad is None:
         v_m = direction["mean"].double()
         m = float(torch.dot(v_m, q64.precision_matvec(v_m)))
-    scaled = q.variance_share()  # sᵢ = 1 − ℓᵢ
     cholesky = q64.capacitance_cholesky() if q.rank else None
     kept: dict[str, Any] = {}
 
@@ -109,57 +117,74 @@ def shift_kl(
         large = a.abs() > SERIES_LIMIT / t_max
         small = torch.where(large, 0.0, a)
         square = small * small
-        even = 2.0 * scaled - 1.0  # 1 − 2ℓ
-        coefficients = [  # of t²…t⁵: the remainder is ≤ 2τ⁴/6!·x² (3·10⁻¹¹·x² at τ = 0.01)
-            float((square * even).sum(dtype=torch.float64)) / 2.0,
-            float((square * small).sum(dtype=torch.float64)) / 6.0,
-            float((square * square * even).sum(dtype=torch.float64)) / 24.0,
-            float((square * square * small).sum(dtype=torch.float64)) / 120.0,
+        cube, fourth = square * small, square * square
+        leverage = q.leverage()
+
+        def total(x: Tensor) -> float:
+            return float(x.sum(dtype=torch.float64))
+
+        # of t²…t⁵ (weights 1 − 2ℓ on the even powers): the remainder is ≤ 2τ⁴/6!·x²
+        # (3·10⁻¹¹·x² at τ = 0.01); the ℓ-weighted sums are dot products (one pass, no copy)
+        coefficients = [
+            (total(square) - 2.0 * float(torch.dot(square, leverage))) / 2.0,
+            total(cube) / 6.0,
+            (total(fourth) - 2.0 * float(torch.dot(fourth, leverage))) / 24.0,
+            float(torch.dot(square, cube)) / 120.0,
         ]
-        grams = None
-        if (
-            q.rank and "log_std" in direction
-        ):  # Λ'⁻¹ − Λ⁻¹ = Λ⁻¹(e⁻ˣ − 1) to x³: relative remainder ≤ τ³/24 (4·10⁻⁸)
-            inv = 1.0 / q.var
-            weights = torch.stack([-small * inv, square * inv / 2.0, -square * small * inv / 6.0])
-            grams = q.weighted_grams(weights).double()
+        # β/t ≤ e^τ Σ_S |aᵢ|ℓᵢ, since |e⁻ˣ − 1| ≤ |x|e^τ where |x| ≤ τ
+        spread = math.exp(SERIES_LIMIT) * float(torch.dot(small.abs(), leverage))
         rows = large.nonzero().squeeze(1)
         kept.update(
             t_max=t_max,
+            small=small,
             coefficients=coefficients,
-            grams=grams,
-            rows=(
-                a[rows].double(),
-                q64.variance_share()[rows],
-                q64.var[rows],
-                q64.factor[rows],
-            ),
+            spread=spread,
+            grams=None,
+            rows=(a[rows].double(), q64.variance_share()[rows], q64.var[rows], q64.factor[rows]),
         )
+
+    def small_share(t: float) -> Tensor:
+        """X_S at t, from Dᵀ diag(vⁿ/λ) D (n ≤ 3, one pass over D, kept for the search):
+        Λ'⁻¹ − Λ⁻¹ = Λ⁻¹(e⁻ˣ − 1) to x³, relative remainder ≤ τ³/24 (4·10⁻⁸)."""
+        if kept["grams"] is None:
+            small, inv = kept["small"], 1.0 / q.var
+            square = small * small
+            weights = torch.stack([-small * inv, square * inv / 2.0, -square * small * inv / 6.0])
+            kept["grams"] = q.weighted_grams(weights).double()
+        return whitened(sum(t**n * g for n, g in enumerate(kept["grams"], start=1)))
 
     def whitened(delta: Tensor) -> Tensor:
         assert cholesky is not None
         inner = torch.linalg.solve_triangular(cholesky, delta, upper=False)
         return torch.linalg.solve_triangular(cholesky, inner.T, upper=False)
 
+    def log_det(t: float, x: Tensor) -> float:
+        """log|I + X| − tr X_S (inf where C' is not positive definite)."""
+        _, _, var_l, factor_l = kept["rows"]
+        x_large = whitened(factor_l.T @ (factor_l * (torch.expm1(-x) / var_l).unsqueeze(1)))
+        x_large = 0.5 * (x_large + x_large.T)
+        if atol > 0 and "log_std" in direction:
+            eig = torch.linalg.eigvalsh(x_large)
+            if bool(torch.isfinite(eig).all()) and float(eig.min()) > -1.0:
+                beta = t * kept["spread"]
+                beta_inv = beta / (1.0 + float(eig.min()))  # ‖(I + X_L)⁻¹‖·β
+                c = float((eig / (1.0 + eig)).abs().max()) if len(eig) else 0.0
+                if beta_inv < 0.5 and 0.5 * (c * beta + beta_inv**2 / (1 - beta_inv)) <= atol:
+                    return float(torch.log1p(eig).sum())
+        x_small = small_share(t) if "log_std" in direction else torch.zeros_like(x_large)
+        eig = torch.linalg.eigvalsh(0.5 * (x_small + x_small.T) + x_large)
+        if not bool(torch.isfinite(eig).all()) or float(eig.min()) <= -1.0:
+            return -math.inf  # C' lost definiteness, or the step overflowed
+        return float(torch.log1p(eig).sum()) - float(x_small.trace())
+
     def kl(t: float) -> float:
         if not kept or t > kept["t_max"]:
             expand(2.0 * t if t > 0 else 1.0)  # the root is seldom beyond twice the first t
         series = sum(c * t**n for n, c in enumerate(kept["coefficients"], start=2))
-        a_l, scaled_l, var_l, factor_l = kept["rows"]
+        a_l, scaled_l, _, _ = kept["rows"]
         x = a_l * t
         exact = float((scaled_l * torch.expm1(x) - x).sum())
-        logdet = 0.0
-        if cholesky is not None:
-            grams = kept["grams"] if kept["grams"] is not None else []
-            x_small = whitened(
-                sum((t**n * g for n, g in enumerate(grams, start=1)), x.new_zeros(q.rank, q.rank))
-            )
-            x_large = whitened(factor_l.T @ (factor_l * (torch.expm1(-x) / var_l).unsqueeze(1)))
-            both = x_small + x_large
-            eig = torch.linalg.eigvalsh(0.5 * (both + both.T))
-            if not bool(torch.isfinite(eig).all()) or float(eig.min()) <= -1.0:
-                return math.inf  # C' lost definiteness, or the step overflowed
-            logdet = float(torch.log1p(eig).sum()) - float(x_small.trace())
+        logdet = log_det(t, x) if cholesky is not None else 0.0
         value = 0.5 * (series + exact + t * t * m - logdet)
         return value if math.isfinite(value) else math.inf
 
@@ -184,7 +209,7 @@ def exact_kl_step(
     closed form (O(d K²) per evaluation, the Cholesky factor of q_θ's capacitance computed once).
     """
     if "factor" not in direction:
-        along = shift_kl(q, log_std, direction, mean_quad)
+        along = shift_kl(q, log_std, direction, mean_quad, atol=SHORTCUT_RTOL * target)
         return kl_root(along, target, t_guess, rtol, max_iter)
     q64 = q.double
     s64 = log_std.double()
