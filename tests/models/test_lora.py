@@ -49,6 +49,46 @@ def test_adapters_start_at_the_pretrained_function_and_form_the_subset() -> None
         add_lora(Attention(), targets=["qkv"])
 
 
+class _PaddedConv(nn.Conv2d):
+    """Like EfficientNet-Lite0's Conv2dStaticSamePadding: a constructor argument of its own."""
+
+    def __init__(self, *args, image_size: int | None = None, **kwargs) -> None:
+        assert image_size is not None
+        super().__init__(*args, **kwargs)
+
+
+class _Convolutional(nn.Module):
+    def __init__(self, padded: bool) -> None:
+        super().__init__()
+        conv = _PaddedConv(3, 4, 3, image_size=8) if padded else nn.Conv2d(3, 4, 3)
+        self.project, self.depthwise = conv, nn.Conv2d(4, 4, 3, groups=4)
+        self.classifier = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.depthwise(self.project(x)).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize(
+    ("padded", "targets", "rank", "message"),
+    [
+        (True, ["project"], 4, r"cannot wrap 'project' \(_PaddedConv, a subclass"),
+        (False, ["project", "depthwise"], 2, r"'depthwise' \(Conv2d with groups=4\) needs a rank"),
+    ],
+)
+def test_convolutions_peft_cannot_wrap_are_refused_before_the_model_changes(
+    padded: bool, targets: list[str], rank: int, message: str
+) -> None:
+    model = _Convolutional(padded)
+    before = {n: type(m) for n, m in model.named_modules()}
+    with pytest.raises(ValueError, match=message):
+        add_lora(model, rank=rank, targets=targets)
+    assert {n: type(m) for n, m in model.named_modules()} == before  # nothing half-wrapped
+    if not padded:  # a rank the groups divide, on plain convolutions: wrapped
+        add_lora(model, rank=4, targets=targets)
+        assert "project.lora_A.default.weight" in dict(model.named_parameters())
+        assert model(torch.randn(2, 3, 8, 8)).shape == (2, 2)
+
+
 def test_the_drop_in_optimiser_trains_the_adapters() -> None:
     torch.manual_seed(0)
     model = add_lora(Attention(), rank=2, alpha=4)

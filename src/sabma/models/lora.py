@@ -42,5 +42,34 @@ def add_lora(
             f"the LoRA targets {targets} match no module of {type(model).__name__}; its linear "
             f"layers are named {linear[:12]}"
         )
+    _check_convolutions(model, targets, rank)
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=dropout)
     return inject_adapter_in_model(config, model)
+
+
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _check_convolutions(model: nn.Module, targets: list[str], rank: int) -> None:
+    """Refuse, before the model is touched, the convolutions peft cannot wrap: peft builds a
+    convolution's B by calling the layer's own class, which a subclass with constructor
+    arguments of its own refuses halfway (EfficientNet-Lite0's ``Conv2dStaticSamePadding``
+    asserts an image size), and it needs the rank to be a multiple of a grouped convolution's
+    groups."""
+    for name, module in model.named_modules():
+        if not name or not (name.split(".")[-1] in targets or name in targets):
+            continue
+        if not isinstance(module, _CONVOLUTIONS):
+            continue
+        kind = type(module).__name__
+        if type(module) not in _CONVOLUTIONS:
+            raise ValueError(
+                f"LoRA cannot wrap {name!r} ({kind}, a subclass of a torch convolution with a "
+                "constructor of its own, which peft calls to build the adapter); target plain "
+                "nn.Linear or nn.Conv layers"
+            )
+        if module.groups > 1 and rank % module.groups:
+            raise ValueError(
+                f"LoRA on {name!r} ({kind} with groups={module.groups}) needs a rank divisible "
+                f"by {module.groups}, got {rank}; choose another rank or leave it out of targets"
+            )
