@@ -96,7 +96,7 @@ def test_shift_kl_is_the_closed_form_kl_along_mean_and_log_std(factor_scale, blo
     mean, log_std, factor = theta(3, factor_scale)
     q = gaussian(mean, log_std, factor)
     v = {b: torch.randn(D, dtype=torch.float64) for b in blocks}
-    kl_at = shift_kl(q, log_std, v)
+    kl_at = shift_kl(q, v)
     for t in (1e-6, 1e-3, 0.1, 1.0, 3.0):
         expected = float(kl_divergence(shifted(q, log_std, v, t), q))
         # the moments' series is cut where its remainder is ~10⁻⁹ of the KL (the root: 10⁻⁴)
@@ -176,7 +176,7 @@ def test_shift_kl_in_float32_moves_few_coordinates_exactly_and_the_rest_by_momen
         return original(self, weights)
 
     monkeypatch.setattr(LowRankGaussian, "weighted_grams", counted)
-    kl_at = shift_kl(q, log_std, v)
+    kl_at = shift_kl(q, v)
     for t in (0.5, 0.3, 0.1, 0.01, 0.4):  # the first t bounds the rest: one pass over D
         expected = float(kl_divergence(shifted(q64, s64, v64, t), q64))
         assert kl_at(t) == pytest.approx(expected, rel=1e-5)
@@ -188,7 +188,7 @@ def test_shift_kl_in_float32_moves_few_coordinates_exactly_and_the_rest_by_momen
 
     passes.clear()
     atol = 1e-3 * float(kl_divergence(shifted(q64, s64, v64, 0.5), q64))
-    rough = shift_kl(q, log_std, v, atol=atol)
+    rough = shift_kl(q, v, atol=atol)
     for t in (0.5, 0.3, 0.1, 0.01, 0.4):
         expected = float(kl_divergence(shifted(q64, s64, v64, t), q64))
         assert abs(rough(t) - expected) <= atol + 1e-5 * expected

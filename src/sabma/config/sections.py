@@ -4,7 +4,7 @@ EfficientNet-Lite0 with SA-BMA."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from sabma.config.method import MethodConfig
@@ -143,12 +143,13 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {
-            key: value.to_dict()
-            if isinstance(value, MethodConfig)
-            else asdict(value)
-            if hasattr(value, "__dataclass_fields__")
-            else value
-            for key, value in values.items()
-        }
+        """Nested plain values: each section's fields (``method``: :meth:`MethodConfig.to_dict`)."""
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, MethodConfig):
+                value = value.to_dict()
+            elif is_dataclass(value) and not isinstance(value, type):
+                value = asdict(value)
+            values[f.name] = value
+        return values

@@ -78,9 +78,12 @@ class LowRankGaussian:
     # On a CPU, terms that need a (K, d) temporary are computed in column chunks that stay in
     # cache: at d = 2·10⁶ a full (K, d) temporary costs more memory traffic than the network's
     # pass. On a GPU one chunk (fewer kernel launches) is faster.
+    def _chunk(self) -> int:
+        return _CPU_CHUNK if self.factor.device.type == "cpu" else max(self.dim, 1)
+
     def _factor_t_chunks(self) -> list[tuple[Tensor, Tensor]]:
         """(Dᵀ, v) in column chunks: pairs of shape (K, c) and (c,)."""
-        chunk = _CPU_CHUNK if self.factor.device.type == "cpu" else max(self.dim, 1)
+        chunk = self._chunk()
         return list(zip(self.factor.T.split(chunk, dim=1), self.var.split(chunk), strict=True))
 
     @cached_property
@@ -106,7 +109,7 @@ class LowRankGaussian:
     def weighted_grams(self, weights: Tensor) -> Tensor:
         """Dᵀ diag(w_j) D for each row w_j of ``weights`` (m, d): shape (m, K, K), in column
         chunks of D (one pass over D for all m)."""
-        chunk = _CPU_CHUNK if self.factor.device.type == "cpu" else max(self.dim, 1)
+        chunk = self._chunk()
         grams = weights.new_zeros(weights.shape[0], self.rank, self.rank)
         for f, w in zip(
             self.factor.T.split(chunk, dim=1), weights.split(chunk, dim=1), strict=True
