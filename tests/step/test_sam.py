@@ -34,6 +34,32 @@ def test_matches_a_hand_written_sam() -> None:
     assert all(set(s) == {"momentum_buffer"} for s in opt.state.values())
 
 
+def test_theta_is_put_back_exactly_after_the_model_changed_dtype() -> None:
+    """θ waits in a buffer kept between steps; after ``model.double()`` the buffer follows the
+    parameter's dtype, so θ comes back bit for bit (a float32 buffer would round it)."""
+    model = mlp()
+    x, y = torch.randn(16, 2), torch.randint(0, 3, (16,))
+    opt = SAM(model.parameters(), lr=0.1, rho=0.05)
+
+    def closure() -> torch.Tensor:
+        loss = cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    model.double()
+    x = x.double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1e-12 * torch.randn_like(p))  # digits a float32 backup would lose
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.zero_grad()
+    closure()
+    opt.first_step(zero_grad=True)
+    opt.second_step(update=False)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
 def test_running_statistics_follow_the_first_pass_only() -> None:
     model = TinyResNet().train()
     reference = copy.deepcopy(model)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.functional import cross_entropy
 
-import sabma.step.sabma as sabma_module
+import sabma.step.kept_geometry as kept_module
 from sabma import SABMA, GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.step.kl_ball import ball_perturbation
@@ -45,13 +45,13 @@ def problem(rank: int = 3, curvature: str = "fisher", refresh_every: int = 4):
 
 def counting_geometry(monkeypatch) -> list[int]:
     calls: list[int] = []
-    original = sabma_module.detached_gaussian
+    original = kept_module.detached_gaussian
 
     def counted(posterior: GaussianPosterior) -> LowRankGaussian:
         calls.append(1)
         return original(posterior)
 
-    monkeypatch.setattr(sabma_module, "detached_gaussian", counted)
+    monkeypatch.setattr(kept_module, "detached_gaussian", counted)
     return calls
 
 
@@ -166,3 +166,42 @@ def test_log_std_gradient_is_skipped_only_where_nobody_reads_it() -> None:
     assert torch.equal(grads[0], grads[1])
     opt._on_perturb()
     assert not posterior.log_std_grad  # the natural variance: σ is set by its rule
+
+
+def test_sigma_is_kept_through_a_step_that_puts_log_sigma_back() -> None:
+    """A step moves log σ to θ + ε and copies it back: between refreshes the σ kept before the
+    step is kept on (no e^{log σ} over d per step), and it is e^{log σ}, bit for bit."""
+    posterior, _, step = problem(refresh_every=1000)
+    step()  # the first update refreshes σ and D
+    step()
+    kept = posterior._detached_std()
+    for _ in range(3):
+        step()
+        assert posterior._detached_std() is kept
+    assert torch.equal(kept, posterior.log_std.detach().exp())
+
+
+def test_a_lazy_step_never_revives_a_stale_sigma() -> None:
+    """log σ changed in place between steps, then a lazy step (no pass at θ, so σ is not
+    recomputed before the move): the σ kept from before the change must not be kept on."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
+    x, y = torch.randn(32, 10), torch.randint(0, 3, (32,))
+    posterior = GaussianPosterior(model, "all", rank=2, init_std=0.01)
+    variance = NaturalVariance(ess=32, data=x, refresh_every=1000)
+    opt = SABMA(posterior, variance=variance, lr=0.05, perturb_every=2)
+
+    def closure() -> torch.Tensor:
+        loss = cross_entropy(posterior(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(3):  # fresh, lazy, fresh
+        opt.zero_grad()
+        opt.step(closure)
+    assert opt.reuse_due
+    with torch.no_grad():
+        posterior.log_std.add_(0.25)
+    opt.zero_grad()
+    opt.step(closure)  # lazy
+    assert torch.equal(posterior._detached_std(), posterior.log_std.detach().exp())

@@ -20,8 +20,10 @@ from torch import Tensor, nn
 
 from sabma.posterior.in_place import InPlaceModel
 from sabma.posterior.lowrank import LowRankGaussian, kl_divergence
+from sabma.posterior.noise import standard_normal_
+from sabma.posterior.sample import sample_weights
 from sabma.posterior.subset import Subset, select_parameters
-from sabma.posterior.substitute import ParameterSlots, logits_of
+from sabma.posterior.substitute import ParameterSlots, channels_last_names, logits_of
 from sabma.running_stats import running_stat_buffers, updates_running_stats
 
 
@@ -99,6 +101,9 @@ class GaussianPosterior(InPlaceModel, nn.Module):
         # differentiate through D): (key, vector)
         self._factor_noise: tuple[tuple[int, ...], Tensor] | None = None
         self._kept_std: tuple[tuple[int, ...], Tensor] | None = None
+        #: When False, a σ computed for a pass is not kept (set by the SA-BMA optimiser for its
+        #: perturbed pass, whose log σ is put back after it).
+        self.keep_std = True
         #: Run the network under ``torch.autocast`` with this dtype (bf16, fp16); θ, w and the
         #: outputs stay in the parameters' dtype. None: no autocast.
         self.autocast_dtype: torch.dtype | None = None
@@ -172,32 +177,41 @@ class GaussianPosterior(InPlaceModel, nn.Module):
     def resample(self, generator: torch.Generator | None = None) -> None:
         """Draw and keep this step's noise z₁ ~ N(0, I_d), z₂ ~ N(0, I_K)."""
         with torch.no_grad():
-            self.noise_diag.normal_(generator=generator)
+            standard_normal_(self.noise_diag, generator)
             self.noise_factor.normal_(generator=generator)
 
     def weights(self) -> Tensor:
-        """The weights at the kept noise: w = μ + σ ⊙ z₁ + D z₂ (differentiable in θ).
+        """The weights at the kept noise: w = μ + σ ⊙ z₁ + D z₂ (differentiable in θ; not twice:
+        :func:`~sabma.posterior.sample.sample_weights`).
 
         Computed in the parameters' dtype even inside an autocast region (a bf16 D z₂ would
         round w to three significant digits)."""
         with torch.autocast(self.mean.device.type, enabled=False):
-            std = self.std if self.log_std_grad else self._detached_std()
-            w = torch.addcmul(self.mean, std, self.noise_diag)
-            if self.rank:
-                if self.factor_grad and torch.is_grad_enabled():
-                    w = w + self.noise_factor @ self.factor.T
-                else:
-                    w = w + self._kept_factor_noise()
-            return w
+            log_std = self.log_std if self.log_std_grad else self.log_std.detach()
+            factor_grad = bool(self.rank) and self.factor_grad and torch.is_grad_enabled()
+            shift = self._kept_factor_noise() if self.rank and not factor_grad else None
+            w = sample_weights(self.mean, log_std, self._detached_std(), self.noise_diag, shift)
+            return w + self.noise_factor @ self.factor.T if factor_grad else w
 
     def _detached_std(self) -> Tensor:
         """σ without gradient, computed once per value of log σ (the natural variance changes
-        it only at a refresh; the step's two passes and the steps between refreshes share it)."""
+        it only at a refresh; the step's two passes and the steps between refreshes share it).
+        While :attr:`keep_std` is False (a perturbed pass) a σ is computed but not kept."""
         key = content_key(self.log_std)
-        if self._kept_std is None or self._kept_std[0] != key:
-            with torch.no_grad():
-                self._kept_std = (key, self.log_std.detach().exp())
-        return self._kept_std[1]
+        if self._kept_std is not None and self._kept_std[0] == key:
+            return self._kept_std[1]
+        with torch.no_grad():
+            std = self.log_std.detach().exp()
+        if self.keep_std:
+            self._kept_std = (key, std)
+        return std
+
+    def log_std_restored(self, key: tuple[int, ...]) -> None:
+        """log σ holds again, value for value, what it held under ``key`` (its
+        :func:`content_key` before a step moved it to θ + ε and copied it back): a σ kept under
+        that key is kept on."""
+        if self._kept_std is not None and self._kept_std[0] == key:
+            self._kept_std = (content_key(self.log_std), self._kept_std[1])
 
     def _kept_factor_noise(self) -> Tensor:
         """D z₂ (no gradient) for the kept z₂, computed once per (D, z₂): the two passes of a
@@ -236,7 +250,7 @@ class GaussianPosterior(InPlaceModel, nn.Module):
         """Run the model with the Bayesian subset set to the flat weights ``w``; its logits
         (:func:`logits_of`: a Hugging Face model's output object gives its ``logits``)."""
         tensors = self.unflatten(w)
-        for name in self._channels_last_weights():  # as the network keeps them: the fast kernels
+        for name in channels_last_names(self.model, self.names, self.shapes):
             tensors[name] = tensors[name].contiguous(memory_format=torch.channels_last)
         if not self.update_running_stats and updates_running_stats(self.model):
             # let the pass update throw-away copies of the running statistics
@@ -248,23 +262,6 @@ class GaussianPosterior(InPlaceModel, nn.Module):
         return (
             out.to(self.mean.dtype) if isinstance(out, Tensor) and out.is_floating_point() else out
         )
-
-    def _channels_last_weights(self) -> list[str]:
-        """The subset's 4-d tensors that the network keeps channels-last (convolution weights
-        after ``model.to(memory_format=torch.channels_last)``). w is one flat vector, so their
-        views are NCHW; handed to a channels-last network as such, every convolution converts
-        (EfficientNet-Lite0, subset ``all``, 32 px: forward + backward 0.76 s against 0.57 s
-        with the weights channels-last, one thread)."""
-        convs = [n for n, shape in zip(self.names, self.shapes, strict=True) if len(shape) == 4]
-        if not convs:
-            return []
-        params = dict(self.model.named_parameters())
-        return [
-            n
-            for n in convs
-            if params[n].is_contiguous(memory_format=torch.channels_last)
-            and not params[n].is_contiguous()
-        ]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Run the model at the sample w(θ, z) with the kept noise z."""

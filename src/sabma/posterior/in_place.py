@@ -35,6 +35,8 @@ class InPlaceModel:
 
         def unflatten(self, w: Tensor) -> dict[str, Tensor]: ...
 
+        def _detached_std(self) -> Tensor: ...
+
     @torch.no_grad()
     def load_into_model(self, w: Tensor | None = None) -> None:
         """Copy ``w`` (default: the mean μ) into the model's own parameters, in place."""
@@ -71,11 +73,11 @@ class InPlaceModel:
             p.grad = None
         parts = [(self.mean, g)]
         if self.log_std_grad:
-            parts.append((self.log_std, g * self.std * self.noise_diag))
+            parts.append((self.log_std, torch.mul(g, self._detached_std()).mul_(self.noise_diag)))
         if self.rank and self.factor_grad:  # stored as Dᵀ's transpose: (K, d) rows, contiguous
             parts.append((self.factor, (self.noise_factor.unsqueeze(1) * g.unsqueeze(0)).T))
         for theta, grad in parts:
             if theta.grad is None:
-                theta.grad = grad.clone() if grad is g else grad
+                theta.grad = grad  # g is this pass's own (torch.cat made it)
             else:
                 theta.grad.add_(grad)

@@ -111,17 +111,17 @@ class LowRankGaussian:
         chunks of D (one pass over D for all m)."""
         chunk = self._chunk()
         grams = weights.new_zeros(weights.shape[0], self.rank, self.rank)
+        m, k = weights.shape[0], self.rank
         for f, w in zip(
             self.factor.T.split(chunk, dim=1), weights.split(chunk, dim=1), strict=True
-        ):
-            for j, row in enumerate(w):
-                grams[j] += (f * row) @ f.T
+        ):  # (m·K, c) @ (c, K): all m grams in one product per chunk
+            grams += ((w.unsqueeze(1) * f).reshape(m * k, -1) @ f.T).view(m, k, k)
         return grams
 
     def cov_matvec(self, x: Tensor) -> Tensor:
         """Σ x for x of shape (d,) or (d, m)."""
         if x.dim() == 1:
-            return torch.addmv(self.var * x, self.factor, self.factor.T @ x)
+            return torch.mul(self.var, x).addmv_(self.factor, self.factor.T @ x)
         return self.var.unsqueeze(1) * x + self.factor @ (self.factor.T @ x)
 
     def precision_matvec(self, x: Tensor) -> Tensor:
@@ -149,6 +149,15 @@ class LowRankGaussian:
     @cached_property
     def _variance_share(self) -> Tensor:
         return self.var * self.precision_diag()
+
+    def log_std_fisher(self) -> Tensor:
+        """2sᵢ², the diagonal of the Fisher information of q with respect to log σ (2 for
+        K = 0; see :mod:`sabma.step.fisher`), shape (d,); computed once per Gaussian."""
+        return self._log_std_fisher
+
+    @cached_property
+    def _log_std_fisher(self) -> Tensor:
+        return 2.0 * self.variance_share().square()
 
     def leverage(self) -> Tensor:
         """ℓᵢ = dᵢᵀC⁻¹dᵢ/σᵢ² = 1 − sᵢ, D's share of coordinate i's variance in the Woodbury

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.utils import parametrize
@@ -63,6 +64,26 @@ class ParameterSlots:
             return functional_call(self.model, tensors, args, kwargs or {})
         with self.substituted(tensors):
             return self.model(*args, **(kwargs or {}))
+
+
+def channels_last_names(
+    model: nn.Module, names: list[str], shapes: list[tuple[int, ...]]
+) -> list[str]:
+    """Those of ``names`` (with their ``shapes``) that are 4-d tensors the network keeps
+    channels-last (convolution weights after ``model.to(memory_format=torch.channels_last)``):
+    a flat weight vector's views of them are NCHW, and handed to a channels-last network as such,
+    every convolution converts (EfficientNet-Lite0, subset ``all``, 32 px: forward + backward
+    0.76 s against 0.57 s with the weights channels-last, one thread)."""
+    convs = [n for n, shape in zip(names, shapes, strict=True) if len(shape) == 4]
+    if not convs:
+        return []
+    params = dict(model.named_parameters())
+    return [
+        n
+        for n in convs
+        if params[n].is_contiguous(memory_format=torch.channels_last)
+        and not params[n].is_contiguous()
+    ]
 
 
 def logits_of(out: Any) -> Any:

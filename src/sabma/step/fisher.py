@@ -37,7 +37,7 @@ def natural_direction(
         direction["mean"] = q.cov_matvec(grads["mean"]) if q.rank else q.var * grads["mean"]
     if "log_std" in grads:
         if q.rank:  # F_ss = 2 (σ² P_ii)²
-            direction["log_std"] = grads["log_std"] / (2.0 * q.variance_share().square())
+            direction["log_std"] = grads["log_std"] / q.log_std_fisher()
         else:  # σ² P_ii = 1: F_ss = 2
             direction["log_std"] = 0.5 * grads["log_std"]
     if "factor" in grads and q.rank:
@@ -113,26 +113,25 @@ def shift_kl(
 
     def expand(t_max: float) -> None:
         """The moments for every t ≤ t_max, and the rows of the coordinates beyond them."""
-        large = a.abs() > SERIES_LIMIT / t_max
-        small = torch.where(large, 0.0, a)
-        square = small * small
-        cube, fourth = square * small, square * square
-        leverage = q.leverage()
-
-        def total(x: Tensor) -> float:
-            return float(x.sum(dtype=torch.float64))
-
-        # of t²…t⁵ (weights 1 − 2ℓ on the even powers): the remainder is ≤ 2τ⁴/6!·x²
-        # (3·10⁻¹¹·x² at τ = 0.01); the ℓ-weighted sums are dot products (one pass, no copy)
-        coefficients = [
-            (total(square) - 2.0 * float(torch.dot(square, leverage))) / 2.0,
-            total(cube) / 6.0,
-            (total(fourth) - 2.0 * float(torch.dot(fourth, leverage))) / 24.0,
-            float(torch.dot(square, cube)) / 120.0,
-        ]
-        # β/t ≤ e^τ Σ_S |aᵢ|ℓᵢ, since |e⁻ˣ − 1| ≤ |x|e^τ where |x| ≤ τ
-        spread = math.exp(SERIES_LIMIT) * float(torch.dot(small.abs(), leverage))
+        magnitude = a.abs()
+        large = magnitude > SERIES_LIMIT / t_max
         rows = large.nonzero().squeeze(1)
+        small = a.masked_fill(large, 0.0)
+        leverage = q.leverage()
+        # sums over d of powers of the small aᵢ, plain and ℓ-weighted: dot products and
+        # cascade sums in q's dtype (relative error ~10⁻⁷), four vectors made in all
+        square = small * small
+        weighted = square * leverage
+        s2, l2, s3 = float(square.sum()), float(weighted.sum()), float(torch.dot(square, small))
+        s4, l4 = float(torch.dot(square, square)), float(torch.dot(weighted, square))
+        s5 = float(torch.dot(torch.mul(square, small, out=weighted), square))
+        # of t²…t⁵ (weights 1 − 2ℓ on the even powers): the remainder is ≤ 2τ⁴/6!·x²
+        # (3·10⁻¹¹·x² at τ = 0.01)
+        coefficients = [(s2 - 2.0 * l2) / 2.0, s3 / 6.0, (s4 - 2.0 * l4) / 24.0, s5 / 120.0]
+        # β/t ≤ e^τ Σ_S |aᵢ|ℓᵢ, since |e⁻ˣ − 1| ≤ |x|e^τ where |x| ≤ τ
+        spread = math.exp(SERIES_LIMIT) * float(
+            torch.dot(magnitude.masked_fill_(large, 0.0), leverage)
+        )
         kept.update(
             t_max=t_max,
             small=small,
@@ -145,10 +144,13 @@ def shift_kl(
     def small_share(t: float) -> Tensor:
         """X_S at t, from Dᵀ diag(vⁿ/λ) D (n ≤ 3, one pass over D, kept for the search):
         Λ'⁻¹ − Λ⁻¹ = Λ⁻¹(e⁻ˣ − 1) to x³, relative remainder ≤ τ³/24 (4·10⁻⁸)."""
-        if kept["grams"] is None:
-            small, inv = kept["small"], 1.0 / q.var
-            square = small * small
-            weights = torch.stack([-small * inv, square * inv / 2.0, -square * small * inv / 6.0])
+        if kept["grams"] is None:  # rows −x/λ, x²/(2λ), −x³/(6λ) at t = 1, made in place
+            small = kept["small"]
+            weights = small.new_empty(3, len(small))
+            torch.div(small, q.var, out=weights[0])
+            torch.mul(weights[0], small, out=weights[1]).mul_(0.5)
+            torch.mul(weights[1], small, out=weights[2]).div_(3.0)
+            weights[0::2].neg_()
             kept["grams"] = q.weighted_grams(weights).double()
         return whitened(sum(t**n * g for n, g in enumerate(kept["grams"], start=1)))
 

@@ -68,13 +68,16 @@ def ball_perturbation(
         or (
             q.rank
             and "log_std" in direction
-            and t * float(direction["log_std"].abs().max()) > SECOND_ORDER_LOG_STD
+            and t * float(torch.linalg.vector_norm(direction["log_std"], math.inf))
+            > SECOND_ORDER_LOG_STD
         )
     ):
         # v_μ = Σ g: its term of the KL, v_μᵀ Σ⁻¹ v_μ = gᵀ Σ g, needs no solve
         quad = float(torch.vdot(grads["mean"], direction["mean"])) if "mean" in grads else None
         t = exact_kl_step(q, posterior.log_std.detach(), direction, rho**2 / 2, t, mean_quad=quad)
-    return {b: t * v for b, v in direction.items()}
+    if q is None:  # the Euclidean direction is the gradient itself
+        return {b: t * v for b, v in direction.items()}
+    return {b: v.mul_(t) for b, v in direction.items()}  # F⁻¹g: this call's own tensors
 
 
 def detached_gaussian(posterior: GaussianPosterior) -> LowRankGaussian:

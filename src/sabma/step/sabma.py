@@ -29,12 +29,13 @@ import torch
 from torch import Tensor, nn
 
 from sabma.models.inputs import Inputs
-from sabma.posterior.gaussian import GaussianPosterior, content_key
+from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
 from sabma.posterior.subset import Subset
 from sabma.step.dropin import base_defaults, check_runs_on, default_prior, posterior_of
 from sabma.step.fisher import BLOCKS
-from sabma.step.kl_ball import Metric, ball_perturbation, detached_gaussian
+from sabma.step.kept_geometry import KeptGeometry
+from sabma.step.kl_ball import Metric, ball_perturbation
 from sabma.step.natural_steps import NaturalVarianceSteps
 from sabma.step.options import (
     SABMAOptions,
@@ -53,7 +54,7 @@ from sabma.variance.state import VarianceState
 _DEFAULTS = SABMAOptions()
 
 
-class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
+class SABMA(KeptGeometry, NaturalVarianceSteps, TwoStepOptimizer):
     """Sharpness-aware Bayesian model averaging.
 
     Drop-in: ``SABMA(model, data=train_loader, lr=…)``, then per batch
@@ -177,10 +178,8 @@ class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
             self.natural = VarianceState(natural, posterior, target)
         self._curvature_estimate: Tensor | None = None
         self._natural_state: dict[str, Any] = {}
-        # q_θ and its Woodbury pieces (capacitance, diag Σ⁻¹: O(dK²)) for the Fisher ball, kept
-        # while σ and D keep their values (between refreshes of the natural variance); keyed by
-        # the tensors' version counters, so any in-place change outside a step drops it
-        self._kept_geometry: tuple[tuple[int, ...], LowRankGaussian] | None = None
+        self._kept_geometry = None
+        self._keys_before_move = None
         self._variance_moved = False
         # The first pass of a two-pass step only forms ε: when D is not perturbed, that pass
         # skips D's gradient (a (d, K) outer product); the posterior is told so between steps.
@@ -200,23 +199,7 @@ class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
     def _after_step(self) -> None:
         if self.in_place:  # between steps the model is the posterior mean
             self.posterior.load_into_model()
-        # the step moved σ and D to θ + ε and back (same values, new versions): keep q_θ unless
-        # the update changed them
-        if self._kept_geometry is not None and not self._variance_moved:
-            self._kept_geometry = (self._variance_key(), self._kept_geometry[1])
-        else:
-            self._kept_geometry = None
-        self._variance_moved = False
-
-    def _variance_key(self) -> tuple[int, ...]:
-        return content_key(self.posterior.log_std, self.posterior.factor)
-
-    def _geometry(self) -> LowRankGaussian:
-        """q_θ for the Fisher ball, computed again only when σ or D changed."""
-        key = self._variance_key()
-        if self._kept_geometry is None or self._kept_geometry[0] != key:
-            self._kept_geometry = (key, detached_gaussian(self.posterior))
-        return self._kept_geometry[1]
+        self._keep_geometry_through_step()
 
     def _block_params(self) -> dict[str, nn.Parameter]:
         return {g["block"]: g["params"][0] for g in self.param_groups}
@@ -243,13 +226,14 @@ class SABMA(NaturalVarianceSteps, TwoStepOptimizer):
         gradient variance (the natural variance sets σ and D by its rule)."""
         self.posterior.factor_grad = self.natural is None or "factor" in self.perturb
         self.posterior.log_std_grad = self.natural is None
+        self.posterior.keep_std = False  # log σ is at θ + ε: its σ is for this pass only
 
     def _on_perturb(self) -> None:
         self.posterior.update_running_stats = False
         self._later_pass_mode()
 
     def _on_restore(self) -> None:
-        self.posterior.update_running_stats = True
+        self.posterior.update_running_stats = self.posterior.keep_std = True
 
     def _before_reused_pass(self) -> None:
         self._later_pass_mode()

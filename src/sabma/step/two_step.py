@@ -50,6 +50,7 @@ class TwoStepOptimizer(TwoStepHooks, torch.optim.Optimizer):
         self._link_base()
         self.perturb_every = perturb_every
         self._backup: list[tuple[Tensor, Tensor]] = []
+        self._backup_buffers: dict[int, Tensor] = {}  # id(parameter) → its backup
         self._perturbed = False
         self._last_eps: list[tuple[Tensor, Tensor]] | None = None  # None: no ε formed yet
         self._steps_since_fresh = 0
@@ -138,9 +139,18 @@ class TwoStepOptimizer(TwoStepHooks, torch.optim.Optimizer):
 
     def _move(self, eps: list[tuple[Tensor, Tensor]]) -> None:
         for param, e in eps:
-            self._backup.append((param, param.detach().clone()))
+            self._backup.append((param, self._backup_buffer(param).copy_(param)))
             param.add_(e)
         self._perturbed = True
+
+    def _backup_buffer(self, param: Tensor) -> Tensor:
+        """Where θ waits while it is at θ + ε: one buffer per parameter, kept between steps (a
+        fresh d-vector per step costs its page faults on the CPU: ~0.4 ms at d = 2·10⁶)."""
+        buffer = self._backup_buffers.get(id(param))  # the groups keep the parameter alive
+        like = (param.shape, param.dtype, param.device)
+        if buffer is None or (buffer.shape, buffer.dtype, buffer.device) != like:
+            buffer = self._backup_buffers[id(param)] = torch.empty_like(param)
+        return buffer
 
     def _restore(self) -> None:
         for param, value in self._backup:
