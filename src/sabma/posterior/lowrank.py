@@ -19,6 +19,9 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+#: The leverage above which a coordinate counts as one where D carries the variance
+#: (:meth:`LowRankGaussian.high_leverage_rows`).
+HIGH_LEVERAGE = 1e-3
 #: Column chunk of the (K, d) temporaries on a CPU (K·c floats stay in a core's cache).
 _CPU_CHUNK = 1 << 15
 
@@ -149,6 +152,16 @@ class LowRankGaussian:
     @cached_property
     def _variance_share(self) -> Tensor:
         return self.var * self.precision_diag()
+
+    def high_leverage_rows(self) -> Tensor:
+        """The coordinates where D holds more than :data:`HIGH_LEVERAGE` of the variance
+        (ℓᵢ > 10⁻³; at most K·10³ of them, since Σℓ ≤ K), as indices; computed once per
+        Gaussian."""
+        return self._high_leverage_rows
+
+    @cached_property
+    def _high_leverage_rows(self) -> Tensor:
+        return (self.leverage() > HIGH_LEVERAGE).nonzero().squeeze(1)
 
     def log_std_fisher(self) -> Tensor:
         """2sᵢ², the diagonal of the Fisher information of q with respect to log σ (2 for

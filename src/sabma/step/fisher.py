@@ -115,6 +115,9 @@ def shift_kl(
         """The moments for every t ≤ t_max, and the rows of the coordinates beyond them."""
         magnitude = a.abs()
         large = magnitude > SERIES_LIMIT / t_max
+        # where D carries a share of the variance, a coordinate enters exactly however little
+        # it moves: the bound on the dropped share X_S then sums over small leverages only
+        large[q.high_leverage_rows()] = True
         rows = large.nonzero().squeeze(1)
         small = a.masked_fill(large, 0.0)
         leverage = q.leverage()

