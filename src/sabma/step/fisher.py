@@ -95,12 +95,14 @@ def shift_kl(
 
         Σ_S [eˣ − 1 − x − 2ℓ(cosh x − 1)] + (tr X_S − log|I + X|),
 
-    second order, with nothing large cancelling. The other coordinates enter exactly at each t
-    (X_L). The small coordinates' share X_S of X is small: ‖X_S‖_* ≤ β = Σ_S |e⁻ˣ − 1|·ℓ
-    (3·10⁻⁵ on the MLP). Where dropping it from log|I + X| − tr X_S moves the KL by at most
-    ``atol`` (the bound c·β + β'²/(2(1 − β')), c = ‖(I + X_L)⁻¹X_L‖, β' = ‖(I + X_L)⁻¹‖·β), it is
-    dropped and no evaluation reads D; otherwise X_S comes from Dᵀ diag(vⁿ/λ) D, n ≤ 3, in one
-    pass over D. ``m``: ``mean_quad`` where the caller has it (v_μ = Σ g gives m = gᵀΣg)."""
+    second order, with nothing large cancelling. The other coordinates, and every one where D
+    holds more than 10⁻³ of the variance (:meth:`LowRankGaussian.high_leverage_rows`), enter
+    exactly at each t (X_L). The small coordinates' share X_S of X is small:
+    ‖X_S‖_* ≤ β = Σ_S |e⁻ˣ − 1|·ℓ, a sum over leverages below 10⁻³. Where dropping it from
+    log|I + X| − tr X_S moves the KL by at most ``atol`` (the bound c·β + β'²/(2(1 − β')),
+    c = ‖(I + X_L)⁻¹X_L‖, β' = ‖(I + X_L)⁻¹‖·β), it is dropped and no evaluation reads D;
+    otherwise X_S comes from Dᵀ diag(vⁿ/λ) D, n ≤ 3, in one pass over D. ``m``:
+    ``mean_quad`` where the caller has it (v_μ = Σ g gives m = gᵀΣg)."""
     q64 = q.double
     # x = t·a, a = 2v_s: the moments are taken from v_s and scaled by powers of 2 (exact); they
     # are in q's own dtype, the few exact rows in float64
