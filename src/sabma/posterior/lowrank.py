@@ -113,8 +113,8 @@ class LowRankGaussian:
         """Dᵀ diag(w_j) D for each row w_j of ``weights`` (m, d): shape (m, K, K), in column
         chunks of D (one pass over D for all m)."""
         chunk = self._chunk()
-        grams = weights.new_zeros(weights.shape[0], self.rank, self.rank)
         m, k = weights.shape[0], self.rank
+        grams = weights.new_zeros(m, k, k)
         for f, w in zip(
             self.factor.T.split(chunk, dim=1), weights.split(chunk, dim=1), strict=True
         ):  # (m·K, c) @ (c, K): all m grams in one product per chunk

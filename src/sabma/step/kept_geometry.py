@@ -29,6 +29,12 @@ class KeptGeometry:
     #: whether this step's update set σ or D
     _variance_moved: bool
 
+    def _forget_geometry(self) -> None:
+        """Keep nothing: the next step computes q_θ again (a new optimiser, a loaded state)."""
+        self._kept_geometry = None
+        self._keys_before_move = None
+        self._variance_moved = False
+
     def _variance_key(self) -> tuple[int, ...]:
         return content_key(self.posterior.log_std, self.posterior.factor)
 

@@ -178,9 +178,7 @@ class SABMA(KeptGeometry, NaturalVarianceSteps, TwoStepOptimizer):
             self.natural = VarianceState(natural, posterior, target)
         self._curvature_estimate: Tensor | None = None
         self._natural_state: dict[str, Any] = {}
-        self._kept_geometry = None
-        self._keys_before_move = None
-        self._variance_moved = False
+        self._forget_geometry()
         # The first pass of a two-pass step only forms ε: when D is not perturbed, that pass
         # skips D's gradient (a (d, K) outer product); the posterior is told so between steps.
         self._skip_factor_in_first_pass = bool(posterior.rank) and "factor" not in self.perturb
@@ -267,7 +265,7 @@ class SABMA(KeptGeometry, NaturalVarianceSteps, TwoStepOptimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self._kept_geometry = None
+        self._forget_geometry()
 
     def _add_kl_gradient(self) -> None:
         params = self._block_params()
