@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sabma.posterior.factor_products import factor_times
 from sabma.posterior.in_place import InPlaceModel
 from sabma.posterior.lowrank import LowRankGaussian, kl_divergence
 from sabma.posterior.noise import standard_normal_
@@ -219,7 +220,7 @@ class GaussianPosterior(InPlaceModel, nn.Module):
         key = content_key(self.factor, self.noise_factor)
         if self._factor_noise is None or self._factor_noise[0] != key:
             with torch.no_grad():
-                self._factor_noise = (key, self.noise_factor @ self.factor.T)
+                self._factor_noise = (key, factor_times(self.factor, self.noise_factor))
         return self._factor_noise[1]
 
     def sample_weights(self, n: int, generator: torch.Generator | None = None) -> Tensor:

@@ -19,6 +19,9 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from sabma.posterior.factor_products import add_factor_times_, factor_t_times
+from sabma.posterior.indices import indices_above
+
 #: The leverage above which a coordinate counts as one where D carries the variance
 #: (:meth:`LowRankGaussian.high_leverage_rows`).
 HIGH_LEVERAGE = 1e-3
@@ -124,7 +127,8 @@ class LowRankGaussian:
     def cov_matvec(self, x: Tensor) -> Tensor:
         """Σ x for x of shape (d,) or (d, m)."""
         if x.dim() == 1:
-            return torch.mul(self.var, x).addmv_(self.factor, self.factor.T @ x)
+            inner = factor_t_times(self.factor, x)
+            return add_factor_times_(torch.mul(self.var, x), self.factor, inner)
         return self.var.unsqueeze(1) * x + self.factor @ (self.factor.T @ x)
 
     def precision_matvec(self, x: Tensor) -> Tensor:
@@ -161,7 +165,7 @@ class LowRankGaussian:
 
     @cached_property
     def _high_leverage_rows(self) -> Tensor:
-        return (self.leverage() > HIGH_LEVERAGE).nonzero().squeeze(1)
+        return indices_above(self.leverage(), HIGH_LEVERAGE)
 
     def log_std_fisher(self) -> Tensor:
         """2sᵢ², the diagonal of the Fisher information of q with respect to log σ (2 for

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sabma.posterior.indices import indices_above, union
 from sabma.posterior.lowrank import LowRankGaussian, kl_divergence
 
 BLOCKS = ("mean", "log_std", "factor")
@@ -49,9 +50,9 @@ def natural_direction(
     return direction
 
 
-def dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
-    """Σ_blocks ⟨a_b, b_b⟩ over the blocks of ``a``."""
-    return torch.stack([torch.vdot(a[k].reshape(-1), b[k].reshape(-1)) for k in a]).sum()
+def block_dots(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """⟨a_b, b_b⟩ for each block of ``a``; their sum is ``torch.stack(list(...)).sum()``."""
+    return {k: torch.vdot(a[k].reshape(-1), b[k].reshape(-1)) for k in a}
 
 
 def shifted(
@@ -117,11 +118,9 @@ def shift_kl(
     def expand(t_max: float) -> None:
         """The moments for every t ≤ t_max, and the rows of the coordinates beyond them."""
         magnitude = v_s.abs()
-        large = magnitude > SERIES_LIMIT / (2.0 * t_max)
         # where D carries a share of the variance, a coordinate enters exactly however little
         # it moves: the bound on the dropped share X_S then sums over small leverages only
-        large[q.high_leverage_rows()] = True
-        rows = large.nonzero().squeeze(1)
+        rows = union(indices_above(magnitude, SERIES_LIMIT / (2.0 * t_max)), q.high_leverage_rows())
         leverage = q.leverage()
         # β/t ≤ e^τ Σ_S |aᵢ|ℓᵢ, since |e⁻ˣ − 1| ≤ |x|e^τ where |x| ≤ τ (a masked_fill of the
         # rows is 10× slower than an index_fill)

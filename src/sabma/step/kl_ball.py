@@ -15,7 +15,7 @@ from torch import Tensor
 
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.posterior.lowrank import LowRankGaussian
-from sabma.step.fisher import dot, exact_kl_step, natural_direction
+from sabma.step.fisher import block_dots, exact_kl_step, natural_direction
 
 LinAlgError: type[RuntimeError] = torch.linalg.LinAlgError  # type: ignore[attr-defined]
 
@@ -59,7 +59,8 @@ def ball_perturbation(
                 "SABMA: the posterior's covariance is not finite or not positive definite "
                 f"({str(err).splitlines()[0]}); training has diverged (lower the learning rate)"
             ) from None
-    sq_norm = float(dot(grads, direction))
+    dots = block_dots(grads, direction)
+    sq_norm = float(torch.stack(list(dots.values())).sum())
     if not sq_norm > 0 or rho == 0:
         return {}
     t = rho / math.sqrt(sq_norm)
@@ -72,7 +73,7 @@ def ball_perturbation(
         )
     ):
         # v_μ = Σ g: its term of the KL, v_μᵀ Σ⁻¹ v_μ = gᵀ Σ g, needs no solve
-        quad = float(torch.vdot(grads["mean"], direction["mean"])) if "mean" in grads else None
+        quad = float(dots["mean"]) if "mean" in dots else None
         t = exact_kl_step(q, posterior.log_std.detach(), direction, rho**2 / 2, t, mean_quad=quad)
     if q is None:  # the Euclidean direction is the gradient itself
         return {b: t * v for b, v in direction.items()}

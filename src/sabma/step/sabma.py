@@ -101,6 +101,10 @@ class SABMA(KeptGeometry, NaturalVarianceSteps, TwoStepOptimizer):
         **base_kwargs: passed to ``base_optimizer`` (``lr``, ``momentum``, ``weight_decay``, …).
     """
 
+    #: θ is the posterior's own: θ + ε is written into a buffer the parameters point at for the
+    #: second pass (:mod:`sabma.step.displacement`)
+    move_by_swap = True
+
     def __init__(
         self,
         posterior: GaussianPosterior | nn.Module,

@@ -23,11 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from sabma.running_stats import running_stat_buffers, updates_running_stats
+from sabma.step.displacement import Displacement
 from sabma.step.hooks import TwoStepHooks
 from sabma.step.scaling import unscale_first_pass
 
 
-class TwoStepOptimizer(TwoStepHooks, torch.optim.Optimizer):
+class TwoStepOptimizer(Displacement, TwoStepHooks, torch.optim.Optimizer):
     """Base class of SAM-type optimisers (``first_step`` / ``second_step`` / ``step(closure)``)."""
 
     def __init__(
@@ -49,9 +50,7 @@ class TwoStepOptimizer(TwoStepHooks, torch.optim.Optimizer):
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self._link_base()
         self.perturb_every = perturb_every
-        self._backup: list[tuple[Tensor, Tensor]] = []
-        self._backup_buffers: dict[int, Tensor] = {}  # id(parameter) → its backup
-        self._perturbed = False
+        self._reset_displacement()
         self._last_eps: list[tuple[Tensor, Tensor]] | None = None  # None: no ε formed yet
         self._steps_since_fresh = 0
         # Running statistics (BatchNorm) move once per step, with the first pass: they are saved
@@ -136,26 +135,6 @@ class TwoStepOptimizer(TwoStepHooks, torch.optim.Optimizer):
             self._update()
         if zero_grad:
             self.zero_grad()
-
-    def _move(self, eps: list[tuple[Tensor, Tensor]]) -> None:
-        for param, e in eps:
-            self._backup.append((param, self._backup_buffer(param).copy_(param)))
-            param.add_(e)
-        self._perturbed = True
-
-    def _backup_buffer(self, param: Tensor) -> Tensor:
-        """Where θ waits while it is at θ + ε: one buffer per parameter, kept between steps (a
-        fresh d-vector per step costs its page faults on the CPU: ~0.4 ms at d = 2·10⁶)."""
-        buffer = self._backup_buffers.get(id(param))  # the groups keep the parameter alive
-        like = (param.shape, param.dtype, param.device)
-        if buffer is None or (buffer.shape, buffer.dtype, buffer.device) != like:
-            buffer = self._backup_buffers[id(param)] = torch.empty_like(param)
-        return buffer
-
-    def _restore(self) -> None:
-        for param, value in self._backup:
-            param.copy_(value)
-        self._backup, self._perturbed = [], False
 
     def _update(self) -> None:
         self._before_update()

@@ -1,0 +1,51 @@
+"""Products with the factor on every core (blocked over rows) against the plain products."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import sabma.posterior.factor_products as products
+from sabma.posterior.factor_products import add_factor_times_, factor_t_times, factor_times
+
+
+@pytest.fixture
+def blocked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(products, "BLOCKED_MIN", 100)
+
+
+def column_major(d: int, k: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.randn(k, d, dtype=dtype).T
+
+
+@pytest.mark.usefixtures("blocked")
+@pytest.mark.parametrize("d", [100, 8 * 37, 8 * 37 + 5, 1001])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_blocked_products_equal_the_plain_ones(d: int, dtype: torch.dtype) -> None:
+    torch.manual_seed(d)
+    factor = column_major(d, 5, dtype)
+    x, u, y = torch.randn(d, dtype=dtype), torch.randn(5, dtype=dtype), torch.randn(d, dtype=dtype)
+    assert products._blocks(factor) == d // products.FACTOR_BLOCKS  # the blocked path runs
+    # the same sums, up to their rounding
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(factor_times(factor, u), u @ factor.T, rtol=tol, atol=tol)
+    expected = y.clone().addmv_(factor, u)
+    torch.testing.assert_close(add_factor_times_(y, factor, u), expected, rtol=tol, atol=tol)
+    torch.testing.assert_close(factor_t_times(factor, x), factor.T @ x, rtol=tol, atol=tol)
+
+
+@pytest.mark.usefixtures("blocked")
+def test_other_layouts_take_the_plain_product() -> None:
+    factor = torch.randn(300, 4)  # row-major: no blocked view of its rows
+    x, u = torch.randn(300), torch.randn(4)
+    assert products._blocks(factor) == 0
+    assert torch.equal(factor_t_times(factor, x), factor.T @ x)
+    assert torch.equal(factor_times(factor, u), u @ factor.T)
+    small = column_major(50, 4)  # below the size limit
+    assert products._blocks(small) == 0
+    strided = torch.randn(600, dtype=torch.float64)[::2]  # a non-contiguous x or y
+    wide = column_major(300, 4)
+    torch.testing.assert_close(factor_t_times(wide, strided), wide.T @ strided)
+    y = torch.randn(600, dtype=torch.float64)[::2]
+    expected = y.clone().addmv_(wide, u.double())
+    torch.testing.assert_close(add_factor_times_(y, wide, u.double()), expected)
