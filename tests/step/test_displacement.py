@@ -53,3 +53,17 @@ def test_parameters_stay_in_their_own_storage_and_each_move_shows() -> None:
     step()
     assert posterior.mean.data_ptr() == pointers[0]
     assert torch.equal(view, posterior.mean.detach())  # the view follows the update
+
+
+def test_a_parameter_converted_between_the_passes_gets_theta_back_in_its_new_dtype() -> None:
+    posterior, opt, step = problem(rank=2)
+    step()
+    before = posterior.mean.detach().clone()
+    x, y = torch.randn(32, 10), torch.zeros(32, dtype=torch.long)
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(posterior(x), y).backward()
+    opt.first_step(zero_grad=True)
+    posterior.double()  # e.g. after a loop of passes() broken off
+    opt.abandon_step()
+    assert posterior.mean.dtype == torch.float64
+    assert torch.equal(posterior.mean.detach(), before.double())

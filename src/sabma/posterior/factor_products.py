@@ -52,7 +52,8 @@ def _row_blocks(factor: Tensor, rows: int) -> Tensor:
 
 
 def factor_times(factor: Tensor, u: Tensor) -> Tensor:
-    """D u for u of shape (K,): shape (d,)."""
+    """D u for u of shape (K,): shape (d,). Not differentiable (it writes into ``out=``): for
+    values taken under ``torch.no_grad()``."""
     rows = _blocks(factor)
     if not rows:
         return u @ factor.T

@@ -216,7 +216,9 @@ class GaussianPosterior(InPlaceModel, nn.Module):
 
     def _kept_factor_noise(self) -> Tensor:
         """D z₂ (no gradient) for the kept z₂, computed once per (D, z₂): the two passes of a
-        step share it (at d = 2·10⁶, K = 5 a product with D reads 40 MB)."""
+        step share it (at d = 2·10⁶, K = 5 a product with D reads 40 MB). For d ≥ 2²⁰ on the
+        CPU it is the blocked product of :mod:`sabma.posterior.factor_products`, which may round
+        otherwise than the differentiable ``z₂ @ Dᵀ`` of a pass that trains D."""
         key = content_key(self.factor, self.noise_factor)
         if self._factor_noise is None or self._factor_noise[0] != key:
             with torch.no_grad():

@@ -102,7 +102,8 @@ class SABMA(KeptGeometry, NaturalVarianceSteps, TwoStepOptimizer):
     """
 
     #: θ is the posterior's own: θ + ε is written into a buffer the parameters point at for the
-    #: second pass (:mod:`sabma.step.displacement`)
+    #: second pass (:mod:`sabma.step.displacement`; a view of μ, log σ or D taken between steps
+    #: shows θ throughout a step)
     move_by_swap = True
 
     def __init__(
