@@ -6,7 +6,13 @@ import pytest
 import torch
 
 import sabma.posterior.factor_products as products
-from sabma.posterior.factor_products import add_factor_times_, factor_t_times, factor_times
+from sabma.posterior.factor_products import (
+    add_factor_times_,
+    factor_t_times,
+    factor_times,
+    tall_t_times,
+    tall_times,
+)
 
 
 @pytest.fixture
@@ -49,3 +55,20 @@ def test_other_layouts_take_the_plain_product() -> None:
     y = torch.randn(600, dtype=torch.float64)[::2]
     expected = y.clone().addmv_(wide, u.double())
     torch.testing.assert_close(add_factor_times_(y, wide, u.double()), expected)
+
+
+@pytest.mark.usefixtures("blocked")
+@pytest.mark.parametrize("d", [8 * 29, 8 * 29 + 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tall_products_equal_the_plain_ones(d: int, dtype: torch.dtype) -> None:
+    """uᵀv and u w for a tall u (the Fisher refresh's subspace iteration), blocked."""
+    torch.manual_seed(d)
+    u = column_major(d, 7, dtype)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for v in (column_major(d, 3, dtype), torch.randn(d, 3, dtype=dtype)):  # either layout
+        torch.testing.assert_close(tall_t_times(u, v), u.T @ v, rtol=tol, atol=tol)
+    w = torch.randn(7, 3, dtype=dtype)
+    torch.testing.assert_close(tall_times(u, w), u @ w, rtol=tol, atol=tol)
+    row_major = u.contiguous()  # no blocked view: the plain products
+    assert torch.equal(tall_t_times(row_major, w.new_ones(d, 2)), row_major.T @ w.new_ones(d, 2))
+    assert torch.equal(tall_times(row_major, w), row_major @ w)

@@ -27,12 +27,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from sabma.posterior.factor_products import tall_t_times, tall_times
+
 
 def whitened_inverse(prior_share: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The pieces of v ↦ P̃⁻¹ v for P̃ = diag(A) + ŨŨᵀ: (1/A, Ũ, Cholesky factor of
     I + Ũᵀ diag(1/A) Ũ)."""
     inv_a = 1.0 / prior_share
-    gram = u.T @ (inv_a.unsqueeze(1) * u)
+    gram = tall_t_times(u, inv_a.unsqueeze(1) * u)
     gram.diagonal().add_(1.0)
     chol = torch.linalg.cholesky(gram)
     return inv_a, u, chol
@@ -42,8 +44,8 @@ def apply_whitened_inverse(pieces: tuple[Tensor, Tensor, Tensor], v: Tensor) -> 
     """P̃⁻¹ v for v of shape (d, k)."""
     inv_a, u, chol = pieces
     av = inv_a.unsqueeze(1) * v
-    inner = torch.cholesky_solve(u.T @ av, chol)
-    return av.sub_((u @ inner).mul_(inv_a.unsqueeze(1)))  # in place: (d, k) floats once
+    inner = torch.cholesky_solve(tall_t_times(u, av), chol)
+    return av.sub_(tall_times(u, inner).mul_(inv_a.unsqueeze(1)))  # in place: (d, k) floats once
 
 
 def residual_factor(
