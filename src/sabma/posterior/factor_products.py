@@ -38,13 +38,7 @@ def _blocks(factor: Tensor) -> int:
 
 def factor_t_times(factor: Tensor, x: Tensor) -> Tensor:
     """Dᵀ x for x of shape (d,): shape (K,)."""
-    rows = _blocks(factor)
-    if not rows or not x.is_contiguous():
-        return factor.T @ x
-    n = rows * FACTOR_BLOCKS
-    blocks = factor[:n].view(FACTOR_BLOCKS, rows, -1)  # (B, c, K), each block column-major
-    partial = torch.bmm(x[:n].view(FACTOR_BLOCKS, 1, rows), blocks)  # (B, 1, K)
-    return partial.sum(dim=0).squeeze(0).addmv_(factor[n:].T, x[n:])
+    return tall_t_times(factor, x.unsqueeze(1)).squeeze(1)
 
 
 def _row_blocks(factor: Tensor, rows: int) -> Tensor:
@@ -82,13 +76,15 @@ def add_factor_times_(y: Tensor, factor: Tensor, u: Tensor) -> Tensor:
 def tall_t_times(u: Tensor, v: Tensor) -> Tensor:
     """uᵀ v for u of shape (d, M) and v of shape (d, k): shape (M, k). For a tall u (d ≥
     BLOCKED_MIN, column-major, on the CPU) the blocks' products are added (the Fisher refresh's
-    subspace iteration: at d = 1.9·10⁶, M = 36, k = 10, 40 ms against 81 ms)."""
+    subspace iteration: at d = 1.9·10⁶, M = 36, k = 10, 27 ms against 81 ms; Dᵀx: 1.0 ms
+    against 1.6 ms)."""
     rows = _blocks(u)
     if not rows:
         return u.T @ v
     n = rows * FACTOR_BLOCKS
-    partial = torch.bmm(_row_blocks(u, rows), v[:n].view(FACTOR_BLOCKS, rows, -1))  # (B, M, k)
-    return partial.sum(dim=0).addmm_(u[n:].T, v[n:])
+    blocks = u[:n].view(FACTOR_BLOCKS, rows, -1)  # (B, c, M), each block column-major
+    partial = torch.bmm(_row_blocks(v, rows), blocks).sum(dim=0)  # (k, M)
+    return partial.addmm_(v[n:].T, u[n:]).T
 
 
 def tall_times(u: Tensor, w: Tensor) -> Tensor:
