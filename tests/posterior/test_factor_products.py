@@ -69,6 +69,9 @@ def test_tall_products_equal_the_plain_ones(d: int, dtype: torch.dtype) -> None:
         torch.testing.assert_close(tall_t_times(u, v), u.T @ v, rtol=tol, atol=tol)
     w = torch.randn(7, 3, dtype=dtype)
     torch.testing.assert_close(tall_times(u, w), u @ w, rtol=tol, atol=tol)
+    kept = column_major(d, 3, dtype)  # a caller's buffer: written, and returned
+    assert tall_times(u, w, out=kept) is kept
+    assert torch.equal(kept, tall_times(u, w))
     row_major = u.contiguous()  # no blocked view: the plain products
     assert torch.equal(tall_t_times(row_major, w.new_ones(d, 2)), row_major.T @ w.new_ones(d, 2))
     assert torch.equal(tall_times(row_major, w), row_major @ w)

@@ -222,10 +222,15 @@ def test_labels_drawn_in_the_hooked_pass_are_those_of_a_separate_forward() -> No
 
 
 def _stream_of(grads: torch.Tensor, block: int, monkeypatch) -> None:
-    """fisher_sketch sees ``grads`` in blocks, as the per-example passes would give them."""
+    """fisher_sketch sees ``grads`` in blocks, as the per-example passes would give them: new
+    tensors, which the sketch may overwrite."""
     import sabma.variance.fisher_gradients as module
 
-    monkeypatch.setattr(module, "fisher_gradient_blocks", lambda *a, **k: iter(grads.split(block)))
+    monkeypatch.setattr(
+        module,
+        "fisher_gradient_blocks",
+        lambda *a, **k: (part.clone() for part in grads.split(block)),
+    )
 
 
 def test_fisher_sketch_keeps_every_row_where_they_fit(monkeypatch) -> None:

@@ -40,12 +40,25 @@ def whitened_inverse(prior_share: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Te
     return inv_a, u, chol
 
 
-def apply_whitened_inverse(pieces: tuple[Tensor, Tensor, Tensor], v: Tensor) -> Tensor:
-    """P̃⁻¹ v for v of shape (d, k)."""
+def apply_whitened_inverse(
+    pieces: tuple[Tensor, Tensor, Tensor],
+    v: Tensor,
+    out: Tensor | None = None,
+    scratch: Tensor | None = None,
+) -> Tensor:
+    """P̃⁻¹ v for v of shape (d, k), into ``out`` where given (not ``v``); ``scratch``, a
+    column-major (d, k) tensor, holds an intermediate product (see
+    :func:`~sabma.posterior.factor_products.tall_times`)."""
     inv_a, u, chol = pieces
-    av = inv_a.unsqueeze(1) * v
+    av = torch.mul(inv_a.unsqueeze(1), v, out=out)
     inner = torch.cholesky_solve(tall_t_times(u, av), chol)
-    return av.sub_(tall_times(u, inner).mul_(inv_a.unsqueeze(1)))  # in place: (d, k) floats once
+    return av.sub_(tall_times(u, inner, out=scratch).mul_(inv_a.unsqueeze(1)))
+
+
+def _column_major(rows: int, cols: int, like: Tensor) -> Tensor:
+    """An empty (rows, cols) tensor stored column-major, as LAPACK's QR and the blocked
+    products want it."""
+    return like.new_empty(cols, rows).T
 
 
 def residual_factor(
@@ -86,10 +99,15 @@ def residual_factor(
     if previous is not None and previous.shape[1]:
         k = min(previous.shape[1], width)
         start[:, :k] = previous[:, :k].to(work) / var_w.sqrt().unsqueeze(1)
-    basis, _ = torch.linalg.qr(start)
+    # Three (d, width) buffers serve every round: no round allocates a d-sized tensor (at
+    # d = 1.9·10⁶ each new one costs ~30 ms of page faults).
+    basis, product, scratch = (_column_major(d, width, start) for _ in range(3))
+    triangle = start.new_empty(width, width)
+    torch.linalg.qr(start, out=(basis, triangle))
     for _ in range(iterations):
-        basis, _ = torch.linalg.qr(apply_whitened_inverse(pieces, basis))
-    projected = basis.T @ apply_whitened_inverse(pieces, basis)
+        apply_whitened_inverse(pieces, basis, out=product, scratch=scratch)
+        torch.linalg.qr(product, out=(basis, triangle))
+    projected = basis.T @ apply_whitened_inverse(pieces, basis, out=product, scratch=scratch)
     nu, vectors = torch.linalg.eigh(0.5 * (projected + projected.T))
     nu, vectors = nu.flip(0)[:rank], vectors.flip(1)[:, :rank]
     whitened = (basis @ vectors) * (nu - 1.0).clamp_min(0.0).sqrt()

@@ -157,15 +157,13 @@ def fisher_sketch(
             count += len(block)
             continue
         if reservoir is None:  # the budget is exceeded: from here on, stream
-            so_far = torch.cat([*kept, block]) if kept else block
-            square_sum = so_far.square().sum(0)
-            reservoir = so_far[:max_rows].clone()
-            _replace(reservoir, so_far[max_rows:], max_rows, generator)
-            count, kept = len(so_far), []
-            continue
+            fill = max_rows - count  # the block's rows that complete the reservoir
+            reservoir = torch.cat([*kept, block[:fill]])
+            square_sum = reservoir.square().sum(0)
+            block, count, kept = block[fill:], max_rows, []
         assert square_sum is not None
-        square_sum += block.square().sum(0)
         _replace(reservoir, block, count, generator)
+        square_sum += block.square_().sum(0)  # the block is ours: squared in place
         count += len(block)
     if reservoir is None:
         grads = torch.cat(kept)
@@ -198,7 +196,8 @@ def fisher_gradient_blocks(
     batch_size: int = 32,
     generator: torch.Generator | None = None,
 ) -> Iterator[Tensor]:
-    """:func:`sampled_fisher_gradients` one batch at a time: blocks of rows of G, in order."""
+    """:func:`sampled_fisher_gradients` one batch at a time: blocks of rows of G, in order, each
+    a new tensor that the caller may overwrite (:func:`fisher_sketch` squares it in place)."""
     if label_samples < 1:
         raise ValueError(f"label_samples must be at least 1, got {label_samples}")
     w = (posterior.mean if weights is None else weights).detach()
