@@ -11,6 +11,7 @@ from sabma.variance import residual_factor, sampled_fisher_gradients
 from sabma.variance.factor import canonical_signs
 from sabma.variance.fisher_gradients import _per_example_loop, _per_example_vmap, fisher_sketch
 from sabma.variance.layer_gradients import layer_gradients
+from sabma.variance.row_blocks import DenseRows
 from sabma.variance.state import VarianceState
 from tests.conftest import mlp
 
@@ -143,6 +144,15 @@ class _Tokens(nn.Module):
         return self.head(torch.tanh(self.hidden(self.norm(x))).mean(1))
 
 
+def shifted_statistics(model: nn.Module) -> nn.Module:
+    """``model`` with its BatchNorm running statistics away from (0, 1), so that x̂ matters."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    return model
+
+
 def _conv_bn_net() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(2, 4, 3),
@@ -166,12 +176,7 @@ def test_layer_hooks_give_the_per_example_gradients_of_vmap(build, subset, shape
     """BatchNorm on running statistics (2-d and 1-d), LayerNorm over tokens and Linear layers: the
     one-pass hook gradients equal vmap's, column for column."""
     torch.manual_seed(2)
-    model = build().double()
-    for m in model.modules():  # running statistics away from (0, 1), so x̂ matters
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.uniform_(-1, 1)
-            m.running_var.uniform_(0.5, 2)
-    posterior = GaussianPosterior(model, subset).double()
+    posterior = GaussianPosterior(shifted_statistics(build().double()), subset).double()
     posterior.eval()
     x = torch.randn(*shape, dtype=F64)
     y = torch.tensor([0, 1, 2, 1, 0, 2, 2])
@@ -229,7 +234,7 @@ def _stream_of(grads: torch.Tensor, block: int, monkeypatch) -> None:
     monkeypatch.setattr(
         module,
         "fisher_gradient_blocks",
-        lambda *a, **k: (part.clone() for part in grads.split(block)),
+        lambda *a, **k: (DenseRows(part.clone()) for part in grads.split(block)),
     )
 
 

@@ -32,6 +32,7 @@ from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.variance.layer_gradients import sampled_layer_gradients
+from sabma.variance.row_blocks import DenseRows, RowBlock
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def sampled_fisher_gradients(
         batch_size=batch_size,
         generator=generator,
     )
-    return torch.cat(list(blocks))
+    return torch.cat([block.rows() for block in blocks])
 
 
 @dataclass
@@ -147,23 +148,25 @@ def fisher_sketch(
         batch_size=batch_size,
         generator=generator,
     )
-    kept: list[Tensor] = []  # while every row fits: the blocks themselves
+    kept: list[Tensor] = []  # while every row fits: the blocks' rows themselves
     reservoir: Tensor | None = None
     square_sum: Tensor | None = None
     count = 0
     for block in blocks:
-        if reservoir is None and count + len(block) <= max_rows:
-            kept.append(block)
-            count += len(block)
-            continue
-        if reservoir is None:  # the budget is exceeded: from here on, stream
+        if reservoir is None:
+            rows = block.rows()
+            if count + len(rows) <= max_rows:
+                kept.append(rows)
+                count += len(rows)
+                continue
+            # the budget is exceeded: from here on, stream
             fill = max_rows - count  # the block's rows that complete the reservoir
-            reservoir = torch.cat([*kept, block[:fill]])
+            reservoir = torch.cat([*kept, rows[:fill]])
             square_sum = reservoir.square().sum(0)
-            block, count, kept = block[fill:], max_rows, []
+            block, count, kept = DenseRows(rows[fill:]), max_rows, []
         assert square_sum is not None
-        _replace(reservoir, block, count, generator)
-        square_sum += block.square_().sum(0)  # the block is ours: squared in place
+        _replace(reservoir, block, count, generator)  # the rows it keeps first: then
+        square_sum += block.square_sum()  # a dense block's rows are squared in place
         count += len(block)
     if reservoir is None:
         grads = torch.cat(kept)
@@ -173,17 +176,22 @@ def fisher_sketch(
 
 
 def _replace(
-    reservoir: Tensor, block: Tensor, seen: int, generator: torch.Generator | None
+    reservoir: Tensor, block: RowBlock, seen: int, generator: torch.Generator | None
 ) -> None:
     """Reservoir sampling (Algorithm R): row t of the stream (t = seen, seen + 1, …) replaces a
-    uniformly chosen kept row with probability max_rows / (t + 1)."""
+    uniformly chosen kept row with probability max_rows / (t + 1). The choices do not depend on
+    the rows, so they are drawn first and only the rows that stay in are formed (the last row to
+    choose a slot holds it)."""
     size = len(reservoir)
     if not size:
         return
+    slots: dict[int, int] = {}
     for i in range(len(block)):
         j = int(torch.randint(seen + i + 1, (1,), generator=generator))
         if j < size:
-            reservoir[j] = block[i]
+            slots[j] = i
+    if slots:
+        reservoir[list(slots)] = block.rows(torch.tensor(list(slots.values())))
 
 
 def fisher_gradient_blocks(
@@ -195,9 +203,9 @@ def fisher_gradient_blocks(
     max_examples: int | None = None,
     batch_size: int = 32,
     generator: torch.Generator | None = None,
-) -> Iterator[Tensor]:
-    """:func:`sampled_fisher_gradients` one batch at a time: blocks of rows of G, in order, each
-    a new tensor that the caller may overwrite (:func:`fisher_sketch` squares it in place)."""
+) -> Iterator[RowBlock]:
+    """:func:`sampled_fisher_gradients` one batch at a time: blocks of rows of G, in order. A
+    dense block's rows are its own (:func:`fisher_sketch` squares them in place)."""
     if label_samples < 1:
         raise ValueError(f"label_samples must be at least 1, got {label_samples}")
     w = (posterior.mean if weights is None else weights).detach()
@@ -246,7 +254,7 @@ def fisher_gradient_blocks(
                 yb = draws[:, s]
                 if vectorised:
                     try:
-                        block = _per_example_vmap(posterior, w, xb, yb).detach()
+                        block = DenseRows(_per_example_vmap(posterior, w, xb, yb).detach())
                     except (RuntimeError, NotImplementedError) as err:
                         vectorised = False
                         _LOOPED.add(type(posterior.model))
@@ -259,7 +267,7 @@ def fisher_gradient_blocks(
                         yield block
                         continue
                 produced += 1
-                yield _per_example_loop(posterior, w, xb, yb)
+                yield DenseRows(_per_example_loop(posterior, w, xb, yb))
     finally:
         posterior.train(was_training)
         posterior.autocast_dtype = autocast

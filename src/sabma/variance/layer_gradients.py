@@ -24,11 +24,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.functional import cross_entropy, layer_norm
+from torch.nn.functional import cross_entropy
 
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
+from sabma.variance.row_blocks import DenseRows, LayerRows, RowBlock, layer_input
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
 
@@ -53,51 +54,12 @@ def _layers(posterior: GaussianPosterior) -> dict[str, nn.Module] | None:
     return layers
 
 
-def _normalised(module: nn.Module, x: Tensor) -> Tensor:
-    """x̂, the layer's input before its affine map."""
-    if isinstance(module, nn.LayerNorm):
-        return layer_norm(x, module.normalized_shape, eps=module.eps)
-    assert isinstance(module, nn.modules.batchnorm._BatchNorm)
-    assert module.running_mean is not None and module.running_var is not None
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    mean = module.running_mean.view(shape)
-    return (x - mean) * torch.rsqrt(module.running_var.view(shape) + module.eps)
-
-
-def _write_parameter_gradients(
-    module: nn.Module, x: Tensor, g: Tensor, out: dict[str, Tensor]
-) -> None:
-    """Write the per-example gradients of the layer's weight and bias into ``out[attr]``, views
-    (n, *shape) of the rows of G (the tensors of the layer in the subset)."""
-    n = g.shape[0]
-    if isinstance(module, nn.Linear):
-        gf, xf = g.reshape(n, -1, g.shape[-1]), x.reshape(n, -1, x.shape[-1])
-        if "weight" in out:
-            if gf.shape[1] == 1:  # one position: an outer product, written in place
-                torch.mul(gf[:, 0, :, None], xf[:, 0, None, :], out=out["weight"])
-            else:
-                out["weight"].copy_(torch.einsum("npo,npi->noi", gf, xf))
-        if "bias" in out:
-            torch.sum(gf, 1, out=out["bias"])
-        return
-    xh = _normalised(module, x)
-    if isinstance(module, nn.LayerNorm):  # the parameters span the last dims; sum the rest
-        k = len(module.normalized_shape)
-        dims = tuple(range(1, g.dim() - k))
-    else:  # BatchNorm: the channel is dim 1; sum the positions
-        dims = tuple(range(2, g.dim()))
-    if "weight" in out:
-        out["weight"].copy_((g * xh).sum(dims) if dims else g * xh)
-    if "bias" in out:
-        out["bias"].copy_(g.sum(dims) if dims else g)
-
-
 def layer_gradients(posterior: GaussianPosterior, w: Tensor, x: Inputs, y: Tensor) -> Tensor | None:
     """G (n, d): the per-example gradients of −log p(y_i | x_i, w) over the subset, in the
     posterior's flat order (rows of the examples whose outputs are finite); None where the layers
     do not allow it (see the module docstring). The network must be in eval mode."""
     result = sampled_layer_gradients(posterior, w, x, lambda probs, keep: y[keep].reshape(-1, 1))
-    return None if result is None else result[0]
+    return None if result is None else result[0].rows()
 
 
 def sampled_layer_gradients(
@@ -105,12 +67,13 @@ def sampled_layer_gradients(
     w: Tensor,
     x: Inputs,
     draw: Callable[[Tensor, Tensor], Tensor],
-) -> tuple[Tensor, Tensor] | None:
+) -> tuple[RowBlock, Tensor] | None:
     """Per-example gradients of −log p(ŷ | x, w) with the labels drawn from the same pass.
 
     One forward pass gives the probabilities; ``draw(probs, keep)`` maps those of the examples
     whose outputs are finite (their indices ``keep``), (n', C), to labels (n', S); one backward
-    pass per column gives G_s (n', d). Returns (G (S·n', d), draw-major as [G_1; …; G_S]; the
+    pass per column gives G_s (n', d). Returns (G (S·n', d), draw-major as [G_1; …; G_S], as a
+    block that forms its rows on demand (:class:`~sabma.variance.row_blocks.LayerRows`); the
     indices of the n' kept examples), or None — before ``draw`` is called — where the layers do
     not allow it."""
     layers = _layers(posterior)
@@ -137,7 +100,7 @@ def sampled_layer_gradients(
     probs = torch.softmax(out.detach(), dim=-1)
     keep = torch.isfinite(probs).all(dim=1).nonzero().flatten()
     if not len(keep):
-        return out.new_zeros(0, posterior.dim), keep
+        return DenseRows(out.new_zeros(0, posterior.dim)), keep
     labels = draw(probs[keep], keep)
     outputs = [calls[0][1] for calls in seen.values()]
     draws = []
@@ -146,30 +109,11 @@ def sampled_layer_gradients(
             loss = cross_entropy(out[keep], labels[:, s], reduction="sum")
             last = s == labels.shape[1] - 1
             grads = torch.autograd.grad(loss, outputs, retain_graph=not last, allow_unused=True)
-        draws.append(_flat_gradients(posterior, layers, seen, grads, keep))
-    return (draws[0] if len(draws) == 1 else torch.cat(draws)), keep
-
-
-def _flat_gradients(
-    posterior: GaussianPosterior,
-    layers: dict[str, nn.Module],
-    seen: dict[str, list[tuple[Tensor, Tensor]]],
-    grads: tuple[Tensor | None, ...],
-    keep: Tensor,
-) -> Tensor:
-    """The kept examples' parameter gradients from the layers' output gradients, as (n', d) in
-    the posterior's flat order, each layer's written straight into its columns (at the MLP of
-    docs/speed.md a block is 9 × 1.9·10⁶ floats: a concatenation copied it once more)."""
-    first_out = next(iter(seen.values()))[0][1]
-    rows = first_out.new_empty(len(keep), posterior.dim)
-    slots: dict[str, dict[str, Tensor]] = {name: {} for name in layers}
-    for full, piece, shape in zip(
-        posterior.names, rows.split(posterior.numels, dim=1), posterior.shapes, strict=True
-    ):
-        module_name, _, attr = full.rpartition(".")
-        slots[module_name][attr] = piece.view(len(keep), *shape)
-    for (name, module), g in zip(layers.items(), grads, strict=True):
-        x_in, out = seen[name][0]
-        g = torch.zeros_like(out) if g is None else g.detach()
-        _write_parameter_gradients(module, x_in[keep], g[keep], slots[name])
-    return rows
+        draws.append(
+            {
+                name: (torch.zeros_like(output) if g is None else g.detach())[keep]
+                for name, output, g in zip(layers, outputs, grads, strict=True)
+            }
+        )
+    layer_inputs = {name: layer_input(m, seen[name][0][0][keep]) for name, m in layers.items()}
+    return LayerRows(posterior, layers, layer_inputs, draws), keep
