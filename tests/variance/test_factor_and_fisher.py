@@ -300,3 +300,40 @@ def test_refresh_keeps_the_rows_the_budget_allows(monkeypatch) -> None:
         assert float(posterior.factor.detach().abs().max()) > 0
     with pytest.raises(ValueError, match="factor_floats"):
         natural.NaturalVariance(ess=50, data=x, factor_floats=0)
+
+
+class _DataDependent(nn.Module):
+    """A convolution (no layer hooks) whose forward branches on a value: vmap refuses it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x).mean((2, 3))
+        return out if float(out.sum()) > -1e9 else -out
+
+
+def test_networks_vmap_refuses_take_one_pass_per_example(monkeypatch, caplog) -> None:
+    """Where vmap fails, the rows come from one backward pass per example, with the same sampled
+    labels; the network's class is remembered, so the next refresh does not try (or warn)
+    again."""
+    import sabma.variance.fisher_gradients as module
+
+    monkeypatch.setattr(module, "_LOOPED", set())
+    torch.manual_seed(5)
+    posterior = GaussianPosterior(_DataDependent(), "all").double()
+    posterior.eval()
+    x = torch.randn(6, 1, 5, 5, dtype=F64)
+    w = posterior.mean.detach()
+    with caplog.at_level("WARNING", logger=module.__name__):
+        grads = sampled_fisher_gradients(posterior, x, generator=torch.Generator().manual_seed(0))
+    assert "vmap failed" in caplog.text and _DataDependent in module._LOOPED
+    with torch.no_grad():
+        probs = torch.softmax(posterior.forward_with(w, x), dim=-1)
+    labels = torch.multinomial(probs, 1, True, generator=torch.Generator().manual_seed(0))[:, 0]
+    assert torch.equal(grads, _per_example_loop(posterior, w, x, labels))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger=module.__name__):
+        sampled_fisher_gradients(posterior, x)
+    assert "vmap failed" not in caplog.text

@@ -73,6 +73,21 @@ def _per_example_loop(posterior: GaussianPosterior, w: Tensor, x: Inputs, y: Ten
     return torch.stack(rows)
 
 
+def _dense_block(posterior: GaussianPosterior, w: Tensor, x: Inputs, y: Tensor) -> DenseRows:
+    """The rows of one draw from ``vmap``; where ``vmap`` fails on a network class (remembered),
+    from one pass per example."""
+    if type(posterior.model) not in _LOOPED:
+        try:
+            return DenseRows(_per_example_vmap(posterior, w, x, y).detach())
+        except (RuntimeError, NotImplementedError) as err:
+            _LOOPED.add(type(posterior.model))
+            log.warning(
+                "per-example gradients: vmap failed (%s); one pass per example",
+                str(err).splitlines()[0],
+            )
+    return DenseRows(_per_example_loop(posterior, w, x, y))
+
+
 def sampled_fisher_gradients(
     posterior: GaussianPosterior,
     x: Inputs | Iterable[Any],
@@ -220,8 +235,7 @@ def fisher_gradient_blocks(
     was_training, autocast = posterior.model.training, posterior.autocast_dtype
     posterior.eval()
     posterior.autocast_dtype = None
-    vectorised, skipped, produced = type(posterior.model) not in _LOOPED, 0, 0
-    by_layers = True
+    skipped, produced, by_layers = 0, 0, True
 
     def draw(probs: Tensor, keep: Tensor) -> Tensor:
         labels = torch.multinomial(probs.cpu(), label_samples, True, generator=generator)
@@ -230,44 +244,28 @@ def fisher_gradient_blocks(
     try:
         for part in parts:
             xb = inputs.to_device(part, posterior.device)
-            if by_layers:  # labels drawn from the hooked pass itself: one forward
-                hooked = sampled_layer_gradients(posterior, w, xb, draw)
-                if hooked is not None:
-                    grads, kept = hooked
-                    skipped += inputs.count(xb) - len(kept)
-                    if len(kept):
-                        produced += 1
-                        yield grads
-                    continue
-                by_layers = False
+            # labels drawn from the hooked pass itself: one forward
+            hooked = sampled_layer_gradients(posterior, w, xb, draw) if by_layers else None
+            if hooked is not None:
+                block, kept = hooked
+                skipped += inputs.count(xb) - len(kept)
+                if len(kept):
+                    produced += 1
+                    yield block
+                continue
+            by_layers = False
             with torch.no_grad():
                 probs = torch.softmax(inputs.call(posterior.forward_with, xb, w), dim=-1)
-            finite = torch.isfinite(probs).all(dim=1)
-            if not bool(finite.all()):  # bad inputs (their training steps are skipped too)
-                skipped += int((~finite).sum())
-                keep = finite.nonzero().flatten()
+            keep = torch.isfinite(probs).all(dim=1).nonzero().flatten()
+            if len(keep) < len(probs):  # bad inputs (their training steps are skipped too)
+                skipped += len(probs) - len(keep)
                 xb, probs = inputs.take(xb, keep), probs[keep]
-                if not len(keep):
-                    continue
+            if not len(keep):
+                continue
             draws = draw(probs, torch.arange(len(probs)))
             for s in range(label_samples):
-                yb = draws[:, s]
-                if vectorised:
-                    try:
-                        block = DenseRows(_per_example_vmap(posterior, w, xb, yb).detach())
-                    except (RuntimeError, NotImplementedError) as err:
-                        vectorised = False
-                        _LOOPED.add(type(posterior.model))
-                        log.warning(
-                            "per-example gradients: vmap failed (%s); one pass per example",
-                            str(err).splitlines()[0],
-                        )
-                    else:
-                        produced += 1
-                        yield block
-                        continue
                 produced += 1
-                yield DenseRows(_per_example_loop(posterior, w, xb, yb))
+                yield _dense_block(posterior, w, xb, draws[:, s])
     finally:
         posterior.train(was_training)
         posterior.autocast_dtype = autocast
