@@ -43,6 +43,14 @@ def add_parser(sub: Any) -> None:
         help="fit a temperature on the validation BMA predictive and report the scaled test "
         "metrics as test.bma_ts (default: the run's eval.temperature_scaling, on by default)",
     )
+    _add_shift_arguments(parser)
+    _add_ood_arguments(parser)
+    add_seeds_filter(parser)
+    add_progress(parser)
+    parser.set_defaults(run=run)
+
+
+def _add_shift_arguments(parser: argparse.ArgumentParser) -> None:
     shift = parser.add_argument_group("distribution shift")
     shift.add_argument(
         "--shift",
@@ -92,6 +100,9 @@ def add_parser(sub: Any) -> None:
         help="for a benchmark folder: only the runs without a shift section (with "
         "--shift-mean-only: without the mean); what an interrupted folder evaluation still needs",
     )
+
+
+def _add_ood_arguments(parser: argparse.ArgumentParser) -> None:
     ood = parser.add_argument_group("out-of-distribution detection")
     ood.add_argument(
         "--ood",
@@ -115,9 +126,6 @@ def add_parser(sub: Any) -> None:
         default=None,
         help="BMA samples S for the OOD scores (default: the run's S)",
     )
-    add_seeds_filter(parser)
-    add_progress(parser)
-    parser.set_defaults(run=run)
 
 
 def ood_options(args: argparse.Namespace) -> Any:

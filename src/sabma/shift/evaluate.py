@@ -8,7 +8,7 @@ items are prepared by the task's own ``prepare`` (resizing, tokenizing) like the
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,39 +123,13 @@ def shift_metrics(
     seed = cfg.seed + 5
 
     def evaluate(x: Inputs) -> dict[str, dict[str, float]]:
-        out = {}
-        for name, (predictive, temperature) in predictives.items():
-            with torch.random.fork_rng(devices=cuda_devices_in_use()):
-                torch.manual_seed(seed + 1)  # not the generator's seed: independent streams
-                log_probs = predictive(x, torch.Generator().manual_seed(seed))
-            metrics = classification_metrics(log_probs.exp(), labels)
-            if temperature is not None:  # the clean validation split's T, applied unchanged
-                scaled = apply_temperature(log_probs, temperature)
-                metrics.update(
-                    {
-                        f"ts_{k}": v
-                        for k, v in classification_metrics(scaled.exp(), labels).items()
-                        if k in TS_KEYS
-                    }
-                )
-            out[name] = metrics
-        return out
-
-    def corrupted(name: str, severity: int) -> Any:
-        if task.kind == "text":
-            return corrupt_texts(list(clean), name, severity, options.seed)
-        return corrupted_test_set(
-            cfg.data.dataset,
-            clean,  # type: ignore[arg-type]
-            name,
-            severity,
-            options.seed,
-            cfg.data.resolution,
-            options.cache_dir,
-        )
+        return {
+            name: _set_metrics(predictive, temperature, x, labels, seed)
+            for name, (predictive, temperature) in predictives.items()
+        }
 
     def prepared(name: str, severity: int) -> Inputs:
-        return task.prepare(corrupted(name, severity))
+        return task.prepare(_corrupted(task, cfg, options, clean, name, severity))
 
     settings = {
         "corruptions": list(corruptions),
@@ -190,15 +164,59 @@ def shift_metrics(
             results[name]["per_corruption"].setdefault(corruption, {})[str(severity)] = metrics
     for name, result in results.items():
         keys = (*METRIC_KEYS, *(f"ts_{k}" for k in TS_KEYS if predictives[name][1] is not None))
-        result["mean"] = {
-            str(s): {
-                k: sum(result["per_corruption"][c][str(s)][k] for c in corruptions)
-                / len(corruptions)
-                for k in keys
-            }
-            for s in options.severities
-        }
+        result["mean"] = _severity_means(result["per_corruption"], options.severities, keys)
     return results
+
+
+def _set_metrics(
+    predictive: Callable[[Inputs, torch.Generator], Tensor],
+    temperature: float | None,
+    x: Inputs,
+    labels: Tensor,
+    seed: int,
+) -> dict[str, float]:
+    """One predictive's figures on one set, under fixed seeds (its generator's, and the global
+    one's, forked); with the clean validation split's temperature, also ``ts_nll``/``ts_ece``."""
+    with torch.random.fork_rng(devices=cuda_devices_in_use()):
+        torch.manual_seed(seed + 1)  # not the generator's seed: independent streams
+        log_probs = predictive(x, torch.Generator().manual_seed(seed))
+    metrics = classification_metrics(log_probs.exp(), labels)
+    if temperature is not None:  # the clean validation split's T, applied unchanged
+        scaled = classification_metrics(apply_temperature(log_probs, temperature).exp(), labels)
+        metrics.update({f"ts_{k}": v for k, v in scaled.items() if k in TS_KEYS})
+    return metrics
+
+
+def _corrupted(
+    task: Task, cfg: Config, options: ShiftOptions, clean: Any, name: str, severity: int
+) -> Any:
+    """The clean test inputs under one corruption at one severity (raw: before ``prepare``)."""
+    if task.kind == "text":
+        return corrupt_texts(list(clean), name, severity, options.seed)
+    return corrupted_test_set(
+        cfg.data.dataset,
+        clean,
+        name,
+        severity,
+        options.seed,
+        cfg.data.resolution,
+        options.cache_dir,
+    )
+
+
+def _severity_means(
+    per_corruption: dict[str, dict[str, dict[str, float]]],
+    severities: Sequence[int],
+    keys: Sequence[str],
+) -> dict[str, dict[str, float]]:
+    """Per severity, each figure averaged over the corruptions."""
+    return {
+        str(s): {
+            k: sum(per_corruption[c][str(s)][k] for c in per_corruption) / len(per_corruption)
+            for k in keys
+        }
+        for s in severities
+    }
 
 
 def corrupted_sets(section: dict[str, Any]) -> tuple[tuple[str, ...], int]:
