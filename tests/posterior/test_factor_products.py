@@ -75,3 +75,28 @@ def test_tall_products_equal_the_plain_ones(d: int, dtype: torch.dtype) -> None:
     row_major = u.contiguous()  # no blocked view: the plain products
     assert torch.equal(tall_t_times(row_major, w.new_ones(d, 2)), row_major.T @ w.new_ones(d, 2))
     assert torch.equal(tall_times(row_major, w), row_major @ w)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_factor_from_blocked_products_is_the_plain_one(monkeypatch, dtype) -> None:
+    """The refresh's subspace iteration on the blocked path (its products into kept column-major
+    buffers, QR into them) gives the factor of the plain path, to rounding."""
+    from sabma.variance.factor import residual_factor
+
+    d = 8 * 125 + 3
+    gen = torch.Generator().manual_seed(0)
+    u = column_major(d, 12, dtype) * 0.3
+    var = torch.rand(d, generator=gen, dtype=dtype) + 0.1
+    share = torch.rand(d, generator=gen, dtype=dtype) * 0.5 + 0.5
+    previous = column_major(d, 3, dtype) * 0.01
+
+    def factor() -> torch.Tensor:
+        return residual_factor(
+            var, share, u, 3, previous=previous, generator=torch.Generator().manual_seed(1)
+        )
+
+    plain = factor()
+    monkeypatch.setattr(products, "BLOCKED_MIN", 100)
+    assert products._blocks(u) == d // products.FACTOR_BLOCKS
+    tol = 1e-3 if dtype == torch.float32 else 1e-12  # float32: the iteration's own rounding
+    torch.testing.assert_close(factor(), plain, rtol=0, atol=tol * float(plain.abs().max()))

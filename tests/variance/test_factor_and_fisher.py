@@ -187,17 +187,14 @@ def test_layer_hooks_give_the_per_example_gradients_of_vmap(build, subset, shape
 
 
 def test_layer_hooks_decline_what_they_cannot_do() -> None:
-    """A subset tensor outside BatchNorm/LayerNorm/Linear, or BatchNorm on batch statistics: None
-    (the caller falls back to vmap, and the sampled Fisher still comes out right)."""
-    conv = GaussianPosterior(_conv_bn_net(), "all")  # the conv's weights are in the subset
-    conv.eval()
+    """BatchNorm on batch statistics: None (the caller falls back to vmap, and the sampled Fisher
+    still comes out right). Convolutions: tests/variance/test_conv_calls.py."""
     x, y = torch.randn(5, 2, 6, 6), torch.tensor([0, 1, 2, 1, 0])
-    assert layer_gradients(conv, conv.mean.detach(), x, y) is None
     batch_stats = GaussianPosterior(_conv_bn_net(), "norm+head")
     batch_stats.train()
     assert layer_gradients(batch_stats, batch_stats.mean.detach(), x, y) is None
-    grads = sampled_fisher_gradients(conv, x)
-    assert grads.shape == (5, conv.dim) and bool(torch.isfinite(grads).all())
+    grads = sampled_fisher_gradients(batch_stats, x)
+    assert grads.shape == (5, batch_stats.dim) and bool(torch.isfinite(grads).all())
 
 
 def test_labels_drawn_in_the_hooked_pass_are_those_of_a_separate_forward() -> None:
@@ -303,14 +300,14 @@ def test_refresh_keeps_the_rows_the_budget_allows(monkeypatch) -> None:
 
 
 class _DataDependent(nn.Module):
-    """A convolution (no layer hooks) whose forward branches on a value: vmap refuses it."""
+    """A 1-d convolution (no layer hooks) whose forward branches on a value: vmap refuses it."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(1, 3, 3)
+        self.conv = nn.Conv1d(1, 3, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv(x).mean((2, 3))
+        out = self.conv(x).mean(2)
         return out if float(out.sum()) > -1e9 else -out
 
 
@@ -324,7 +321,7 @@ def test_networks_vmap_refuses_take_one_pass_per_example(monkeypatch, caplog) ->
     torch.manual_seed(5)
     posterior = GaussianPosterior(_DataDependent(), "all").double()
     posterior.eval()
-    x = torch.randn(6, 1, 5, 5, dtype=F64)
+    x = torch.randn(6, 1, 5, dtype=F64)
     w = posterior.mean.detach()
     with caplog.at_level("WARNING", logger=module.__name__):
         grads = sampled_fisher_gradients(posterior, x, generator=torch.Generator().manual_seed(0))

@@ -48,7 +48,8 @@ def apply_whitened_inverse(
 ) -> Tensor:
     """P̃⁻¹ v for v of shape (d, k), into ``out`` where given (not ``v``); ``scratch``, a
     column-major (d, k) tensor, holds an intermediate product (see
-    :func:`~sabma.posterior.factor_products.tall_times`)."""
+    :func:`~sabma.posterior.factor_products.tall_times`), and may be ``v`` itself where ``v`` is
+    not needed afterwards (it is read before ``scratch`` is written)."""
     inv_a, u, chol = pieces
     av = torch.mul(inv_a.unsqueeze(1), v, out=out)
     inner = torch.cholesky_solve(tall_t_times(u, av), chol)
@@ -99,15 +100,16 @@ def residual_factor(
     if previous is not None and previous.shape[1]:
         k = min(previous.shape[1], width)
         start[:, :k] = previous[:, :k].to(work) / var_w.sqrt().unsqueeze(1)
-    # Three (d, width) buffers serve every round: no round allocates a d-sized tensor (at
-    # d = 1.9·10⁶ each new one costs ~30 ms of page faults).
-    basis, product, scratch = (_column_major(d, width, start) for _ in range(3))
+    # Two (d, width) buffers serve every round: no round allocates a d-sized tensor (at
+    # d = 1.9·10⁶ each new one costs ~30 ms of page faults). The basis, read first, holds the
+    # round's intermediate product until the QR writes the next basis over it.
+    basis, product = _column_major(d, width, start), _column_major(d, width, start)
     triangle = start.new_empty(width, width)
     torch.linalg.qr(start, out=(basis, triangle))
     for _ in range(iterations):
-        apply_whitened_inverse(pieces, basis, out=product, scratch=scratch)
+        apply_whitened_inverse(pieces, basis, out=product, scratch=basis)
         torch.linalg.qr(product, out=(basis, triangle))
-    projected = basis.T @ apply_whitened_inverse(pieces, basis, out=product, scratch=scratch)
+    projected = basis.T @ apply_whitened_inverse(pieces, basis, out=product)
     nu, vectors = torch.linalg.eigh(0.5 * (projected + projected.T))
     nu, vectors = nu.flip(0)[:rank], vectors.flip(1)[:, :rank]
     whitened = (basis @ vectors) * (nu - 1.0).clamp_min(0.0).sqrt()

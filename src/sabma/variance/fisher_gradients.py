@@ -168,21 +168,21 @@ def fisher_sketch(
     square_sum: Tensor | None = None
     count = 0
     for block in blocks:
+        fill = 0  # the block's first rows that complete the reservoir
         if reservoir is None:
-            rows = block.rows()
-            if count + len(rows) <= max_rows:
-                kept.append(rows)
-                count += len(rows)
+            if count + len(block) <= max_rows:
+                kept.append(block.rows())
+                count += len(block)
                 continue
             # the budget is exceeded: from here on, stream
-            fill = max_rows - count  # the block's rows that complete the reservoir
-            reservoir = torch.cat([*kept, rows[:fill]])
-            square_sum = reservoir.square().sum(0)
-            block, count, kept = DenseRows(rows[fill:]), max_rows, []
+            fill = max_rows - count
+            reservoir = torch.cat([*kept, block.rows(torch.arange(fill))])
+            square_sum = reservoir[:count].square().sum(0)
+            count, kept = max_rows, []
         assert square_sum is not None
-        _replace(reservoir, block, count, generator)  # the rows it keeps first: then
-        square_sum += block.square_sum()  # a dense block's rows are squared in place
-        count += len(block)
+        _replace(reservoir, block, count, generator, first=fill)  # the rows it keeps first:
+        square_sum += block.square_sum()  # then a dense block's rows are squared in place
+        count += len(block) - fill
     if reservoir is None:
         grads = torch.cat(kept)
         return FisherSketch(grads.square().mean(0), grads, count)
@@ -191,18 +191,22 @@ def fisher_sketch(
 
 
 def _replace(
-    reservoir: Tensor, block: RowBlock, seen: int, generator: torch.Generator | None
+    reservoir: Tensor,
+    block: RowBlock,
+    seen: int,
+    generator: torch.Generator | None,
+    first: int = 0,
 ) -> None:
-    """Reservoir sampling (Algorithm R): row t of the stream (t = seen, seen + 1, …) replaces a
-    uniformly chosen kept row with probability max_rows / (t + 1). The choices do not depend on
-    the rows, so they are drawn first and only the rows that stay in are formed (the last row to
-    choose a slot holds it)."""
+    """Reservoir sampling (Algorithm R): row t of the stream (the block's rows from ``first``
+    on, t = seen, seen + 1, …) replaces a uniformly chosen kept row with probability
+    max_rows / (t + 1). The choices do not depend on the rows, so they are drawn first and only
+    the rows that stay in are formed (the last row to choose a slot holds it)."""
     size = len(reservoir)
     if not size:
         return
     slots: dict[int, int] = {}
-    for i in range(len(block)):
-        j = int(torch.randint(seen + i + 1, (1,), generator=generator))
+    for i in range(first, len(block)):
+        j = int(torch.randint(seen + i - first + 1, (1,), generator=generator))
         if j < size:
             slots[j] = i
     if slots:

@@ -8,18 +8,23 @@ and the layer's input ``x_i`` (Goodfellow 2015, "Efficient per-example gradient 
 * BatchNorm on its running statistics, ``out = γ x̂ + β``: ∂ℓ_i/∂γ = Σ g_i ⊙ x̂_i and
   ∂ℓ_i/∂β = Σ g_i over every position of the example (x̂ from the running mean and variance);
 * LayerNorm (x̂ normalised per position): the same sums;
-* Linear, ``out = x Wᵀ + b``: ∂ℓ_i/∂W = Σ g_iᵀ x_i and ∂ℓ_i/∂b = Σ g_i over positions.
+* Linear, ``out = x Wᵀ + b``: ∂ℓ_i/∂W = Σ g_iᵀ x_i and ∂ℓ_i/∂b = Σ g_i over positions;
+* 2-d convolutions, from the ``conv2d`` call itself (its padded input; per group, g_i against
+  the unfolded input, summed over positions: :mod:`sabma.variance.conv_calls`).
 
 One forward and one backward over a batch cost about what a training step costs, against a
 ``vmap`` of per-example passes (EfficientNet-Lite0 at 64 px, 100 images, 2-core CPU: measured in
-docs/results.md). Where a subset tensor belongs to any other kind of layer, to a BatchNorm that
-uses batch statistics, or to a layer run twice in one pass, :func:`layer_gradients` returns None
-and the caller falls back to ``vmap``.
+docs/results.md; EfficientNet-Lite0 with every parameter Bayesian: docs/speed.md). Where a
+subset tensor belongs to any other kind of layer, to a BatchNorm that uses batch statistics, to
+a layer run twice in one pass, or to a convolution that calls ``conv2d`` with something other
+than its weight or with ``padding="same"``, :func:`layer_gradients` returns None and the caller
+falls back to ``vmap``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -29,6 +34,8 @@ from torch.nn.functional import cross_entropy
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
+from sabma.variance import conv_calls
+from sabma.variance.conv_calls import ConvCalls
 from sabma.variance.row_blocks import DenseRows, LayerRows, RowBlock, layer_input
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
@@ -39,7 +46,7 @@ def _supported(module: nn.Module, attr: str) -> bool:
         return False
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return module.track_running_stats and not module.training
-    return isinstance(module, nn.LayerNorm | nn.Linear)
+    return isinstance(module, nn.LayerNorm | nn.Linear) or conv_calls.supported(module)
 
 
 def _layers(posterior: GaussianPosterior) -> dict[str, nn.Module] | None:
@@ -79,7 +86,8 @@ def sampled_layer_gradients(
     layers = _layers(posterior)
     if layers is None:
         return None
-    seen: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in layers}
+    convs = {name: m for name, m in layers.items() if isinstance(m, nn.Conv2d)}
+    seen: dict[str, list[tuple[Any, Tensor]]] = {name: [] for name in layers if name not in convs}
 
     def hook(name: str) -> Any:
         def capture(_m: nn.Module, args: tuple[Any, ...], out: Tensor) -> None:
@@ -87,16 +95,18 @@ def sampled_layer_gradients(
 
         return capture
 
-    handles = [m.register_forward_hook(hook(name)) for name, m in layers.items()]
+    handles = [m.register_forward_hook(hook(name)) for name, m in layers.items() if name in seen]
+    recorder = ConvCalls()
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), recorder.watching(convs) if convs else nullcontext():
             weights = w.detach().requires_grad_(True)  # so the activations carry gradients
             out = inputs.call(posterior.forward_with, x, weights)
     finally:
         for handle in handles:
             handle.remove()
+    seen = {name: seen[name] if name in seen else recorder.calls.get(name, []) for name in layers}
     if any(len(calls) != 1 for calls in seen.values()):
-        return None  # a layer ran twice (shared) or not at all
+        return None  # a layer ran twice (shared), not at all, or without its own weight
     probs = torch.softmax(out.detach(), dim=-1)
     keep = torch.isfinite(probs).all(dim=1).nonzero().flatten()
     if not len(keep):

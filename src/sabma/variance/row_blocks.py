@@ -9,19 +9,22 @@ row but keeps only a few rows where the subset is large).
   each layer's input and, per label draw, the gradient with respect to its output. It forms rows
   on demand, and sums the squares without forming them where the layer allows: for a Linear
   layer on one position, Σ_i (g_i x_iᵀ)² = (g²)ᵀ x² elementwise, one product of (o, n) and
-  (n, i). At the MLP of docs/speed.md (d = 1.9·10⁶) a block of 9 rows is 67 MB, and a refresh
-  keeps 36 of its 256 rows: the other 220 are never formed.
+  (n, i); other layers form their per-example block one layer at a time. At the MLP of
+  docs/speed.md (d = 1.9·10⁶) a block of 9 rows is 67 MB, and a refresh keeps 36 of its 256
+  rows. It forms the first 36 and then only the rows that take a slot as their block streams
+  past (about 70, of which a later one may replace some): about 150 rows are never formed.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.nn.functional import layer_norm
 
 from sabma.posterior.gaussian import GaussianPosterior
+from sabma.variance.conv_calls import ConvInput
 
 
 class RowBlock(Protocol):
@@ -55,10 +58,11 @@ class DenseRows:
         return self._rows.square_().sum(0)
 
 
-def layer_input(module: nn.Module, x: Tensor) -> Tensor:
+def layer_input(module: nn.Module, x: Any) -> Any:
     """What the per-example gradient formulas take of a layer's input: x for a Linear layer, x̂
-    (before the affine map) for a normalization layer."""
-    if isinstance(module, nn.Linear):
+    (before the affine map) for a normalization layer, the call's input and settings
+    (:class:`~sabma.variance.conv_calls.ConvInput`) for a convolution."""
+    if isinstance(module, nn.Linear | nn.Conv2d):
         return x
     if isinstance(module, nn.LayerNorm):
         return layer_norm(x, module.normalized_shape, eps=module.eps)
@@ -75,10 +79,17 @@ def _outer(module: nn.Module, attr: str, g: Tensor) -> bool:
     return isinstance(module, nn.Linear) and attr == "weight" and g.numel() == len(g) * g.shape[-1]
 
 
-def per_example(module: nn.Module, attr: str, x: Tensor, g: Tensor) -> Tensor:
+def per_example(module: nn.Module, attr: str, x: Any, g: Tensor) -> Tensor:
     """The per-example gradients (n, *shape) of the layer's ``attr`` from its prepared input x
-    (:func:`layer_input`) and output gradient g (Goodfellow 2015)."""
+    (:func:`layer_input`) and output gradient g (Goodfellow 2015): a new tensor, which the
+    caller may overwrite."""
     n = g.shape[0]
+    if isinstance(x, ConvInput):
+        if attr == "bias":
+            return g.sum((2, 3))
+        weight = module.weight
+        assert isinstance(weight, Tensor)
+        return x.weight_gradients(g, weight.shape)
     if isinstance(module, nn.Linear):
         gf = g.reshape(n, -1, g.shape[-1])
         if attr == "bias":
@@ -88,8 +99,9 @@ def per_example(module: nn.Module, attr: str, x: Tensor, g: Tensor) -> Tensor:
         dims = tuple(range(1, g.dim() - len(module.normalized_shape)))
     else:  # BatchNorm: the channel is dim 1; sum the positions
         dims = tuple(range(2, g.dim()))
-    term = g * x if attr == "weight" else g
-    return term.sum(dims) if dims else term
+    if attr == "weight":
+        return (g * x).sum(dims) if dims else g * x
+    return g.sum(dims) if dims else g.clone()  # a new tensor, never g itself
 
 
 class LayerRows:
@@ -106,7 +118,7 @@ class LayerRows:
         self,
         posterior: GaussianPosterior,
         layers: dict[str, nn.Module],
-        inputs: dict[str, Tensor],
+        inputs: dict[str, Any],
         draws: list[dict[str, Tensor]],
     ) -> None:
         self.posterior, self.layers, self.inputs, self.draws = posterior, layers, inputs, draws

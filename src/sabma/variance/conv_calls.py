@@ -1,0 +1,103 @@
+"""Per-example gradients of 2-d convolutions from the convolution calls of one batched pass.
+
+A convolution layer's ``forward`` may pad its input first (TensorFlow's "same" padding in
+EfficientNet-Lite0, ``padding_mode="reflect"``) and then call ``F.conv2d``. A forward hook sees
+the input before that, so the calls themselves are recorded instead: :class:`ConvCalls`, a
+``TorchFunctionMode``, keeps the input, output and settings of every ``conv2d`` whose weight is
+the one a subset layer holds at that moment (a forward pre-hook notes it). From the input x and
+the gradient g of the call's output, example i's weight gradient is, per group,
+Σ_positions g_i ⊗ unfold(x_i) (:meth:`ConvInput.weight_gradients`), and its bias gradient is g_i
+summed over the positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.functional import unfold
+from torch.overrides import TorchFunctionMode
+
+_ARGUMENTS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_DEFAULTS = (None, None, None, 1, 0, 1, 1)
+
+
+@dataclass
+class ConvInput:
+    """A convolution call's input (n, C_in, H, W) and settings, as its gradients need them."""
+
+    x: Tensor
+    stride: Any
+    padding: Any
+    dilation: Any
+    groups: int
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: Tensor) -> ConvInput:
+        return replace(self, x=self.x[index])
+
+    def weight_gradients(self, g: Tensor, shape: torch.Size) -> Tensor:
+        """Per-example gradients (n, *shape) of the weight from the output's gradient g."""
+        n, groups = len(g), self.groups
+        columns = unfold(self.x, shape[2:], self.dilation, self.padding, self.stride)
+        columns = columns.view(n, groups, -1, columns.shape[-1])  # (n, G, C_in/G·kh·kw, L)
+        g = g.reshape(n, groups, -1, columns.shape[-1])  # (n, G, C_out/G, L)
+        return torch.einsum("ngol,ngil->ngoi", g, columns).reshape(n, *shape)
+
+
+def supported(module: nn.Module) -> bool:
+    """A 2-d convolution whose padding is given in numbers (``"same"`` is not)."""
+    return isinstance(module, nn.Conv2d) and not isinstance(module.padding, str)
+
+
+class ConvCalls(TorchFunctionMode):
+    """Records the ``conv2d`` calls made with a watched weight: name → [(ConvInput, output)]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watched: dict[int, str] = {}
+        self.calls: dict[str, list[tuple[ConvInput, Tensor]]] = {}
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func is torch.conv2d:
+            bound: dict[str, Any] = dict(zip(_ARGUMENTS, _DEFAULTS, strict=True))
+            bound.update(zip(_ARGUMENTS, args, strict=False))
+            bound.update(kwargs or {})
+            name = self.watched.get(id(bound["weight"]))
+            if name is not None and not isinstance(bound["padding"], str):
+                call = ConvInput(
+                    bound["input"].detach(),
+                    bound["stride"],
+                    bound["padding"],
+                    bound["dilation"],
+                    bound["groups"],
+                )
+                self.calls.setdefault(name, []).append((call, out))
+        return out
+
+    @contextmanager
+    def watching(self, layers: Mapping[str, nn.Module]) -> Iterator[ConvCalls]:
+        """Record, while inside, the calls of these convolution layers."""
+
+        def note(name: str) -> Any:
+            def pre_hook(module: nn.Module, _args: Any) -> None:
+                self.watched[id(module.weight)] = name
+
+            return pre_hook
+
+        handles = [m.register_forward_pre_hook(note(name)) for name, m in layers.items()]
+        try:
+            with self:
+                yield self
+        finally:
+            for handle in handles:
+                handle.remove()
