@@ -51,37 +51,76 @@ class ConvInput:
         return torch.einsum("ngol,ngil->ngoi", g, columns).reshape(n, *shape)
 
 
+@dataclass
+class Recorded:
+    """One call of a layer in the hooked pass: its input as the formulas take it (a tensor, or a
+    :class:`ConvInput`), the tensor that was its input, and its output."""
+
+    input: Any
+    source: Tensor
+    out: Tensor
+    version: int = -1
+
+    def __post_init__(self) -> None:
+        self.version = self.source._version
+
+    def usable(self, examples: int) -> bool:
+        """Whether the per-example formulas hold for this call: the input was not changed in
+        place after the call (the formulas read it later), the batch dimension is the examples'
+        (not folded with positions), and the output carries a gradient (not run under no_grad)."""
+        return (
+            self.source._version == self.version
+            and len(self.source) == len(self.out) == examples
+            and self.out.requires_grad
+        )
+
+
 def supported(module: nn.Module) -> bool:
     """A 2-d convolution whose padding is given in numbers (``"same"`` is not)."""
     return isinstance(module, nn.Conv2d) and not isinstance(module.padding, str)
 
 
+#: Calls that read a tensor's metadata only: a watched weight may pass through them.
+_METADATA = frozenset({"__get__", "size", "dim", "numel", "stride", "is_contiguous"})
+
+
 class ConvCalls(TorchFunctionMode):
-    """Records the ``conv2d`` calls made with a watched weight: name → [(ConvInput, output)]."""
+    """Records the ``conv2d`` calls made with a watched weight: name → [Recorded]. A watched
+    weight that enters any other computation (``weight.sum()``, a standardisation) makes its
+    layer ``tainted``: its gradient is not the call's alone."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.watched: dict[int, str] = {}
-        self.calls: dict[str, list[tuple[ConvInput, Tensor]]] = {}
+        self.watched: dict[int, tuple[str, Tensor]] = {}  # the tensor kept: its id stays its own
+        self.calls: dict[str, list[Recorded]] = {}
+        self.tainted: set[str] = set()
+
+    def _name(self, value: Any) -> str | None:
+        entry = self.watched.get(id(value))
+        return entry[0] if entry is not None and entry[1] is value else None
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
     ) -> Any:
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if not self.watched:
+            return out
         if func is torch.conv2d:
             bound: dict[str, Any] = dict(zip(_ARGUMENTS, _DEFAULTS, strict=True))
             bound.update(zip(_ARGUMENTS, args, strict=False))
-            bound.update(kwargs or {})
-            name = self.watched.get(id(bound["weight"]))
+            bound.update(kwargs)
+            name = self._name(bound["weight"])
             if name is not None and not isinstance(bound["padding"], str):
-                call = ConvInput(
-                    bound["input"].detach(),
-                    bound["stride"],
-                    bound["padding"],
-                    bound["dilation"],
-                    bound["groups"],
-                )
-                self.calls.setdefault(name, []).append((call, out))
+                x, settings = bound["input"], (bound[k] for k in _ARGUMENTS[3:])
+                call = ConvInput(x.detach(), *settings)
+                self.calls.setdefault(name, []).append(Recorded(call, x, out))
+                return out.clone()  # the network goes on with a copy: in-place ops leave out
+        elif getattr(func, "__name__", "") not in _METADATA:
+            for value in (*args, *kwargs.values()):
+                name = self._name(value)
+                if name is not None:
+                    self.tainted.add(name)
         return out
 
     @contextmanager
@@ -90,7 +129,9 @@ class ConvCalls(TorchFunctionMode):
 
         def note(name: str) -> Any:
             def pre_hook(module: nn.Module, _args: Any) -> None:
-                self.watched[id(module.weight)] = name
+                weight = module.weight
+                assert isinstance(weight, Tensor)
+                self.watched[id(weight)] = (name, weight)
 
             return pre_hook
 

@@ -35,27 +35,43 @@ from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
 from sabma.variance import conv_calls
-from sabma.variance.conv_calls import ConvCalls
+from sabma.variance.conv_calls import ConvCalls, Recorded
 from sabma.variance.row_blocks import DenseRows, LayerRows, RowBlock, layer_input
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
 
 
+#: The layers whose formulas hold, with the forward they hold for: a subclass with a forward of
+#: its own (timm's BatchNormAct2d adds an activation) is not followed.
+_STOCK_FORWARD = {
+    nn.modules.batchnorm._BatchNorm: nn.modules.batchnorm._BatchNorm.forward,
+    nn.LayerNorm: nn.LayerNorm.forward,
+    nn.Linear: nn.Linear.forward,
+}
+
+
 def _supported(module: nn.Module, attr: str) -> bool:
     if attr not in ("weight", "bias"):
         return False
+    if conv_calls.supported(module):  # followed through its conv2d call, whatever its forward
+        return True
+    stock = next((f for kind, f in _STOCK_FORWARD.items() if isinstance(module, kind)), None)
+    if stock is None or type(module).forward is not stock:
+        return False
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return module.track_running_stats and not module.training
-    return isinstance(module, nn.LayerNorm | nn.Linear) or conv_calls.supported(module)
+    return True
 
 
 def _layers(posterior: GaussianPosterior) -> dict[str, nn.Module] | None:
-    """The subset's layers by name, or None when one of them is not supported."""
+    """The subset's layers by name, or None when one of them is not supported or a subset
+    tensor is tied (one tensor under several names: its gradient sums over the layers)."""
     layers: dict[str, nn.Module] = {}
+    slots = posterior.slots.slots
     for name in posterior.names:
         module_name, _, attr = name.rpartition(".")
         module = posterior.model.get_submodule(module_name)
-        if not _supported(module, attr):
+        if not _supported(module, attr) or len(slots.get(name, ())) != 1:
             return None
         layers[module_name] = module
     return layers
@@ -87,11 +103,12 @@ def sampled_layer_gradients(
     if layers is None:
         return None
     convs = {name: m for name, m in layers.items() if isinstance(m, nn.Conv2d)}
-    seen: dict[str, list[tuple[Any, Tensor]]] = {name: [] for name in layers if name not in convs}
+    seen: dict[str, list[Recorded]] = {name: [] for name in layers if name not in convs}
 
     def hook(name: str) -> Any:
-        def capture(_m: nn.Module, args: tuple[Any, ...], out: Tensor) -> None:
-            seen[name].append((args[0].detach(), out))
+        def capture(_m: nn.Module, args: tuple[Any, ...], out: Tensor) -> Tensor:
+            seen[name].append(Recorded(args[0].detach(), args[0], out))
+            return out.clone()  # the network goes on with a copy: in-place ops leave out as is
 
         return capture
 
@@ -105,14 +122,16 @@ def sampled_layer_gradients(
         for handle in handles:
             handle.remove()
     seen = {name: seen[name] if name in seen else recorder.calls.get(name, []) for name in layers}
-    if any(len(calls) != 1 for calls in seen.values()):
-        return None  # a layer ran twice (shared), not at all, or without its own weight
+    if recorder.tainted or not all(
+        len(calls) == 1 and calls[0].usable(inputs.count(x)) for calls in seen.values()
+    ):
+        return None  # see Recorded.usable and ConvCalls
     probs = torch.softmax(out.detach(), dim=-1)
     keep = torch.isfinite(probs).all(dim=1).nonzero().flatten()
     if not len(keep):
         return DenseRows(out.new_zeros(0, posterior.dim)), keep
     labels = draw(probs[keep], keep)
-    outputs = [calls[0][1] for calls in seen.values()]
+    outputs = [calls[0].out for calls in seen.values()]
     draws = []
     for s in range(labels.shape[1]):
         with torch.enable_grad():  # the optimiser refreshes inside its no-grad update
@@ -125,5 +144,5 @@ def sampled_layer_gradients(
                 for name, output, g in zip(layers, outputs, grads, strict=True)
             }
         )
-    layer_inputs = {name: layer_input(m, seen[name][0][0][keep]) for name, m in layers.items()}
+    layer_inputs = {name: layer_input(m, seen[name][0].input[keep]) for name, m in layers.items()}
     return LayerRows(posterior, layers, layer_inputs, draws), keep
