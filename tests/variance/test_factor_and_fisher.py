@@ -188,7 +188,7 @@ def test_layer_hooks_give_the_per_example_gradients_of_vmap(build, subset, shape
 
 def test_layer_hooks_decline_what_they_cannot_do() -> None:
     """BatchNorm on batch statistics: None (the caller falls back to vmap, and the sampled Fisher
-    still comes out right). Convolutions: tests/variance/test_conv_calls.py."""
+    still comes out right). Convolutions: tests/variance/test_layer_calls.py."""
     x, y = torch.randn(5, 2, 6, 6), torch.tensor([0, 1, 2, 1, 0])
     batch_stats = GaussianPosterior(_conv_bn_net(), "norm+head")
     batch_stats.train()

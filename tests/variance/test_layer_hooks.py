@@ -58,6 +58,27 @@ class _NormAct(nn.BatchNorm2d):
         return torch.relu(super().forward(x))
 
 
+def test_a_batch_norm_with_its_own_forward_is_followed_through_its_call() -> None:
+    """A BatchNorm subclass that adds an activation (timm's BatchNormAct2d): its batch_norm call
+    is recorded, so its gradients are the call's, exact against vmap; in training mode (batch
+    statistics) it is declined."""
+    model = nn.Sequential(_NormAct(2), nn.Flatten(), nn.Linear(50, 3))
+    hooks, vmap = _hooks_and_vmap(model, (5, 2, 5, 5))
+    assert hooks is not None
+    torch.testing.assert_close(hooks, vmap, rtol=0, atol=1e-12)
+    posterior = GaussianPosterior(model, "all")
+    posterior.train()
+    x, y = torch.randn(5, 2, 5, 5, dtype=F64), torch.tensor([0, 1, 2, 1, 0])
+    assert layer_gradients(posterior, posterior.mean.detach(), x, y) is None
+
+
+class _LayerNormAct(nn.LayerNorm):
+    """A LayerNorm with an activation in its forward: not followed (its call is not recorded)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(super().forward(x))
+
+
 class _Folded(nn.Module):
     """Positions folded into the batch dimension before a Linear layer."""
 
@@ -102,7 +123,8 @@ class _WeightElsewhere(nn.Conv2d):
     "build",
     [
         pytest.param(
-            lambda: nn.Sequential(_NormAct(2), nn.Flatten(), nn.Linear(50, 3)), id="norm-act"
+            lambda: nn.Sequential(_LayerNormAct(5), nn.Flatten(), nn.Linear(50, 3)),
+            id="layer-norm-with-its-own-forward",
         ),
         pytest.param(_Folded, id="positions-folded-into-batch"),
         pytest.param(_Tied, id="tied-weights"),

@@ -11,8 +11,8 @@ from sabma.variance.fisher_gradients import fisher_gradient_blocks, fisher_sketc
 from sabma.variance.layer_gradients import sampled_layer_gradients
 from sabma.variance.row_blocks import DenseRows, LayerRows
 from tests.conftest import mlp
-from tests.variance.test_conv_calls import _Convs
 from tests.variance.test_factor_and_fisher import _conv_bn_net, _Tokens, shifted_statistics
+from tests.variance.test_layer_calls import _Convs
 
 F64 = torch.float64
 

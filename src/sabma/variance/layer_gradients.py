@@ -10,7 +10,8 @@ and the layer's input ``x_i`` (Goodfellow 2015, "Efficient per-example gradient 
 * LayerNorm (x̂ normalised per position): the same sums;
 * Linear, ``out = x Wᵀ + b``: ∂ℓ_i/∂W = Σ g_iᵀ x_i and ∂ℓ_i/∂b = Σ g_i over positions;
 * 2-d convolutions, from the ``conv2d`` call itself (its padded input; per group, g_i against
-  the unfolded input, summed over positions: :mod:`sabma.variance.conv_calls`).
+  the unfolded input, summed over positions), and BatchNorm subclasses with a forward of their
+  own, from their ``batch_norm`` call (:mod:`sabma.variance.layer_calls`).
 
 One forward and one backward over a batch cost about what a training step costs, against a
 ``vmap`` of per-example passes (EfficientNet-Lite0 at 64 px, 100 images, 2-core CPU: measured in
@@ -34,15 +35,16 @@ from torch.nn.functional import cross_entropy
 from sabma.models import inputs
 from sabma.models.inputs import Inputs
 from sabma.posterior.gaussian import GaussianPosterior
-from sabma.variance import conv_calls
-from sabma.variance.conv_calls import ConvCalls, Recorded
+from sabma.variance import layer_calls
+from sabma.variance.layer_calls import LayerCalls, Recorded
 from sabma.variance.row_blocks import DenseRows, LayerRows, RowBlock, layer_input
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
 
 
 #: The layers whose formulas hold, with the forward they hold for: a subclass with a forward of
-#: its own (timm's BatchNormAct2d adds an activation) is not followed.
+#: its own is not hooked: a BatchNorm one (timm's BatchNormAct2d adds an activation) is followed
+#: through its batch_norm call (:mod:`sabma.variance.layer_calls`), the others go to vmap.
 _STOCK_FORWARD = {
     nn.modules.batchnorm._BatchNorm: nn.modules.batchnorm._BatchNorm.forward,
     nn.LayerNorm: nn.LayerNorm.forward,
@@ -53,7 +55,7 @@ _STOCK_FORWARD = {
 def _supported(module: nn.Module, attr: str) -> bool:
     if attr not in ("weight", "bias"):
         return False
-    if conv_calls.supported(module):  # followed through its conv2d call, whatever its forward
+    if layer_calls.supported(module):  # followed through its own call, whatever its forward
         return True
     stock = next((f for kind, f in _STOCK_FORWARD.items() if isinstance(module, kind)), None)
     if stock is None or type(module).forward is not stock:
@@ -102,8 +104,8 @@ def sampled_layer_gradients(
     layers = _layers(posterior)
     if layers is None:
         return None
-    convs = {name: m for name, m in layers.items() if isinstance(m, nn.Conv2d)}
-    seen: dict[str, list[Recorded]] = {name: [] for name in layers if name not in convs}
+    called = {name: m for name, m in layers.items() if layer_calls.supported(m)}
+    seen: dict[str, list[Recorded]] = {name: [] for name in layers if name not in called}
 
     def hook(name: str) -> Any:
         def capture(_m: nn.Module, args: tuple[Any, ...], out: Tensor) -> Tensor:
@@ -113,9 +115,9 @@ def sampled_layer_gradients(
         return capture
 
     handles = [m.register_forward_hook(hook(name)) for name, m in layers.items() if name in seen]
-    recorder = ConvCalls()
+    recorder = LayerCalls()
     try:
-        with torch.enable_grad(), recorder.watching(convs) if convs else nullcontext():
+        with torch.enable_grad(), recorder.watching(called) if called else nullcontext():
             weights = w.detach().requires_grad_(True)  # so the activations carry gradients
             out = inputs.call(posterior.forward_with, x, weights)
     finally:
@@ -125,7 +127,7 @@ def sampled_layer_gradients(
     if recorder.tainted or not all(
         len(calls) == 1 and calls[0].usable(inputs.count(x)) for calls in seen.values()
     ):
-        return None  # see Recorded.usable and ConvCalls
+        return None  # see Recorded.usable and LayerCalls
     probs = torch.softmax(out.detach(), dim=-1)
     keep = torch.isfinite(probs).all(dim=1).nonzero().flatten()
     if not len(keep):

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.functional import layer_norm
 
 from sabma.posterior.gaussian import GaussianPosterior
-from sabma.variance.conv_calls import ConvInput
+from sabma.variance.layer_calls import ConvInput, Normalised
 
 
 class RowBlock(Protocol):
@@ -61,9 +61,11 @@ class DenseRows:
 def layer_input(module: nn.Module, x: Any) -> Any:
     """What the per-example gradient formulas take of a layer's input: x for a Linear layer, x̂
     (before the affine map) for a normalization layer, the call's input and settings
-    (:class:`~sabma.variance.conv_calls.ConvInput`) for a convolution."""
+    (:class:`~sabma.variance.layer_calls.ConvInput`) for a convolution."""
     if isinstance(module, nn.Linear | nn.Conv2d):
         return x
+    if isinstance(x, Normalised):  # a recorded batch-norm call: normalised with its statistics
+        return x.x
     if isinstance(module, nn.LayerNorm):
         return layer_norm(x, module.normalized_shape, eps=module.eps)
     assert isinstance(module, nn.modules.batchnorm._BatchNorm)
