@@ -64,6 +64,12 @@ class ConvInput:
         return torch.einsum("ngol,ngil->ngoi", g, columns).reshape(n, *shape)
 
 
+def batch_normalised(x: Tensor, mean: Tensor, var: Tensor, eps: float) -> Tensor:
+    """x̂ = (x − mean) / √(var + eps), the statistics per channel (dim 1)."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + eps)
+
+
 @dataclass
 class Normalised:
     """A batch-norm call's input, normalised with the running statistics the call used."""
@@ -122,7 +128,8 @@ _METADATA = frozenset({"__get__", "size", "dim", "numel", "stride", "is_contiguo
 
 
 class LayerCalls(TorchFunctionMode):
-    """Records the ``conv2d`` calls made with a watched weight: name → [Recorded]. A watched
+    """Records the ``conv2d`` and ``batch_norm`` calls made with a watched weight: name →
+    [Recorded]. A watched
     weight that enters any other computation (``weight.sum()``, a standardisation) makes its
     layer ``tainted``: its gradient is not the call's alone."""
 
@@ -173,13 +180,12 @@ class LayerCalls(TorchFunctionMode):
             return name, ConvInput(x.detach(), *(bound[k] for k in _ARGUMENTS[3:])), x
         if bound["training"] or bound["mean"] is None:  # batch statistics: examples interact
             return None
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        scale = torch.rsqrt(bound["var"].view(shape) + bound["eps"])
-        return name, Normalised((x.detach() - bound["mean"].view(shape)) * scale), x
+        xhat = batch_normalised(x.detach(), bound["mean"], bound["var"], bound["eps"])
+        return name, Normalised(xhat), x
 
     @contextmanager
     def watching(self, layers: Mapping[str, nn.Module]) -> Iterator[LayerCalls]:
-        """Record, while inside, the calls of these convolution layers."""
+        """Record, while inside, the calls of these layers (:func:`supported` ones)."""
 
         def note(name: str) -> Any:
             def pre_hook(module: nn.Module, _args: Any) -> None:

@@ -39,9 +39,6 @@ from sabma.variance import layer_calls
 from sabma.variance.layer_calls import LayerCalls, Recorded
 from sabma.variance.row_blocks import DenseRows, LayerRows, RowBlock, layer_input
 
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
-
-
 #: The layers whose formulas hold, with the forward they hold for: a subclass with a forward of
 #: its own is not hooked: a BatchNorm one (timm's BatchNormAct2d adds an activation) is followed
 #: through its batch_norm call (:mod:`sabma.variance.layer_calls`), the others go to vmap.

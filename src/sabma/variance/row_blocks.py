@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn.functional import layer_norm
 
 from sabma.posterior.gaussian import GaussianPosterior
-from sabma.variance.layer_calls import ConvInput, Normalised
+from sabma.variance.layer_calls import ConvInput, Normalised, batch_normalised
 
 
 class RowBlock(Protocol):
@@ -70,9 +70,7 @@ def layer_input(module: nn.Module, x: Any) -> Any:
         return layer_norm(x, module.normalized_shape, eps=module.eps)
     assert isinstance(module, nn.modules.batchnorm._BatchNorm)
     assert module.running_mean is not None and module.running_var is not None
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    mean = module.running_mean.view(shape)
-    return (x - mean) * torch.rsqrt(module.running_var.view(shape) + module.eps)
+    return batch_normalised(x, module.running_mean, module.running_var, module.eps)
 
 
 def _outer(module: nn.Module, attr: str, g: Tensor) -> bool:
